@@ -1,0 +1,59 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "farm",
+    products: [
+        .executable(name: "farm", targets: ["farm"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // One system-library target per C library; each is touched by one Swift wrapper file.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+
+        .target(
+            name: "FarmKit",
+            dependencies: [
+                "CSQLite", "COpenSSL",
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .executableTarget(
+            name: "farm",
+            dependencies: [
+                "FarmKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Task kinds made up for the engine's tests and benchmark: they exercise the graph, store
+        // and scheduler without the real kinds. Not part of the product.
+        .target(
+            name: "SyntheticKinds",
+            dependencies: ["FarmKit"],
+            path: "Tests/SyntheticKinds"
+        ),
+        .executableTarget(
+            name: "farm-bench",
+            dependencies: ["FarmKit", "SyntheticKinds"],
+            path: "Benchmarks/FarmBench"
+        ),
+        // A driver that runs builds of test-defined task kinds in a separate process, so tests
+        // can kill a build mid-way and run two builds on one cache. Not part of the product.
+        .executableTarget(
+            name: "farm-test-driver",
+            dependencies: ["FarmKit", "SyntheticKinds"],
+            path: "Tests/FarmTestDriver"
+        ),
+        .testTarget(
+            name: "FarmKitTests",
+            dependencies: ["FarmKit", "SyntheticKinds", "farm-test-driver", "farm"]
+        ),
+    ]
+)

@@ -1,0 +1,47 @@
+import Foundation
+
+/// What the scheduler reports as a build goes; reporters turn it into a status line, plain lines or JSON.
+public enum BuildEvent: Sendable {
+    public struct Task: Sendable {
+        public var kind: String
+        public var label: String
+        public var key: Digest?
+        public var name: String { "\(kind):\(label)" }
+    }
+
+    public struct Progress: Sendable {
+        public var finished: Int
+        public var total: Int
+        public var running: Int
+    }
+
+    case planned(total: Int)
+    case started(Task, Progress)
+    case built(Task, Progress, duration: Double, log: String)
+    case failed(Task, Progress, error: String, log: String)
+    /// Not run because a task it depends on failed.
+    case skipped(Task, Progress, because: String)
+    /// Dry run: the task would run; `reason` says why.
+    case wouldRun(Task, reason: String)
+    case completed(BuildSummary)
+}
+
+public struct BuildSummary: Sendable, Codable {
+    public var total = 0
+    public var built = 0
+    public var cached = 0
+    public var failed = 0
+    public var skipped = 0
+    /// Tasks not started because the build stopped at the first failure (no `-k`).
+    public var notRun = 0
+    public var wouldRun = 0
+    public var duration: Double = 0
+    public var databaseWrites = 0
+    public var failures: [String] = []
+
+    public var succeeded: Bool { failed == 0 && skipped == 0 && notRun == 0 }
+}
+
+public protocol BuildReporter: Sendable {
+    func report(_ event: BuildEvent)
+}

@@ -1,0 +1,71 @@
+import Foundation
+
+/// One invocation's view of a project: the manifest, its recipes, the rules that plan tasks, and
+/// the cache directory. The CLI commands are thin calls into this.
+public struct Session: Sendable {
+    public let manifest: Manifest
+    public let recipes: RecipeBook
+    public let rules: any BuildRules
+    public let cacheDirectory: String
+
+    /// `--cache DIR`, else `$FARM_CACHE`, else `cache/` beside the manifest.
+    public static func cacheDirectory(option: String?, manifestPath: String) -> String {
+        if let option, !option.isEmpty { return option }
+        if let environment = ProcessInfo.processInfo.environment["FARM_CACHE"], !environment.isEmpty { return environment }
+        let directory = (manifestPath as NSString).deletingLastPathComponent
+        return (directory.isEmpty ? "." : directory) + "/cache"
+    }
+
+    public init(manifestPath: String, cacheDirectory: String?, rules: any BuildRules) throws {
+        manifest = try ManifestLoader.load(path: manifestPath)
+        recipes = try RecipeBook.load(for: manifest)
+        self.rules = rules
+        self.cacheDirectory = Session.cacheDirectory(option: cacheDirectory, manifestPath: manifestPath)
+    }
+
+    public func plan(_ patterns: [String]) throws -> BuildGraph {
+        try Planner(rules: rules).plan(manifest: manifest, recipes: recipes, patterns: patterns.map(KernelPattern.init))
+    }
+
+    public func openCache(_ access: BuildCache.Access = .shared) throws -> BuildCache {
+        try BuildCache(directory: cacheDirectory, access: access)
+    }
+
+    /// Plans, builds and records the run's figures for `farm status`.
+    public func build(patterns: [String], options: BuildOptions, reporter: any BuildReporter,
+                      command: String = "build") async throws -> BuildSummary {
+        let graph = try plan(patterns)
+        let cache = try openCache()
+        let started = Date()
+        let summary = try await Builder(cache: cache, options: options, reporter: reporter).build(graph)
+        if !options.dryRun {
+            cache.saveLastRun(.init(command: command, started: started, duration: summary.duration, total: summary.total,
+                                    built: summary.built, cached: summary.cached, failed: summary.failed,
+                                    skipped: summary.skipped + summary.notRun))
+        }
+        return summary
+    }
+
+    /// Why the named task would run now, or that it is up to date.
+    public func explain(_ name: String) throws -> String {
+        let graph = try plan([])
+        guard let node = graph.node(named: name) ?? graph.nodes.first(where: { $0.label == name }) else {
+            throw PlanError("no task named '\(name)' in the plan; 'farm plan' lists tasks as kind:label")
+        }
+        return try Explainer(cache: try openCache()).explain(node, in: graph)
+    }
+
+    /// The log of the last run of a task, by `kind:label`, label or key prefix.
+    public func log(_ name: String) throws -> (record: TaskRecord, text: String) {
+        let cache = try openCache()
+        let records = try cache.findRecords(name)
+        guard !records.isEmpty else {
+            throw PlanError("no recorded run of '\(name)' in \(cacheDirectory); name a task as kind:label ('farm plan' lists them) or by key")
+        }
+        guard records.count == 1, let record = records.first else {
+            throw PlanError("'\(name)' names several tasks: \(records.map(\.name).joined(separator: ", ")); use kind:label")
+        }
+        guard let log = record.log else { return (record, "") }
+        return (record, String(decoding: try cache.objects.read(log), as: UTF8.self))
+    }
+}

@@ -1,0 +1,39 @@
+import Foundation
+
+/// Turns the kernels a build covers into tasks. The product's rules add fetch, bundle, compile,
+/// sign and publish tasks; tests supply rules of their own.
+public protocol BuildRules: Sendable {
+    func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws
+}
+
+public struct PlanError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// From manifest + recipes + patterns to a DAG of typed tasks.
+public struct Planner: Sendable {
+    public let rules: any BuildRules
+
+    public init(rules: any BuildRules) { self.rules = rules }
+
+    /// The kernels that match any of the patterns (all kernels when there is none).
+    public static func select(_ kernels: [Kernel], patterns: [KernelPattern], manifestPath: String) throws -> [Kernel] {
+        guard !patterns.isEmpty else { return kernels }
+        for pattern in patterns where !kernels.contains(where: { pattern.matches($0.release) }) {
+            let examples = kernels.prefix(3).map(\.release).joined(separator: ", ")
+            throw PlanError("pattern '\(pattern)' matches none of the \(kernels.count) kernels in \(manifestPath)"
+                + (examples.isEmpty ? "; run 'farm crawl' to list kernels" : " (e.g. \(examples)); quote the pattern so the shell does not expand it"))
+        }
+        return kernels.filter { kernel in patterns.contains { $0.matches(kernel.release) } }
+    }
+
+    public func plan(manifest: Manifest, recipes: RecipeBook, patterns: [KernelPattern]) throws -> BuildGraph {
+        let kernels = try Planner.select(manifest.kernels, patterns: patterns, manifestPath: manifest.path)
+        var graph = BuildGraph()
+        try rules.plan(kernels: kernels, manifest: manifest, recipes: recipes, into: &graph)
+        return graph
+    }
+}

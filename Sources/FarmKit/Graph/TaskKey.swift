@@ -1,0 +1,85 @@
+/// The canonical description of a task that its key hashes: kind, implementation version,
+/// parameters and the content digests of its inputs (never their keys, so a dependency that reruns
+/// and yields the same bytes changes nothing downstream).
+public struct TaskDefinition: Sendable, Hashable {
+    public struct Input: Sendable, Hashable {
+        public var role: String
+        public var output: String
+        public var digest: Digest
+    }
+
+    public var kind: String
+    public var version: Int
+    public var parameters: [(name: String, value: String)]
+    public var inputs: [Input]
+
+    public init(kind: String, version: Int, parameters: [(name: String, value: String)], inputs: [Input]) {
+        self.kind = kind
+        self.version = version
+        self.parameters = parameters.sorted { $0.name < $1.name }
+        self.inputs = inputs.sorted { ($0.role, $0.output) < ($1.role, $1.output) }
+    }
+
+    public static func == (lhs: TaskDefinition, rhs: TaskDefinition) -> Bool { lhs.encoded == rhs.encoded }
+    public func hash(into hasher: inout Hasher) { hasher.combine(encoded) }
+
+    /// One line per fact; every free-form value is length-prefixed so no two definitions encode alike.
+    public var encoded: String {
+        var text = "farm-task 1\nkind \(kind.utf8.count):\(kind)\nversion \(version)\n"
+        for (name, value) in parameters {
+            text += "param \(name.utf8.count):\(name) \(value.utf8.count):\(value)\n"
+        }
+        for input in inputs {
+            text += "input \(input.role.utf8.count):\(input.role) \(input.output.utf8.count):\(input.output) \(input.digest.hex)\n"
+        }
+        return text
+    }
+
+    public var key: Digest { SHA256.hash(encoded) }
+
+    /// Reads back an encoding made by `encoded` (as stored for `farm explain`).
+    public init?(encoded text: String) {
+        var kind: String?
+        var version: Int?
+        var parameters: [(String, String)] = []
+        var inputs: [Input] = []
+        var rest = Substring(text)
+        func field(_ line: inout Substring) -> String? {
+            guard let colon = line.firstIndex(of: ":"), let count = Int(line[line.startIndex..<colon]) else { return nil }
+            let start = line.index(after: colon)
+            let utf8 = line[start...].utf8
+            guard utf8.count >= count else { return nil }
+            let end = utf8.index(utf8.startIndex, offsetBy: count)
+            let value = String(line[start..<end])
+            line = line[end...].drop(while: { $0 == " " })
+            return value
+        }
+        guard rest.hasPrefix("farm-task 1\n") else { return nil }
+        rest = rest.dropFirst("farm-task 1\n".count)
+        while !rest.isEmpty {
+            guard let space = rest.firstIndex(of: " ") else { return nil }
+            let tag = rest[rest.startIndex..<space]
+            var line = rest[rest.index(after: space)...]
+            switch tag {
+            case "kind": kind = field(&line)
+            case "version":
+                let digits = line.prefix(while: \.isNumber)
+                version = Int(digits)
+                line = line.dropFirst(digits.count)
+            case "param":
+                guard let name = field(&line), let value = field(&line) else { return nil }
+                parameters.append((name, value))
+            case "input":
+                guard let role = field(&line), let output = field(&line),
+                      let digest = Digest(hex: String(line.prefix(64))) else { return nil }
+                inputs.append(Input(role: role, output: output, digest: digest))
+                line = line.dropFirst(64)
+            default: return nil
+            }
+            guard line.first == "\n" else { return nil }
+            rest = line.dropFirst()
+        }
+        guard let kind, let version else { return nil }
+        self.init(kind: kind, version: version, parameters: parameters, inputs: inputs)
+    }
+}

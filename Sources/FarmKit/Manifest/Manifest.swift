@@ -1,0 +1,77 @@
+import Foundation
+
+/// `manifest.yml`: the upstreams to crawl, the kernels to cover and the modules to build.
+public struct Manifest: Sendable {
+    public static let schemaVersion = 1
+
+    public var path: String
+    public var upstreams: [Upstream]
+    public var modules: [ModuleReference]
+    public var kernels: [Kernel]
+    public var signing: Signing?
+    public var publish: Publish?
+    public var sandbox: String?
+
+    /// The directory the manifest lives in; relative paths in it are resolved from here.
+    public var directory: String { (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent }
+
+    public func upstream(named name: String) -> Upstream? { upstreams.first { $0.name == name } }
+}
+
+public struct Upstream: Sendable, Hashable {
+    public enum Kind: String, Sendable, CaseIterable { case apt }
+
+    public var name: String
+    public var kind: Kind
+    /// `apt` (the host's apt sources) or an explicit archive URL.
+    public var mirror: String
+    public var suites: [String]
+    public var components: [String]
+    public var architectures: [String]
+    /// An OpenPGP keyring to verify the archive with, instead of the one apt's `Signed-By` names.
+    public var keyring: String?
+}
+
+public struct ModuleReference: Sendable, Hashable {
+    public var name: String
+    public var location: SourceLocation
+}
+
+/// A package pinned by its path in the upstream archive, its size and its sha256.
+public struct PackageReference: Sendable, Hashable {
+    public var url: String
+    public var sha256: Digest
+    public var size: Int64
+}
+
+public struct Kernel: Sendable, Hashable {
+    /// The kernel release as `uname -r` prints it.
+    public var release: String
+    public var upstream: String
+    public var suite: String?
+    /// The distribution's version of the kernel package (e.g. `6.1.158-1`).
+    public var version: String?
+    public var toolchain: String?
+    /// The compiler package the headers depend on (e.g. `linux-compiler-gcc-12-x86`).
+    public var compiler: String?
+    public var packages: [PackageReference]
+    public var image: PackageReference?
+    /// When a crawl last saw this kernel upstream, if a crawl has since missed it.
+    public var lastSeen: String?
+    public var location: SourceLocation
+
+    /// The first three numeric parts of the release: 6.1.0-56-amd64 gives (6, 1, 0).
+    public var versionNumbers: (major: Int, minor: Int, patch: Int) {
+        let numeric = release.split(whereSeparator: { !$0.isNumber }).prefix(3).map { Int($0) ?? 0 }
+        return (numeric.count > 0 ? numeric[0] : 0, numeric.count > 1 ? numeric[1] : 0, numeric.count > 2 ? numeric[2] : 0)
+    }
+}
+
+public struct Signing: Sendable, Hashable {
+    public var moduleKey: String?
+    public var repoKey: String?
+}
+
+public struct Publish: Sendable, Hashable {
+    public var dir: String
+}

@@ -1,0 +1,143 @@
+import Foundation
+
+/// Reads and checks `manifest.yml`. Every refusal names file:line:column and what was expected.
+public enum ManifestLoader {
+    public static func load(path: String) throws -> Manifest {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ManifestError("cannot read the manifest; create it or pass --manifest PATH", file: path)
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ManifestError("the manifest is not UTF-8 text", file: path)
+        }
+        return try parse(text, path: path)
+    }
+
+    public static func parse(_ text: String, path: String) throws -> Manifest {
+        guard let root = try YAMLValue.parse(text, file: path) else {
+            throw ManifestError("the manifest is empty; it needs at least 'farm: \(Manifest.schemaVersion)'", file: path)
+        }
+        let top = try root.mapping("the manifest", allowed: ["farm", "upstreams", "modules", "kernels", "signing", "publish", "sandbox"])
+        try checkSchema(top, file: "manifest")
+
+        var upstreams: [Upstream] = []
+        if let value = top["upstreams"] {
+            for (name, _, entry) in try value.namedEntries("'upstreams'") {
+                upstreams.append(try upstream(name: name, entry))
+            }
+        }
+
+        var modules: [ModuleReference] = []
+        if let value = top["modules"] {
+            var seen: [String: SourceLocation] = [:]
+            for item in try value.list("'modules'") {
+                let name = try item.string("a recipe name")
+                if let first = seen[name] { throw item.fail("module '\(name)' is listed twice (first at line \(first.line))") }
+                seen[name] = item.location
+                modules.append(ModuleReference(name: name, location: item.location))
+            }
+        }
+
+        var kernels: [Kernel] = []
+        if let value = top["kernels"] {
+            var seen: [String: SourceLocation] = [:]
+            seen.reserveCapacity(1024)
+            let upstreamNames = Set(upstreams.map(\.name))
+            for item in try value.list("'kernels'") {
+                let kernel = try self.kernel(item, upstreams: upstreamNames)
+                if let first = seen[kernel.release] {
+                    throw ManifestError("duplicate kernel '\(kernel.release)' (first listed at line \(first.line)); each release may appear once",
+                                        at: kernel.location)
+                }
+                seen[kernel.release] = kernel.location
+                kernels.append(kernel)
+            }
+        }
+
+        var signing: Signing?
+        if let value = top["signing"] {
+            let map = try value.mapping("'signing'", allowed: ["module-key", "repo-key"])
+            signing = Signing(moduleKey: try map["module-key"]?.string("a key directory"),
+                              repoKey: try map["repo-key"]?.string("a key directory"))
+        }
+        var publish: Publish?
+        if let value = top["publish"] {
+            let map = try value.mapping("'publish'", allowed: ["dir"])
+            publish = Publish(dir: try map.required("dir").string("the repository directory"))
+        }
+        var sandbox: String?
+        if let value = top["sandbox"] {
+            let name = try value.string("a sandbox backend")
+            guard ["bwrap", "chroot", "host"].contains(name) else {
+                throw value.fail("unknown sandbox '\(name)'; expected bwrap, chroot or host")
+            }
+            sandbox = name
+        }
+        return Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels,
+                        signing: signing, publish: publish, sandbox: sandbox)
+    }
+
+    static func checkSchema(_ top: YAMLMapping, file: String) throws {
+        let version = try top.required("farm")
+        let number = try version.integer("the schema version")
+        guard number == Manifest.schemaVersion else {
+            throw version.fail("this farm reads schema version \(Manifest.schemaVersion), the \(file) says \(number); upgrade farm or fix 'farm:'")
+        }
+    }
+
+    private static func upstream(name: String, _ value: YAMLValue) throws -> Upstream {
+        let map = try value.mapping("upstream '\(name)'", allowed: ["kind", "mirror", "suites", "components", "architectures", "keyring"])
+        let kindValue = try map.required("kind")
+        let kindName = try kindValue.string("an upstream kind")
+        guard let kind = Upstream.Kind(rawValue: kindName) else {
+            throw kindValue.fail("unknown upstream kind '\(kindName)'; expected one of: \(Upstream.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let mirrorValue = try map.required("mirror")
+        let mirror = try mirrorValue.string("'apt' or an archive URL")
+        guard mirror == "apt" || mirror.hasPrefix("http://") || mirror.hasPrefix("https://") || mirror.hasPrefix("file://") else {
+            throw mirrorValue.fail("expected 'apt' (the host's apt sources) or an http(s):// or file:// URL, found '\(mirror)'")
+        }
+        let suites = try map.required("suites").stringList("'suites'")
+        return Upstream(name: name, kind: kind, mirror: mirror, suites: suites,
+                        components: try map["components"]?.stringList("'components'") ?? ["main"],
+                        architectures: try map["architectures"]?.stringList("'architectures'") ?? ["amd64"],
+                        keyring: try map["keyring"]?.string("a keyring path"))
+    }
+
+    private static let kernelKeys = ["release", "upstream", "suite", "version", "toolchain", "compiler", "packages", "image", "last-seen"]
+
+    private static func kernel(_ value: YAMLValue, upstreams: Set<String>) throws -> Kernel {
+        let map = try value.mapping("a kernel", allowed: kernelKeys)
+        let release = try map.required("release").string("a kernel release")
+        guard release.allSatisfy({ $0.isLetter || $0.isNumber || "._+-~".contains($0) }), !release.hasPrefix(".") else {
+            throw map.entries["release"]!.value.fail("'\(release)' is not a kernel release (letters, digits and . _ + - ~ only)")
+        }
+        let upstreamValue = try map.required("upstream")
+        let upstream = try upstreamValue.string("an upstream name")
+        guard upstreams.contains(upstream) else {
+            throw upstreamValue.fail("no upstream named '\(upstream)'; the manifest's 'upstreams' names: \(upstreams.sorted().joined(separator: ", "))")
+        }
+        let packages = try map["packages"].map { try $0.list("'packages'").map(package) } ?? []
+        return Kernel(release: release, upstream: upstream,
+                      suite: try map["suite"]?.string("a suite"),
+                      version: try map["version"]?.string("a package version"),
+                      toolchain: try map["toolchain"]?.string("a toolchain recipe name"),
+                      compiler: try map["compiler"]?.string("a compiler package"),
+                      packages: packages,
+                      image: try map["image"].map(package),
+                      lastSeen: try map["last-seen"]?.string("a time"),
+                      location: value.location)
+    }
+
+    private static func package(_ value: YAMLValue) throws -> PackageReference {
+        let map = try value.mapping("a package", allowed: ["url", "sha256", "size"])
+        let url = try map.required("url").string("a package URL")
+        let shaValue = try map.required("sha256")
+        guard let sha = Digest(hex: try shaValue.string("a sha256")) else {
+            throw shaValue.fail("expected a sha256 (64 hex digits)")
+        }
+        let sizeValue = try map.required("size")
+        let size = try sizeValue.integer("a size in bytes")
+        guard size >= 0 else { throw sizeValue.fail("expected a size in bytes, found \(size)") }
+        return PackageReference(url: url, sha256: sha, size: Int64(size))
+    }
+}

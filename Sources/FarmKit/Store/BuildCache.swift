@@ -1,0 +1,248 @@
+import Foundation
+
+public struct CacheError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// A cache directory: `farm.sqlite` (task results) and `cas/` (objects). Several farm processes may
+/// share one: SQLite runs in WAL mode, objects are immutable, and `farm gc` takes the cache's lock
+/// exclusively while builds hold it shared.
+public final class BuildCache: @unchecked Sendable {
+    public let directory: String
+    public let objects: ContentStore
+    let database: Database
+    private var lockDescriptor: Int32 = -1
+
+    public enum Access { case shared, exclusive }
+
+    public init(directory: String, access: Access = .shared) throws {
+        self.directory = directory
+        try AtomicFile.makeDirectory(directory)
+        objects = try ContentStore(root: directory + "/cas")
+        database = try Database(path: directory + "/farm.sqlite")
+        try lock(access)
+        try migrate()
+    }
+
+    deinit {
+        if lockDescriptor >= 0 { close(lockDescriptor) }
+    }
+
+    private func lock(_ access: Access) throws {
+        let path = directory + "/lock"
+        lockDescriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lockDescriptor >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }
+        if flock(lockDescriptor, (access == .shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 {
+            FileHandle.standardError.write(Data("farm: waiting for another farm process to release \(directory) (farm gc runs alone)\n".utf8))
+            guard flock(lockDescriptor, access == .shared ? LOCK_SH : LOCK_EX) == 0 else {
+                throw FileSystemError.io(operation: "lock", path: path, errno: errno)
+            }
+        }
+    }
+
+    static let schemaVersion = 1
+
+    private func migrate() throws {
+        var version: Int64 = 0
+        try database.query("PRAGMA user_version") { version = $0.integer(0) }
+        // A no-op build must not write: only set the schema up when it is not there yet.
+        if version == BuildCache.schemaVersion {
+            return
+        }
+        guard version == 0 else {
+            throw CacheError(message: "\(database.path) has schema version \(version), this farm knows \(BuildCache.schemaVersion); use a newer farm or another --cache")
+        }
+        try database.execute("PRAGMA journal_mode=WAL")
+        try database.transaction {
+            try database.execute("""
+            CREATE TABLE IF NOT EXISTS results(
+                key TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL, definition TEXT NOT NULL,
+                outputs TEXT NOT NULL, log TEXT, started REAL NOT NULL, duration REAL NOT NULL,
+                status INTEGER NOT NULL, error TEXT, farm_version TEXT NOT NULL);
+            CREATE INDEX IF NOT EXISTS results_by_task ON results(kind, label);
+            CREATE TABLE IF NOT EXISTS latest(
+                kind TEXT NOT NULL, label TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY(kind, label)) WITHOUT ROWID;
+            PRAGMA user_version = \(BuildCache.schemaVersion);
+            """)
+        }
+    }
+
+    // MARK: Results
+
+    private static let columns = "key, kind, label, definition, outputs, log, started, duration, status, error, farm_version"
+
+    private static func record(_ row: Database.Row) -> TaskRecord? {
+        guard let key = row.text(0).flatMap(Digest.init(hex:)) else { return nil }
+        return TaskRecord(key: key, kind: row.text(1) ?? "", label: row.text(2) ?? "", definition: row.text(3) ?? "",
+                          outputs: TaskRecord.decode(row.text(4) ?? ""), log: row.text(5).flatMap(Digest.init(hex:)),
+                          started: Date(timeIntervalSince1970: row.real(6)), duration: row.real(7),
+                          status: Int(row.integer(8)), error: row.text(9), farmVersion: row.text(10) ?? "")
+    }
+
+    public func record(forKey key: Digest) throws -> TaskRecord? {
+        var found: TaskRecord?
+        try database.query("SELECT \(BuildCache.columns) FROM results WHERE key = ?", [.text(key.hex)]) { found = BuildCache.record($0) }
+        return found
+    }
+
+    /// The outputs of a successful result for `key`, when every object is still in the store.
+    public func cachedOutputs(forKey key: Digest) throws -> [TaskRecord.Output]? {
+        var outputs: [TaskRecord.Output]?
+        try database.query("SELECT outputs FROM results WHERE key = ? AND status = 0", [.text(key.hex)]) {
+            outputs = TaskRecord.decode($0.text(0) ?? "")
+        }
+        guard let outputs, outputs.allSatisfy({ objects.isPresent($0.digest, size: $0.size) }) else { return nil }
+        return outputs
+    }
+
+    /// The last recorded run of a task, by kind and label, whatever its key was.
+    public func latestRecord(kind: String, label: String) throws -> TaskRecord? {
+        var key: Digest?
+        try database.query("SELECT key FROM latest WHERE kind = ? AND label = ?", [.text(kind), .text(label)]) {
+            key = $0.text(0).flatMap(Digest.init(hex:))
+        }
+        return try key.flatMap { try record(forKey: $0) }
+    }
+
+    /// Records one finished task in its own transaction, after its objects are in the store.
+    public func save(_ record: TaskRecord) throws {
+        try database.transaction {
+            try database.query("INSERT OR REPLACE INTO results(\(BuildCache.columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?)", [
+                .text(record.key.hex), .text(record.kind), .text(record.label), .text(record.definition),
+                .text(TaskRecord.encode(record.outputs)), record.log.map { .text($0.hex) } ?? .null,
+                .real(record.started.timeIntervalSince1970), .real(record.duration), .integer(Int64(record.status)),
+                record.error.map { .text($0) } ?? .null, .text(record.farmVersion),
+            ])
+            try database.query("INSERT OR REPLACE INTO latest(kind, label, key) VALUES (?,?,?)",
+                               [.text(record.kind), .text(record.label), .text(record.key.hex)])
+        }
+    }
+
+    /// Finds recorded tasks by `kind:label`, by label alone, or by a key prefix (at least 6 digits).
+    public func findRecords(_ name: String) throws -> [TaskRecord] {
+        var keys: [Digest] = []
+        if let colon = name.firstIndex(of: ":") {
+            let kind = String(name[..<colon]), label = String(name[name.index(after: colon)...])
+            try database.query("SELECT key FROM latest WHERE kind = ? AND label = ?", [.text(kind), .text(label)]) {
+                if let key = $0.text(0).flatMap(Digest.init(hex:)) { keys.append(key) }
+            }
+        } else {
+            try database.query("SELECT key FROM latest WHERE label = ?", [.text(name)]) {
+                if let key = $0.text(0).flatMap(Digest.init(hex:)) { keys.append(key) }
+            }
+            if keys.isEmpty, name.count >= 6, name.allSatisfy(\.isHexDigit) {
+                try database.query("SELECT key FROM results WHERE key >= ? AND key < ? LIMIT 2",
+                                   [.text(name.lowercased()), .text(name.lowercased() + "g")]) {
+                    if let key = $0.text(0).flatMap(Digest.init(hex:)) { keys.append(key) }
+                }
+            }
+        }
+        return try keys.compactMap { try record(forKey: $0) }
+    }
+
+    public var databaseChanges: Int { database.totalChanges }
+
+    // MARK: Status and garbage collection
+
+    public struct Statistics: Sendable {
+        public var results: Int
+        public var failed: Int
+        public var objects: Int
+        public var bytes: Int64
+    }
+
+    public func statistics() throws -> Statistics {
+        var results = 0, failed = 0
+        try database.query("SELECT count(*), coalesce(sum(status != 0), 0) FROM results r JOIN latest l ON r.key = l.key") {
+            results = Int($0.integer(0))
+            failed = Int($0.integer(1))
+        }
+        var count = 0
+        var bytes: Int64 = 0
+        for object in objects.allObjects() {
+            count += 1
+            bytes += objects.size(of: object.digest) ?? 0
+        }
+        return Statistics(results: results, failed: failed, objects: count, bytes: bytes)
+    }
+
+    public struct CollectionReport: Sendable {
+        public var removedObjects = 0
+        public var removedBytes: Int64 = 0
+        public var removedResults = 0
+        public var checkedObjects = 0
+        public var corrupt: [String] = []
+    }
+
+    /// Keeps the latest result of every task and the objects they reference; removes the rest.
+    /// With `verify`, re-hashes every kept object and removes (and reports) the corrupt ones.
+    /// Call it on a cache opened with `.exclusive` access, so no build writes meanwhile.
+    public func collectGarbage(verify: Bool) throws -> CollectionReport {
+        var report = CollectionReport()
+        try database.transaction {
+            try database.query("SELECT count(*) FROM results WHERE key NOT IN (SELECT key FROM latest)") {
+                report.removedResults = Int($0.integer(0))
+            }
+            try database.execute("DELETE FROM results WHERE key NOT IN (SELECT key FROM latest)")
+        }
+        var referenced = Set<Digest>()
+        try database.query("SELECT outputs, log FROM results") { row in
+            for output in TaskRecord.decode(row.text(0) ?? "") { referenced.insert(output.digest) }
+            if let log = row.text(1).flatMap(Digest.init(hex:)) { referenced.insert(log) }
+        }
+        for object in objects.allObjects() {
+            if referenced.contains(object.digest) {
+                guard verify else { continue }
+                report.checkedObjects += 1
+                let actual = try? SHA256.hash(fileAt: object.path).digest
+                if actual != object.digest {
+                    report.corrupt.append(object.path)
+                    unlink(object.path)
+                }
+            } else {
+                report.removedBytes += objects.size(of: object.digest) ?? 0
+                report.removedObjects += 1
+                unlink(object.path)
+            }
+        }
+        // Temporary files left by builds that were killed mid-write.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: objects.temporary)) ?? [] {
+            unlink(objects.temporary + "/" + name)
+        }
+        try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return report
+    }
+
+    // MARK: Last run
+
+    public struct RunSummary: Codable, Sendable {
+        public var command: String
+        public var started: Date
+        public var duration: Double
+        public var total: Int
+        public var built: Int
+        public var cached: Int
+        public var failed: Int
+        public var skipped: Int
+        public var hitRate: Double { total == 0 ? 1 : Double(cached) / Double(total) }
+    }
+
+    /// The last run's figures live beside the database, not in it, so a no-op build writes no row.
+    public func saveLastRun(_ summary: RunSummary) {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys]
+        if let data = try? encoder.encode(summary) {
+            try? AtomicFile.write(data, to: directory + "/last-run.json", sync: false)
+        }
+    }
+
+    public func lastRun() -> RunSummary? {
+        guard let data = FileManager.default.contents(atPath: directory + "/last-run.json") else { return nil }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try? decoder.decode(RunSummary.self, from: data)
+    }
+}

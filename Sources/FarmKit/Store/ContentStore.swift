@@ -1,0 +1,123 @@
+import Foundation
+
+public enum ContentStoreError: Error, CustomStringConvertible, LocalizedError {
+    case corrupt(digest: Digest, path: String, actual: Digest)
+    case missing(digest: Digest, path: String)
+
+    public var description: String {
+        switch self {
+        case let .corrupt(digest, path, actual):
+            return "\(path): object is corrupt (its content hashes to \(actual), not \(digest)); it was removed, run the build again to remake it"
+        case let .missing(digest, path):
+            return "\(path): object \(digest) is missing from the store; run the build again to remake it"
+        }
+    }
+
+    public var errorDescription: String? { description }
+}
+
+/// `cache/cas/xx/<sha256>`: immutable files named by their own sha256, written to a temporary name,
+/// fsynced, then renamed; checked against their name whenever they are read.
+public struct ContentStore: Sendable {
+    public let root: String
+    let temporary: String
+
+    public init(root: String) throws {
+        self.root = root
+        self.temporary = root + "/tmp"
+        try AtomicFile.makeDirectory(temporary)
+    }
+
+    public func path(of digest: Digest) -> String {
+        let hex = digest.hex
+        return "\(root)/\(hex.prefix(2))/\(hex)"
+    }
+
+    /// True when an object is present with the recorded size: the cheap check a no-op build makes.
+    /// Its bytes are hashed whenever a task reads it and by `farm gc --verify`.
+    public func isPresent(_ digest: Digest, size: Int64) -> Bool {
+        var info = stat()
+        return stat(path(of: digest), &info) == 0 && Int64(info.st_size) == size
+    }
+
+    public func size(of digest: Digest) -> Int64? {
+        var info = stat()
+        return stat(path(of: digest), &info) == 0 ? Int64(info.st_size) : nil
+    }
+
+    /// A fresh, unique temporary path inside the store's file system, for a task to write into.
+    public func temporaryPath(_ hint: String = "object") -> String {
+        "\(temporary)/\(hint)-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+    }
+
+    public func put(_ data: Data) throws -> (digest: Digest, size: Int64) {
+        let file = temporaryPath()
+        try AtomicFile.write(data, to: file, mode: 0o444, sync: false)
+        return try adopt(file)
+    }
+
+    /// Moves a finished file into the store under its own digest. The file must be on the cache's
+    /// file system (see `temporaryPath`); it is gone from its old path afterwards.
+    public func adopt(_ file: String) throws -> (digest: Digest, size: Int64) {
+        let (digest, size) = try SHA256.hash(fileAt: file)
+        let target = path(of: digest)
+        if isPresent(digest, size: size) {
+            unlink(file)
+            return (digest, size)
+        }
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        if fd >= 0 {
+            fchmod(fd, 0o444)
+            fsync(fd)
+            close(fd)
+        }
+        let directory = (target as NSString).deletingLastPathComponent
+        try AtomicFile.makeDirectory(directory)
+        try AtomicFile.rename(file, to: target)
+        AtomicFile.syncDirectory(directory)
+        return (digest, size)
+    }
+
+    /// Copies a file into the store (the original stays).
+    public func putCopy(of source: String) throws -> (digest: Digest, size: Int64) {
+        let file = temporaryPath()
+        do {
+            try FileManager.default.copyItem(atPath: source, toPath: file)
+        } catch {
+            throw FileSystemError.io(operation: "copy into the store", path: source, errno: errno == 0 ? EIO : errno)
+        }
+        return try adopt(file)
+    }
+
+    /// The path of an object after checking its bytes against its name. A corrupt object is
+    /// removed, so the next build remakes it instead of serving it.
+    public func verifiedPath(of digest: Digest) throws -> String {
+        let file = path(of: digest)
+        guard access(file, F_OK) == 0 else { throw ContentStoreError.missing(digest: digest, path: file) }
+        let actual = try SHA256.hash(fileAt: file).digest
+        guard actual == digest else {
+            unlink(file)
+            throw ContentStoreError.corrupt(digest: digest, path: file, actual: actual)
+        }
+        return file
+    }
+
+    public func read(_ digest: Digest) throws -> Data {
+        let file = try verifiedPath(of: digest)
+        guard let data = FileManager.default.contents(atPath: file) else { throw ContentStoreError.missing(digest: digest, path: file) }
+        guard SHA256.hash(data) == digest else { throw ContentStoreError.missing(digest: digest, path: file) }
+        return data
+    }
+
+    /// Every object in the store with its size, for `farm gc`.
+    public func allObjects() -> [(digest: Digest, path: String)] {
+        var found: [(Digest, String)] = []
+        let manager = FileManager.default
+        for prefix in (try? manager.contentsOfDirectory(atPath: root)) ?? [] where prefix.count == 2 {
+            for name in (try? manager.contentsOfDirectory(atPath: "\(root)/\(prefix)")) ?? [] {
+                if let digest = Digest(hex: name) { found.append((digest, "\(root)/\(prefix)/\(name)")) }
+            }
+        }
+        return found
+    }
+}

@@ -1,0 +1,26 @@
+/// Exit codes, as the README documents them.
+public enum ExitStatus {
+    public static let success: Int32 = 0
+    /// A task or a capture failed.
+    public static let failure: Int32 = 1
+    /// Bad input: manifest, recipe, arguments.
+    public static let badInput: Int32 = 2
+    /// The environment lacks something: a tool or library is not installed.
+    public static let environment: Int32 = 3
+
+    public static func code(for error: any Error) -> Int32 {
+        switch error {
+        case is BadInput: return badInput
+        case is EnvironmentMissing: return environment
+        default: return failure
+        }
+    }
+}
+
+/// Errors caused by what the user gave farm (exit 2).
+public protocol BadInput: Error {}
+/// Errors caused by a missing tool or library (exit 3).
+public protocol EnvironmentMissing: Error {}
+
+extension ManifestError: BadInput {}
+extension PlanError: BadInput {}

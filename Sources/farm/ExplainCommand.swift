@@ -1,0 +1,19 @@
+import ArgumentParser
+import FarmKit
+
+struct ExplainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "explain", abstract: "Say why a task would run: never built, definition changed, input changed, output missing.")
+
+    @OptionGroup var options: GlobalOptions
+
+    @Argument(help: "The task, as kind:label (see 'farm plan').")
+    var task: String
+
+    func run() throws {
+        do {
+            print(try options.session().explain(task))
+        } catch {
+            throw exitReporting(error)
+        }
+    }
+}

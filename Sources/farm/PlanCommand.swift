@@ -1,0 +1,27 @@
+import ArgumentParser
+import FarmKit
+
+extension PlanCommand.Format: ExpressibleByArgument {}
+
+struct PlanCommand: ParsableCommand {
+    typealias Format = PlanFormatter.Format
+
+    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Show the tasks a build would consist of.")
+
+    @OptionGroup var options: GlobalOptions
+
+    @Option(name: .long, help: "text, json or dot.")
+    var format: Format = .text
+
+    @Argument(help: "Shell globs over kernel releases (e.g. '6.1.*'); none means all kernels.")
+    var patterns: [String] = []
+
+    func run() throws {
+        do {
+            let graph = try options.session().plan(patterns)
+            print(PlanFormatter.format(graph, as: format), terminator: "")
+        } catch {
+            throw exitReporting(error)
+        }
+    }
+}

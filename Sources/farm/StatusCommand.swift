@@ -1,0 +1,42 @@
+import ArgumentParser
+import FarmKit
+import Foundation
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the cache's size, its tasks and the last run's hit rate.")
+
+    @OptionGroup var options: GlobalOptions
+
+    func run() throws {
+        do {
+            let directory = Session.cacheDirectory(option: options.cache, manifestPath: options.manifest)
+            let cache = try BuildCache(directory: directory)
+            let statistics = try cache.statistics()
+            let last = cache.lastRun()
+            if options.json {
+                var object: [String: Any] = ["cache": directory, "tasks": statistics.results, "failed_tasks": statistics.failed,
+                                             "objects": statistics.objects, "bytes": statistics.bytes]
+                if let last {
+                    object["last_run"] = ["command": last.command, "started": ISO8601DateFormatter().string(from: last.started),
+                                          "duration": last.duration, "total": last.total, "built": last.built,
+                                          "cached": last.cached, "failed": last.failed, "hit_rate": last.hitRate]
+                }
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+                print(String(decoding: data, as: UTF8.self))
+                return
+            }
+            print("cache:    \(directory)")
+            print("size:     \(ByteCountFormatter.string(fromByteCount: statistics.bytes, countStyle: .binary)) in \(statistics.objects) objects")
+            print("tasks:    \(statistics.results) recorded, \(statistics.failed) failed")
+            if let last {
+                print(String(format: "last run: %@ %@, %d tasks: %d built, %d cached, %d failed; hit rate %.1f%%",
+                             last.command, ISO8601DateFormatter().string(from: last.started), last.total, last.built,
+                             last.cached, last.failed, last.hitRate * 100))
+            } else {
+                print("last run: none")
+            }
+        } catch {
+            throw exitReporting(error)
+        }
+    }
+}
