@@ -1,1 +1,34 @@
-print("")
+import FarmKit
+import Foundation
+import SyntheticKinds
+
+// Runs `farm build` over synthetic task kinds in its own process, so tests can SIGKILL a build
+// mid-way and run two builds at once on one cache:
+//   farm-test-driver --manifest M --cache C [-k] [-j N] [PATTERN...]
+// Prints the JSON event stream; exits 0, 1 (a task failed) or 2 (bad input) like farm.
+
+var manifest = "manifest.yml"
+var cache: String?
+var keepGoing = false
+var jobs = BuildOptions.defaultJobs
+var patterns: [String] = []
+var arguments = CommandLine.arguments.dropFirst()
+while let argument = arguments.popFirst() {
+    switch argument {
+    case "--manifest": manifest = arguments.popFirst() ?? manifest
+    case "--cache": cache = arguments.popFirst()
+    case "-k": keepGoing = true
+    case "-j": jobs = arguments.popFirst().flatMap(Int.init) ?? jobs
+    default: patterns.append(argument)
+    }
+}
+
+do {
+    let session = try Session(manifestPath: manifest, cacheDirectory: cache, rules: SyntheticRules())
+    let summary = try await session.build(patterns: patterns, options: BuildOptions(jobs: jobs, keepGoing: keepGoing),
+                                          reporter: JSONReporter())
+    exit(summary.succeeded ? 0 : 1)
+} catch {
+    FileHandle.standardError.write(Data("farm-test-driver: \(error)\n".utf8))
+    exit(ExitStatus.code(for: error))
+}

@@ -33,6 +33,9 @@ public struct Builder: Sendable {
         self.reporter = reporter
     }
 
+    /// From this many tasks on, results are read in one scan rather than one query per task.
+    static let preloadThreshold = 2_000
+
     private enum State {
         case waiting
         case done([String: Digest])
@@ -62,6 +65,7 @@ public struct Builder: Sendable {
         summary.total = selected.count
         reporter.report(.planned(total: summary.total))
 
+        if selected.count >= Builder.preloadThreshold { try cache.preloadResults() }
         var ready = selected.filter { remaining[$0] == 0 }.reversed() as [BuildGraph.NodeID]
         var queues: [ResourceClass: [(BuildGraph.NodeID, TaskDefinition)]] = [.cpu: [], .network: []]
         var running: [ResourceClass: Int] = [.cpu: 0, .network: 0]
@@ -95,6 +99,10 @@ public struct Builder: Sendable {
 
         /// Decides each ready task: from the store, or queued to run.
         func settleReady() throws {
+            try cache.readBatch { try settleBatch() }
+        }
+
+        func settleBatch() throws {
             while let id = ready.popLast() {
                 guard case .waiting = state[id] else { continue }
                 let node = graph.nodes[id]

@@ -8,7 +8,7 @@ public struct Explainer: Sendable {
         let key = definition.key
         if let record = try cache.record(forKey: key) {
             if record.status != 0 { return "it failed last time (\(record.error ?? "see farm log \(node.name)"))" }
-            let missing = record.outputs.filter { !cache.objects.isPresent($0.digest, size: $0.size) }
+            let missing = record.outputs.filter { !cache.objects.isPresent($0.digest) }
             if missing.isEmpty { return "up to date" }
             return "output \(missing.map(\.name).joined(separator: ", ")) is missing from the store"
         }

@@ -17,10 +17,14 @@ public struct Session: Sendable {
     }
 
     public init(manifestPath: String, cacheDirectory: String?, rules: any BuildRules) throws {
-        manifest = try ManifestLoader.load(path: manifestPath)
+        var timer = PhaseTimer()
+        let cacheDirectory = Session.cacheDirectory(option: cacheDirectory, manifestPath: manifestPath)
+        manifest = try ManifestLoader.load(path: manifestPath, snapshotDirectory: cacheDirectory)
+        timer.mark("manifest")
         recipes = try RecipeBook.load(for: manifest)
+        timer.mark("recipes")
         self.rules = rules
-        self.cacheDirectory = Session.cacheDirectory(option: cacheDirectory, manifestPath: manifestPath)
+        self.cacheDirectory = cacheDirectory
     }
 
     public func plan(_ patterns: [String]) throws -> BuildGraph {
@@ -34,10 +38,14 @@ public struct Session: Sendable {
     /// Plans, builds and records the run's figures for `farm status`.
     public func build(patterns: [String], options: BuildOptions, reporter: any BuildReporter,
                       command: String = "build") async throws -> BuildSummary {
+        var timer = PhaseTimer()
         let graph = try plan(patterns)
+        timer.mark("plan")
         let cache = try openCache()
+        timer.mark("open cache")
         let started = Date()
         let summary = try await Builder(cache: cache, options: options, reporter: reporter).build(graph)
+        timer.mark("build")
         if !options.dryRun {
             cache.saveLastRun(.init(command: command, started: started, duration: summary.duration, total: summary.total,
                                     built: summary.built, cached: summary.cached, failed: summary.failed,

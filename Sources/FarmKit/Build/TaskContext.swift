@@ -2,6 +2,7 @@ import Foundation
 
 public struct TaskInputError: Error, CustomStringConvertible, LocalizedError {
     public let message: String
+    public init(message: String) { self.message = message }
     public var description: String { message }
     public var errorDescription: String? { message }
 }

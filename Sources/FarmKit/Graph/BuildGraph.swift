@@ -7,6 +7,11 @@ public struct BuildGraph: Sendable {
         /// The name under which the dependent sees this input (e.g. `package.0`, `toolchain`).
         public var role: String
         public var node: NodeID
+
+        public init(role: String, node: NodeID) {
+            self.role = role
+            self.node = node
+        }
     }
 
     public struct Node: Sendable {

@@ -25,12 +25,33 @@ public struct TaskDefinition: Sendable, Hashable {
 
     /// One line per fact; every free-form value is length-prefixed so no two definitions encode alike.
     public var encoded: String {
-        var text = "farm-task 1\nkind \(kind.utf8.count):\(kind)\nversion \(version)\n"
+        // Built by appending rather than interpolating: a no-op build encodes every task once.
+        var text = "farm-task 1\nkind "
+        text.reserveCapacity(256)
+        func field(_ value: String) {
+            text.append(String(value.utf8.count))
+            text.append(":")
+            text.append(value)
+        }
+        field(kind)
+        text.append("\nversion ")
+        text.append(String(version))
+        text.append("\n")
         for (name, value) in parameters {
-            text += "param \(name.utf8.count):\(name) \(value.utf8.count):\(value)\n"
+            text.append("param ")
+            field(name)
+            text.append(" ")
+            field(value)
+            text.append("\n")
         }
         for input in inputs {
-            text += "input \(input.role.utf8.count):\(input.role) \(input.output.utf8.count):\(input.output) \(input.digest.hex)\n"
+            text.append("input ")
+            field(input.role)
+            text.append(" ")
+            field(input.output)
+            text.append(" ")
+            text.append(input.digest.hex)
+            text.append("\n")
         }
         return text
     }

@@ -2,14 +2,27 @@ import Foundation
 
 /// Reads and checks `manifest.yml`. Every refusal names file:line:column and what was expected.
 public enum ManifestLoader {
-    public static func load(path: String) throws -> Manifest {
+    /// Loads a manifest. With a `snapshotDirectory` (an existing cache directory), a checked
+    /// manifest is kept there and reused while the file's bytes stay the same.
+    public static func load(path: String, snapshotDirectory: String? = nil) throws -> Manifest {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ManifestError("cannot read the manifest; create it or pass --manifest PATH", file: path)
+        }
+        let source = SHA256.hash(data)
+        let snapshotPath = snapshotDirectory.map(ManifestSnapshot.path(in:))
+        if let snapshotPath, let snapshot = FileManager.default.contents(atPath: snapshotPath),
+           let manifest = ManifestSnapshot.decode(snapshot, path: path, source: source) {
+            return manifest
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw ManifestError("the manifest is not UTF-8 text", file: path)
         }
-        return try parse(text, path: path)
+        let manifest = try parse(text, path: path)
+        if let snapshotPath, let directory = snapshotDirectory, FileManager.default.fileExists(atPath: directory) {
+            // Only a speed-up: a snapshot that cannot be written is simply not there next time.
+            try? AtomicFile.write(ManifestSnapshot.encode(manifest, source: source), to: snapshotPath, sync: false)
+        }
+        return manifest
     }
 
     public static func parse(_ text: String, path: String) throws -> Manifest {

@@ -14,7 +14,9 @@ struct YAMLValue {
     /// Parses a whole file; a syntax error becomes a located `ManifestError`.
     static func parse(_ text: String, file: String) throws -> YAMLValue? {
         do {
-            guard let node = try Yams.compose(yaml: text) else { return nil }
+            // No tag resolution: farm reads scalars by text and style, and the default resolver runs
+            // regular expressions over every key it hashes for the duplicate check.
+            guard let node = try Yams.compose(yaml: text, .basic) else { return nil }
             return YAMLValue(node: node, file: file)
         } catch let error as YamlError {
             throw located(error, file: file)

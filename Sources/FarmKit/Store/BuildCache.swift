@@ -87,14 +87,49 @@ public final class BuildCache: @unchecked Sendable {
         return found
     }
 
+    private let preloadLock = NSLock()
+    nonisolated(unsafe) private var preloaded: [String: String]?
+    nonisolated(unsafe) private var listed: Set<String>?
+
+    /// Reads every successful result's outputs in one scan. A large build (a no-op over 50,000
+    /// tasks) then looks keys up in memory instead of issuing one query per task.
+    public func preloadResults() throws {
+        var table: [String: String] = [:]
+        try database.query("SELECT count(*) FROM results") { table.reserveCapacity(Int($0.integer(0))) }
+        try database.query("SELECT key, outputs FROM results WHERE status = 0") { row in
+            if let key = row.text(0), let outputs = row.text(1) { table[key] = outputs }
+        }
+        let names = objects.listing()
+        preloadLock.withLock {
+            preloaded = table
+            listed = names
+        }
+    }
+
+    private func isPresent(_ digest: Digest) -> Bool {
+        if preloadLock.withLock({ listed?.contains(digest.hex) }) == true { return true }
+        return objects.isPresent(digest)
+    }
+
     /// The outputs of a successful result for `key`, when every object is still in the store.
     public func cachedOutputs(forKey key: Digest) throws -> [TaskRecord.Output]? {
         var outputs: [TaskRecord.Output]?
-        try database.query("SELECT outputs FROM results WHERE key = ? AND status = 0", [.text(key.hex)]) {
-            outputs = TaskRecord.decode($0.text(0) ?? "")
+        if let text = preloadLock.withLock({ preloaded?[key.hex] }) {
+            outputs = TaskRecord.decode(text)
+        } else {
+            // Not preloaded, or written since by this or another farm process.
+            try database.query("SELECT outputs FROM results WHERE key = ? AND status = 0", [.text(key.hex)]) {
+                outputs = TaskRecord.decode($0.text(0) ?? "")
+            }
         }
-        guard let outputs, outputs.allSatisfy({ objects.isPresent($0.digest, size: $0.size) }) else { return nil }
+        guard let outputs, outputs.allSatisfy({ isPresent($0.digest) }) else { return nil }
         return outputs
+    }
+
+    /// Runs many lookups in one read transaction: in WAL mode each statement outside a transaction
+    /// takes and drops the read lock, which costs more than the lookup itself.
+    public func readBatch<T>(_ body: () throws -> T) throws -> T {
+        try database.readTransaction(body)
     }
 
     /// The last recorded run of a task, by kind and label, whatever its key was.

@@ -33,11 +33,29 @@ public struct ContentStore: Sendable {
         return "\(root)/\(hex.prefix(2))/\(hex)"
     }
 
-    /// True when an object is present with the recorded size: the cheap check a no-op build makes.
-    /// Its bytes are hashed whenever a task reads it and by `farm gc --verify`.
-    public func isPresent(_ digest: Digest, size: Int64) -> Bool {
-        var info = stat()
-        return stat(path(of: digest), &info) == 0 && Int64(info.st_size) == size
+    /// True when an object exists: the cheap check a no-op build makes. Its bytes are hashed
+    /// whenever it is read and by `farm gc --verify`; a corrupt object is deleted on the spot, so
+    /// the task that made it counts as not cached and runs again.
+    public func isPresent(_ digest: Digest) -> Bool {
+        access(path(of: digest), F_OK) == 0
+    }
+
+    /// The names of all objects, read directory by directory: for a large build, cheaper than one
+    /// `stat` per object.
+    public func listing() -> Set<String> {
+        var names = Set<String>()
+        for high in 0..<256 {
+            let directory = root + "/" + String(format: "%02x", high)
+            guard let handle = opendir(directory) else { continue }
+            defer { closedir(handle) }
+            while let entry = readdir(handle) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                if name.utf8.count == 64 { names.insert(name) }
+            }
+        }
+        return names
     }
 
     public func size(of digest: Digest) -> Int64? {
@@ -61,7 +79,7 @@ public struct ContentStore: Sendable {
     public func adopt(_ file: String) throws -> (digest: Digest, size: Int64) {
         let (digest, size) = try SHA256.hash(fileAt: file)
         let target = path(of: digest)
-        if isPresent(digest, size: size) {
+        if isPresent(digest) {
             unlink(file)
             return (digest, size)
         }

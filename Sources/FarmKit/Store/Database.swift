@@ -16,7 +16,7 @@ public final class Database: @unchecked Sendable {
     private var handle: OpaquePointer?
     public let path: String
     private var statements: [String: Statement] = [:]
-    private let lock = NSLock()
+    private let lock = NSRecursiveLock()
 
     public init(path: String, readOnly: Bool = false) throws {
         self.path = path
@@ -95,15 +95,27 @@ public final class Database: @unchecked Sendable {
     }
 
     /// Runs `body` in one IMMEDIATE transaction: all of it is committed, or none.
+    /// The connection's lock is held throughout, so tasks finishing at once do not interleave.
     public func transaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN IMMEDIATE")
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
+        try withLock {
+            try execute("BEGIN IMMEDIATE")
+            do {
+                let result = try body()
+                try execute("COMMIT")
+                return result
+            } catch {
+                try? execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    /// A read-only snapshot for many queries; the lock keeps this connection's writers out meanwhile.
+    public func readTransaction<T>(_ body: () throws -> T) throws -> T {
+        try withLock {
+            try execute("BEGIN DEFERRED")
+            defer { try? execute("COMMIT") }
+            return try body()
         }
     }
 

@@ -30,11 +30,24 @@ public struct TaskRecord: Sendable {
         outputs.sorted { $0.name < $1.name }.map { "\($0.name) \($0.digest.hex) \($0.size)\n" }.joined()
     }
 
+    /// Reads `name digest size` lines back; on the no-op path once per task, so it avoids splitting.
     static func decode(_ text: String) -> [Output] {
-        text.split(separator: "\n").compactMap { line in
-            let parts = line.split(separator: " ")
-            guard parts.count == 3, let digest = Digest(hex: String(parts[1])), let size = Int64(parts[2]) else { return nil }
-            return Output(name: String(parts[0]), digest: digest, size: size)
+        var outputs: [Output] = []
+        let utf8 = text.utf8
+        var lineStart = utf8.startIndex
+        while lineStart < utf8.endIndex {
+            let lineEnd = utf8[lineStart...].firstIndex(of: UInt8(ascii: "\n")) ?? utf8.endIndex
+            let line = utf8[lineStart..<lineEnd]
+            if let firstSpace = line.firstIndex(of: UInt8(ascii: " ")) {
+                let digestStart = utf8.index(after: firstSpace)
+                if let digestEnd = utf8.index(digestStart, offsetBy: 64, limitedBy: lineEnd), digestEnd < lineEnd,
+                   let size = Int64(Substring(utf8[utf8.index(after: digestEnd)..<lineEnd])) {
+                    outputs.append(Output(name: String(Substring(utf8[lineStart..<firstSpace])),
+                                          digest: Digest(trustedHex: String(Substring(utf8[digestStart..<digestEnd]))), size: size))
+                }
+            }
+            lineStart = lineEnd == utf8.endIndex ? lineEnd : utf8.index(after: lineEnd)
         }
+        return outputs
     }
 }

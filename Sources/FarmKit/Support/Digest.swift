@@ -22,6 +22,9 @@ public struct Digest: Hashable, Comparable, Sendable, CustomStringConvertible, C
         self.hex = lower
     }
 
+    /// For hex that farm itself wrote (its database): skips the check.
+    init(trustedHex hex: String) { self.hex = hex }
+
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         let text = try container.decode(String.self)
