@@ -20,7 +20,7 @@ public struct Explainer: Sendable {
 
 extension TaskDefinition {
     /// The changes between two definitions of the same task, in words.
-    static func difference(from old: TaskDefinition, to new: TaskDefinition) -> String {
+    public static func difference(from old: TaskDefinition, to new: TaskDefinition) -> String {
         var changes: [String] = []
         if old.version != new.version {
             changes.append("definition changed (\(new.kind) implementation version \(old.version) -> \(new.version))")

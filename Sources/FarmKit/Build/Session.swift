@@ -23,6 +23,9 @@ public struct Session: Sendable {
         timer.mark("manifest")
         recipes = try RecipeBook.load(for: manifest)
         timer.mark("recipes")
+        // Only a manifest whose recipes also check out is kept, so bad input writes nothing.
+        ManifestLoader.saveSnapshot(of: manifest, in: cacheDirectory)
+        timer.mark("snapshot")
         self.rules = rules
         self.cacheDirectory = cacheDirectory
     }
@@ -42,6 +45,7 @@ public struct Session: Sendable {
         let graph = try plan(patterns)
         timer.mark("plan")
         let cache = try openCache()
+        defer { cache.close() }
         timer.mark("open cache")
         let started = Date()
         let summary = try await Builder(cache: cache, options: options, reporter: reporter).build(graph)
@@ -60,12 +64,15 @@ public struct Session: Sendable {
         guard let node = graph.node(named: name) ?? graph.nodes.first(where: { $0.label == name }) else {
             throw PlanError("no task named '\(name)' in the plan; 'farm plan' lists tasks as kind:label")
         }
-        return try Explainer(cache: try openCache()).explain(node, in: graph)
+        let cache = try openCache()
+        defer { cache.close() }
+        return try Explainer(cache: cache).explain(node, in: graph)
     }
 
     /// The log of the last run of a task, by `kind:label`, label or key prefix.
     public func log(_ name: String) throws -> (record: TaskRecord, text: String) {
         let cache = try openCache()
+        defer { cache.close() }
         let records = try cache.findRecords(name)
         guard !records.isEmpty else {
             throw PlanError("no recorded run of '\(name)' in \(cacheDirectory); name a task as kind:label ('farm plan' lists them) or by key")

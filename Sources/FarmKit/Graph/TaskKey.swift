@@ -6,6 +6,12 @@ public struct TaskDefinition: Sendable, Hashable {
         public var role: String
         public var output: String
         public var digest: Digest
+
+        public init(role: String, output: String, digest: Digest) {
+            self.role = role
+            self.output = output
+            self.digest = digest
+        }
     }
 
     public var kind: String

@@ -3,8 +3,9 @@ import Foundation
 /// Reads and checks `manifest.yml`. Every refusal names file:line:column and what was expected.
 public enum ManifestLoader {
     /// Loads a manifest. With a `snapshotDirectory` (an existing cache directory), a checked
-    /// manifest is kept there and reused while the file's bytes stay the same.
-    public static func load(path: String, snapshotDirectory: String? = nil) throws -> Manifest {
+    /// manifest is reused from there while the file's bytes stay the same; `saveSnapshot` writes one
+    /// (callers that check more, like recipes, save it only once all of it is found good).
+    public static func load(path: String, snapshotDirectory: String? = nil, saveSnapshot: Bool = false) throws -> Manifest {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ManifestError("cannot read the manifest; create it or pass --manifest PATH", file: path)
         }
@@ -18,11 +19,25 @@ public enum ManifestLoader {
             throw ManifestError("the manifest is not UTF-8 text", file: path)
         }
         let manifest = try parse(text, path: path)
-        if let snapshotPath, let directory = snapshotDirectory, FileManager.default.fileExists(atPath: directory) {
-            // Only a speed-up: a snapshot that cannot be written is simply not there next time.
-            try? AtomicFile.write(ManifestSnapshot.encode(manifest, source: source), to: snapshotPath, sync: false)
-        }
+        if saveSnapshot, let directory = snapshotDirectory { self.saveSnapshot(manifest, source: source, in: directory) }
         return manifest
+    }
+
+    /// Keeps a checked manifest in an existing cache directory, unless an identical one is there.
+    public static func saveSnapshot(of manifest: Manifest, in directory: String) {
+        guard let data = FileManager.default.contents(atPath: manifest.path) else { return }
+        let source = SHA256.hash(data)
+        if let existing = FileManager.default.contents(atPath: ManifestSnapshot.path(in: directory)),
+           ManifestSnapshot.matches(existing, path: manifest.path, source: source) {
+            return
+        }
+        saveSnapshot(manifest, source: source, in: directory)
+    }
+
+    private static func saveSnapshot(_ manifest: Manifest, source: Digest, in directory: String) {
+        guard FileManager.default.fileExists(atPath: directory) else { return }
+        // Only a speed-up: a snapshot that cannot be written is simply not there next time.
+        try? AtomicFile.write(ManifestSnapshot.encode(manifest, source: source), to: ManifestSnapshot.path(in: directory), sync: false)
     }
 
     public static func parse(_ text: String, path: String) throws -> Manifest {

@@ -26,9 +26,19 @@ public final class BuildCache: @unchecked Sendable {
         try migrate()
     }
 
-    deinit {
-        if lockDescriptor >= 0 { close(lockDescriptor) }
+    deinit { close() }
+
+    /// Lets go of the cache's lock, so `farm gc` can run. Called when a command is done with the cache.
+    public func close() {
+        lockLock.withLock {
+            if lockDescriptor >= 0 {
+                Foundation.close(lockDescriptor)
+                lockDescriptor = -1
+            }
+        }
     }
+
+    private let lockLock = NSLock()
 
     private func lock(_ access: Access) throws {
         let path = directory + "/lock"

@@ -1,0 +1,167 @@
+import FarmKit
+import Foundation
+import Testing
+
+/// One malformed input: the manifest, recipes beside it, and where and what the complaint must be.
+struct MalformedCase: CustomTestStringConvertible, Sendable {
+    let name: String
+    let manifest: String
+    var recipes: [String: String] = [:]
+    /// `file:line:column` relative to the scratch directory ("" for the manifest's directory).
+    let location: String
+    let message: String
+    var testDescription: String { name }
+}
+
+let upstreamHeader = """
+farm: 1
+upstreams:
+  debian:
+    kind: apt
+    mirror: apt
+    suites: [bookworm]
+
+"""
+
+let validKernel = """
+  - release: 6.1.0-1-amd64
+    upstream: debian
+    packages:
+      - url: pool/main/l/linux/linux-headers-6.1.0-1-amd64_6.1.1-1_amd64.deb
+        sha256: 2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
+        size: 1234
+
+"""
+
+let recipeText = """
+farm: 1
+source:
+  package: lime-forensics-dkms
+build: make -C $BUILD_DIR M=/build modules
+module: lime.ko
+output: lime-{release}.ko
+
+"""
+
+let malformedCases: [MalformedCase] = [
+    MalformedCase(name: "unknown top-level key", manifest: upstreamHeader + "kernel:\n  - release: x\n",
+                  location: "manifest.yml:7:1", message: "unknown key 'kernel' in the manifest; expected one of: farm, upstreams"),
+    MalformedCase(name: "unknown key in a kernel", manifest: upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "    upstream: debian\n", with: "    upstream: debian\n    flavor: rt\n"),
+                  location: "manifest.yml:10:5", message: "unknown key 'flavor' in a kernel"),
+    MalformedCase(name: "wrong type for a size", manifest: upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "size: 1234", with: "size: big"),
+                  location: "manifest.yml:13:15", message: "expected a size in bytes (a whole number), found 'big'"),
+    MalformedCase(name: "wrong type for suites", manifest: upstreamHeader.replacingOccurrences(of: "suites: [bookworm]", with: "suites: bookworm"),
+                  location: "manifest.yml:6:13", message: "expected 'suites' (a list), found a scalar"),
+    MalformedCase(name: "sha256 that is not one", manifest: upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae", with: "abc"),
+                  location: "manifest.yml:12:17", message: "expected a sha256 (64 hex digits)"),
+    MalformedCase(name: "duplicate kernel", manifest: upstreamHeader + "kernels:\n" + validKernel + validKernel,
+                  location: "manifest.yml:14:5", message: "duplicate kernel '6.1.0-1-amd64' (first listed at line 8)"),
+    MalformedCase(name: "kernel naming an unknown upstream", manifest: upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "upstream: debian", with: "upstream: ubuntu"),
+                  location: "manifest.yml:9:15", message: "no upstream named 'ubuntu'"),
+    MalformedCase(name: "recipe that does not exist", manifest: upstreamHeader + "modules: [lime, nosuch]\n",
+                  recipes: ["lime": recipeText], location: "manifest.yml:7:17", message: "no recipe 'nosuch': expected the file"),
+    MalformedCase(name: "recipe cycle", manifest: upstreamHeader + "modules: [a]\n",
+                  recipes: ["a": recipeText + "requires: [b]\n", "b": recipeText + "requires: [a]\n"],
+                  location: "recipes/b.yml:7:12", message: "recipe cycle: a -> b -> a"),
+    MalformedCase(name: "unknown key in a recipe", manifest: upstreamHeader + "modules: [lime]\n",
+                  recipes: ["lime": recipeText + "strip-all: yes\n"], location: "recipes/lime.yml:7:1", message: "unknown key 'strip-all' in the recipe"),
+    MalformedCase(name: "schema version from the future", manifest: upstreamHeader.replacingOccurrences(of: "farm: 1", with: "farm: 2"),
+                  location: "manifest.yml:1:7", message: "this farm reads schema version 1, the manifest says 2"),
+    MalformedCase(name: "YAML syntax error", manifest: upstreamHeader + "kernels:\n  - release: [6.1\n",
+                  location: "manifest.yml:9:1", message: "invalid YAML"),
+    MalformedCase(name: "duplicate key", manifest: upstreamHeader + "modules: []\nmodules: []\n",
+                  location: "manifest.yml:", message: "duplicate key 'modules'"),
+]
+
+@Suite("Manifest and recipes")
+struct ManifestTests {
+    @Test func readsAValidManifest() throws {
+        let scratch = try Scratch()
+        let path = try scratch.write("manifest.yml", upstreamHeader + "modules: [lime]\nkernels:\n" + validKernel + "publish: {dir: repo}\n")
+        try scratch.write("recipes/lime.yml", recipeText)
+        let manifest = try ManifestLoader.load(path: path)
+        #expect(manifest.kernels.map(\.release) == ["6.1.0-1-amd64"])
+        #expect(manifest.kernels[0].packages[0].size == 1234)
+        #expect(manifest.kernels[0].versionNumbers == (6, 1, 0))
+        #expect(manifest.upstreams[0].components == ["main"])
+        #expect(manifest.publish?.dir == "repo")
+        let recipes = try RecipeBook.load(for: manifest)
+        #expect(recipes.recipes["lime"]?.source == .package(name: "lime-forensics-dkms"))
+        #expect(recipes.recipes["lime"]?.outputName(release: "6.1.0-1-amd64") == "lime-6.1.0-1-amd64.ko")
+    }
+
+    @Test(arguments: malformedCases)
+    func refusesMalformedInputWithItsLocation(_ example: MalformedCase) throws {
+        let scratch = try Scratch()
+        let path = try scratch.write("manifest.yml", example.manifest)
+        for (name, text) in example.recipes { try scratch.write("recipes/\(name).yml", text) }
+        let error = #expect(throws: ManifestError.self) {
+            let manifest = try ManifestLoader.load(path: path)
+            _ = try RecipeBook.load(for: manifest)
+        }
+        let text = error.map { "\($0)" } ?? ""
+        #expect(text.hasPrefix(scratch.path + "/" + example.location), "\(text)")
+        #expect(text.contains(example.message), "\(text)")
+    }
+
+    /// The CLI gives the same located message, exits 2, and the cache is left exactly as it was.
+    @Test(arguments: malformedCases)
+    func malformedInputExitsTwoAndWritesNothing(_ example: MalformedCase) throws {
+        let scratch = try Scratch()
+        let cache = scratch.file("cache")
+        // A cache that already holds a build, to show that a refused manifest changes none of it.
+        let good = try scratch.write("good/manifest.yml", SyntheticManifestText.small)
+        let first = try runProcess(Products.driver, ["--manifest", good, "--cache", cache])
+        #expect(first.status == 0, "\(first.stderr)")
+        let before = treeDigest(cache)
+
+        let path = try scratch.write("manifest.yml", example.manifest)
+        for (name, text) in example.recipes { try scratch.write("recipes/\(name).yml", text) }
+        let result = try runProcess(Products.farm, ["build", "--manifest", path, "--cache", cache])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains(scratch.path + "/" + example.location), "\(result.stderr)")
+        #expect(result.stderr.contains(example.message), "\(result.stderr)")
+        #expect(treeDigest(cache) == before)
+    }
+
+    @Test func aMissingManifestSaysWhatToDo() throws {
+        let scratch = try Scratch()
+        let result = try runProcess(Products.farm, ["build", "--manifest", scratch.file("none.yml")])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("none.yml: error: cannot read the manifest; create it or pass --manifest PATH"))
+    }
+
+    @Test func snapshotIsUsedOnlyForTheSameBytes() throws {
+        let scratch = try Scratch()
+        let cache = scratch.file("cache")
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        let path = try scratch.write("manifest.yml", upstreamHeader + "kernels:\n" + validKernel)
+        let first = try ManifestLoader.load(path: path, snapshotDirectory: cache, saveSnapshot: true)
+        #expect(FileManager.default.fileExists(atPath: cache + "/manifest.snapshot"))
+        let again = try ManifestLoader.load(path: path, snapshotDirectory: cache, saveSnapshot: true)
+        #expect(again.kernels == first.kernels)
+        #expect(again.upstreams == first.upstreams)
+        // Edited by hand: the snapshot no longer matches and the new text is read and checked.
+        try scratch.write("manifest.yml", upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "size: 1234", with: "size: 99"))
+        #expect(try ManifestLoader.load(path: path, snapshotDirectory: cache, saveSnapshot: true).kernels[0].packages[0].size == 99)
+        try scratch.write("manifest.yml", upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "size: 1234", with: "size: x"))
+        #expect(throws: ManifestError.self) { try ManifestLoader.load(path: path, snapshotDirectory: cache, saveSnapshot: true) }
+    }
+}
+
+enum SyntheticManifestText {
+    /// Two kernels with two packages each: 11 tasks with the synthetic rules.
+    static let small = upstreamHeader.replacingOccurrences(of: "debian", with: "synthetic") + "kernels:\n" + """
+      - release: 6.1.0-1-amd64
+        upstream: synthetic
+        packages:
+          - {url: pool/a1.deb, sha256: 0000000000000000000000000000000000000000000000000000000000000001, size: 1}
+          - {url: pool/b1.deb, sha256: 0000000000000000000000000000000000000000000000000000000000000002, size: 1}
+      - release: 6.1.0-2-amd64
+        upstream: synthetic
+        packages:
+          - {url: pool/a2.deb, sha256: 0000000000000000000000000000000000000000000000000000000000000003, size: 1}
+          - {url: pool/b2.deb, sha256: 0000000000000000000000000000000000000000000000000000000000000004, size: 1}
+
+    """
+}
