@@ -39,6 +39,7 @@ public struct SyntheticBundle: TaskAction {
 
 public struct SyntheticToolchain: TaskAction {
     public let name: String
+    public init(name: String) { self.name = name }
     public var kind: String { "synthetic-toolchain" }
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] { [("name", name)] }

@@ -7,12 +7,24 @@ public enum BuildEvent: Sendable {
         public var label: String
         public var key: Digest?
         public var name: String { "\(kind):\(label)" }
+
+        public init(kind: String, label: String, key: Digest? = nil) {
+            self.kind = kind
+            self.label = label
+            self.key = key
+        }
     }
 
     public struct Progress: Sendable {
         public var finished: Int
         public var total: Int
         public var running: Int
+
+        public init(finished: Int, total: Int, running: Int) {
+            self.finished = finished
+            self.total = total
+            self.running = running
+        }
     }
 
     case planned(total: Int)
