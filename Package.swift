@@ -21,7 +21,7 @@ let package = Package(
         .target(
             name: "FarmKit",
             dependencies: [
-                "CSQLite", "COpenSSL",
+                "CSQLite", "COpenSSL", "CArchive", "CCurl",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
