@@ -8,6 +8,8 @@ public struct Manifest: Sendable {
     public var upstreams: [Upstream]
     public var modules: [ModuleReference]
     public var kernels: [Kernel]
+    /// Packages pinned by name for recipes (`source: {package: lime-forensics-dkms}`), by the crawl.
+    public var packages: [PinnedPackage]
     public var signing: Signing?
     public var publish: Publish?
     public var sandbox: String?
@@ -49,6 +51,8 @@ public struct Kernel: Sendable, Hashable {
     public var release: String
     public var upstream: String
     public var suite: String?
+    /// The distribution release it comes from, e.g. `debian-12`.
+    public var distribution: String?
     /// The distribution's version of the kernel package (e.g. `6.1.158-1`).
     public var version: String?
     public var toolchain: String?
@@ -65,6 +69,15 @@ public struct Kernel: Sendable, Hashable {
         let numeric = release.split(whereSeparator: { !$0.isNumber }).prefix(3).map { Int($0) ?? 0 }
         return (numeric.count > 0 ? numeric[0] : 0, numeric.count > 1 ? numeric[1] : 0, numeric.count > 2 ? numeric[2] : 0)
     }
+}
+
+/// A package named by a recipe, pinned by the crawl.
+public struct PinnedPackage: Sendable, Hashable {
+    public var name: String
+    public var upstream: String
+    public var suite: String?
+    public var version: String?
+    public var package: PackageReference
 }
 
 public struct Signing: Sendable, Hashable {

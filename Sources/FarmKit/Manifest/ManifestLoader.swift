@@ -44,7 +44,7 @@ public enum ManifestLoader {
         guard let root = try YAMLValue.parse(text, file: path) else {
             throw ManifestError("the manifest is empty; it needs at least 'farm: \(Manifest.schemaVersion)'", file: path)
         }
-        let top = try root.mapping("the manifest", allowed: ["farm", "upstreams", "modules", "kernels", "signing", "publish", "sandbox"])
+        let top = try root.mapping("the manifest", allowed: ["farm", "upstreams", "modules", "packages", "kernels", "signing", "publish", "sandbox"])
         try checkSchema(top, file: "manifest")
 
         var upstreams: [Upstream] = []
@@ -81,6 +81,22 @@ public enum ManifestLoader {
             }
         }
 
+        var packages: [PinnedPackage] = []
+        if let value = top["packages"] {
+            let upstreamNames = Set(upstreams.map(\.name))
+            for (name, _, entry) in try value.namedEntries("'packages'") {
+                let map = try entry.mapping("package '\(name)'", allowed: ["upstream", "suite", "version", "url", "sha256", "size"])
+                let upstreamValue = try map.required("upstream")
+                let upstream = try upstreamValue.string("an upstream name")
+                guard upstreamNames.contains(upstream) else {
+                    throw upstreamValue.fail("no upstream named '\(upstream)'; the manifest's 'upstreams' names: \(upstreamNames.sorted().joined(separator: ", "))")
+                }
+                packages.append(PinnedPackage(name: name, upstream: upstream, suite: try map["suite"]?.string("a suite"),
+                                              version: try map["version"]?.string("a package version"),
+                                              package: try pin(map)))
+            }
+        }
+
         var signing: Signing?
         if let value = top["signing"] {
             let map = try value.mapping("'signing'", allowed: ["module-key", "repo-key"])
@@ -100,7 +116,7 @@ public enum ManifestLoader {
             }
             sandbox = name
         }
-        return Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels,
+        return Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels, packages: packages,
                         signing: signing, publish: publish, sandbox: sandbox)
     }
 
@@ -131,7 +147,7 @@ public enum ManifestLoader {
                         keyring: try map["keyring"]?.string("a keyring path"))
     }
 
-    private static let kernelKeys = ["release", "upstream", "suite", "version", "toolchain", "compiler", "packages", "image", "last-seen"]
+    private static let kernelKeys = ["release", "upstream", "suite", "distribution", "version", "toolchain", "compiler", "packages", "image", "last-seen"]
 
     private static func kernel(_ value: YAMLValue, upstreams: Set<String>) throws -> Kernel {
         let map = try value.mapping("a kernel", allowed: kernelKeys)
@@ -147,6 +163,7 @@ public enum ManifestLoader {
         let packages = try map["packages"].map { try $0.list("'packages'").map(package) } ?? []
         return Kernel(release: release, upstream: upstream,
                       suite: try map["suite"]?.string("a suite"),
+                      distribution: try map["distribution"]?.string("a distribution release"),
                       version: try map["version"]?.string("a package version"),
                       toolchain: try map["toolchain"]?.string("a toolchain recipe name"),
                       compiler: try map["compiler"]?.string("a compiler package"),
@@ -157,7 +174,10 @@ public enum ManifestLoader {
     }
 
     private static func package(_ value: YAMLValue) throws -> PackageReference {
-        let map = try value.mapping("a package", allowed: ["url", "sha256", "size"])
+        try pin(try value.mapping("a package", allowed: ["url", "sha256", "size"]))
+    }
+
+    private static func pin(_ map: YAMLMapping) throws -> PackageReference {
         let url = try map.required("url").string("a package URL")
         let shaValue = try map.required("sha256")
         guard let sha = Digest(hex: try shaValue.string("a sha256")) else {

@@ -5,7 +5,7 @@ import Foundation
 /// back takes a fraction, which is what keeps a no-op build of such a manifest under a second.
 /// Any change to the manifest's bytes, its path or farm's version makes the snapshot not match.
 enum ManifestSnapshot {
-    static let magic = "farm-manifest-snapshot 1\n"
+    static let magic = "farm-manifest-snapshot 2\n"
 
     static func path(in directory: String) -> String { directory + "/manifest.snapshot" }
 
@@ -38,6 +38,7 @@ enum ManifestSnapshot {
             writer.string(kernel.release)
             writer.string(kernel.upstream)
             writer.optional(kernel.suite)
+            writer.optional(kernel.distribution)
             writer.optional(kernel.version)
             writer.optional(kernel.toolchain)
             writer.optional(kernel.compiler)
@@ -47,6 +48,14 @@ enum ManifestSnapshot {
             if let image = kernel.image { writer.package(image) }
             writer.optional(kernel.lastSeen)
             writer.location(kernel.location)
+        }
+        writer.count(manifest.packages.count)
+        for pinned in manifest.packages {
+            writer.string(pinned.name)
+            writer.string(pinned.upstream)
+            writer.optional(pinned.suite)
+            writer.optional(pinned.version)
+            writer.package(pinned.package)
         }
         writer.optional(manifest.signing?.moduleKey)
         writer.optional(manifest.signing?.repoKey)
@@ -189,24 +198,30 @@ enum ManifestSnapshot {
             kernels.reserveCapacity(kernelCount)
             for _ in 0..<kernelCount {
                 let release = string(), upstream = string()
-                let suite = optional(), version = optional(), toolchain = optional(), compiler = optional()
+                let suite = optional(), distribution = optional(), version = optional(), toolchain = optional(), compiler = optional()
                 var packages: [PackageReference] = []
                 for _ in 0..<min(count(), bytes.count) {
                     guard let package = package() else { return nil }
                     packages.append(package)
                 }
                 let image = count() == 1 ? package() : nil
-                kernels.append(Kernel(release: release, upstream: upstream, suite: suite, version: version,
+                kernels.append(Kernel(release: release, upstream: upstream, suite: suite, distribution: distribution, version: version,
                                       toolchain: toolchain, compiler: compiler, packages: packages, image: image,
                                       lastSeen: optional(), location: location()))
                 if failed { return nil }
+            }
+            var packages: [PinnedPackage] = []
+            for _ in 0..<min(count(), bytes.count) {
+                let name = string(), upstream = string(), suite = optional(), version = optional()
+                guard let package = package() else { return nil }
+                packages.append(PinnedPackage(name: name, upstream: upstream, suite: suite, version: version, package: package))
             }
             let moduleKey = optional(), repoKey = optional()
             let signing = count() == 1 ? Signing(moduleKey: moduleKey, repoKey: repoKey) : nil
             let publish = optional().map(Publish.init(dir:))
             let sandbox = optional()
             guard !failed, offset == bytes.count else { return nil }
-            return Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels,
+            return Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels, packages: packages,
                             signing: signing, publish: publish, sandbox: sandbox)
         }
     }

@@ -1,0 +1,293 @@
+import Foundation
+
+/// `farm crawl`: reads each apt upstream's verified indices and finds every kernel that has
+/// headers, with the packages that build modules for it pinned by sha256.
+public struct Crawler: Sendable {
+    public let manifest: Manifest
+    public let recipes: RecipeBook
+    /// The root whose `etc/apt` holds the host's sources (`/`; a directory in tests).
+    public let aptRoot: String
+    public let workDirectory: String
+    public let downloader: Downloader
+
+    public init(manifest: Manifest, recipes: RecipeBook, aptRoot: String = "/", workDirectory: String,
+                downloader: Downloader = Downloader()) {
+        self.manifest = manifest
+        self.recipes = recipes
+        self.aptRoot = aptRoot
+        self.workDirectory = workDirectory
+        self.downloader = downloader
+    }
+
+    public struct Result: Sendable {
+        public var kernels: [Kernel]
+        public var packages: [PinnedPackage]
+        /// Suites that could not be read, as `upstream/suite: why`; their kernels were kept.
+        public var failures: [String]
+        /// Kernels a dependency could not be found for, with the reason; they were left out.
+        public var warnings: [String]
+        public var added: [String]
+        public var removed: [String]
+        public var missing: [String]
+    }
+
+    struct SuiteIndex: Sendable {
+        var upstream: String
+        var suite: String
+        var architecture: String
+        var release: AptArchive.Release
+        var packages: [AptPackage]
+    }
+
+    public func crawl(prune: Bool, now: Date = Date(), log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> Result {
+        let sources = try? AptSources.load(root: aptRoot)
+        var jobs: [(upstream: Upstream, suite: String, component: String, architecture: String, archive: AptArchive)] = []
+        var failures: [String] = []
+        for upstream in manifest.upstreams where upstream.kind == .apt {
+            for suite in upstream.suites {
+                do {
+                    let archive = try self.archive(for: upstream, suite: suite, sources: sources)
+                    for component in upstream.components {
+                        for architecture in upstream.architectures {
+                            jobs.append((upstream, suite, component, architecture, archive))
+                        }
+                    }
+                } catch {
+                    failures.append("\(upstream.name)/\(suite): \(error)")
+                }
+            }
+        }
+
+        try AtomicFile.makeDirectory(workDirectory)
+        var indices: [SuiteIndex] = []
+        try await withThrowingTaskGroup(of: (Int, Swift.Result<SuiteIndex, Error>).self) { group in
+            for (number, job) in jobs.enumerated() {
+                group.addTask { [workDirectory, downloader] in
+                    do {
+                        let index = try await Blocking.run {
+                            let directory = workDirectory + "/\(number)"
+                            try AtomicFile.makeDirectory(directory)
+                            let (release, packages) = try job.archive.packages(suite: job.suite, component: job.component,
+                                                                               architecture: job.architecture,
+                                                                               workDirectory: directory, downloader: downloader)
+                            return SuiteIndex(upstream: job.upstream.name, suite: job.suite, architecture: job.architecture,
+                                              release: release, packages: packages)
+                        }
+                        return (number, .success(index))
+                    } catch {
+                        return (number, .failure(error))
+                    }
+                }
+            }
+            var collected: [(Int, SuiteIndex)] = []
+            for try await (number, result) in group {
+                let job = jobs[number]
+                switch result {
+                case let .success(index):
+                    log("read \(job.upstream.name)/\(job.suite) \(job.component)/\(job.architecture): \(index.packages.count) kernel-related packages\n")
+                    collected.append((number, index))
+                case let .failure(error):
+                    failures.append("\(job.upstream.name)/\(job.suite): \(error)")
+                }
+            }
+            indices = collected.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+
+        let failedSuites = Set(failures.map { String($0.prefix(while: { $0 != ":" })) })
+        var warnings: [String] = []
+        var found: [String: Kernel] = [:]
+        var pinned: [PinnedPackage] = []
+        for upstream in manifest.upstreams where upstream.kind == .apt {
+            let mine = indices.filter { $0.upstream == upstream.name }
+            let pool = Dictionary(grouping: mine.flatMap(\.packages), by: \.name)
+            for index in mine {
+                for kernel in discoverKernels(index, upstream: upstream.name, pool: pool, warnings: &warnings) {
+                    if let existing = found[kernel.release], !prefer(kernel, over: existing, suites: upstream.suites) { continue }
+                    found[kernel.release] = kernel
+                }
+            }
+            for name in recipePackages() {
+                guard let candidates = pool[name], let best = candidates.max(by: { DebianVersion.less($0.version, $1.version) }) else { continue }
+                pinned.append(PinnedPackage(name: name, upstream: upstream.name, suite: best.suite, version: best.version, package: best.reference))
+            }
+        }
+
+        // Merge with what the manifest lists: found kernels replace their old entries (keeping a
+        // hand-set toolchain), kernels not found stay unless pruned from a suite that was read.
+        var kernels: [Kernel] = []
+        var added: [String] = [], removed: [String] = [], missing: [String] = []
+        let crawled = Set(manifest.upstreams.filter { $0.kind == .apt }.map(\.name))
+        let stamp = ISO8601DateFormatter().string(from: now)
+        for old in manifest.kernels {
+            if var new = found.removeValue(forKey: old.release) {
+                new.toolchain = old.toolchain ?? new.toolchain
+                kernels.append(new)
+            } else if crawled.contains(old.upstream) {
+                let suiteRead = !failedSuites.contains("\(old.upstream)/\(old.suite ?? "")")
+                if prune, suiteRead {
+                    removed.append(old.release)
+                } else {
+                    var kept = old
+                    kept.lastSeen = old.lastSeen ?? stamp
+                    missing.append(old.release)
+                    kernels.append(kept)
+                }
+            } else {
+                kernels.append(old)
+            }
+        }
+        for kernel in found.values {
+            added.append(kernel.release)
+            kernels.append(kernel)
+        }
+        kernels.sort { a, b in
+            a.upstream != b.upstream ? a.upstream < b.upstream : DebianVersion.less(a.release, b.release)
+        }
+        // Pins for recipe packages from suites that failed stay as they were.
+        for old in manifest.packages where !pinned.contains(where: { $0.name == old.name }) { pinned.append(old) }
+        pinned.sort { $0.name < $1.name }
+        return Result(kernels: kernels, packages: pinned, failures: failures.sorted(), warnings: warnings,
+                      added: added.sorted(), removed: removed, missing: missing)
+    }
+
+    private func recipePackages() -> [String] {
+        recipes.order.compactMap { name in
+            if case let .package(package) = recipes.recipes[name]?.source { return package }
+            return nil
+        }
+    }
+
+    /// The same release in two suites (a point release and its security update): the newer
+    /// package wins, then the suite listed first.
+    private func prefer(_ candidate: Kernel, over existing: Kernel, suites: [String]) -> Bool {
+        let order = DebianVersion.compare(candidate.version ?? "", existing.version ?? "")
+        if order != 0 { return order > 0 }
+        return (suites.firstIndex(of: candidate.suite ?? "") ?? .max) < (suites.firstIndex(of: existing.suite ?? "") ?? .max)
+    }
+
+    /// Debian's arch headers package (`linux-headers-<abi>-<flavour>`) depends on the common
+    /// headers (`-common` or `-common-rt`), a `linux-kbuild-*` package and the compiler
+    /// (`linux-compiler-gcc-N-<arch>` up to 6.1, `gcc-N` since 6.12).
+    func discoverKernels(_ index: SuiteIndex, upstream: String, pool: [String: [AptPackage]], warnings: inout [String]) -> [Kernel] {
+        var kernels: [Kernel] = []
+        for headers in index.packages where headers.name.hasPrefix("linux-headers-") && headers.architecture == index.architecture {
+            let dependencies = headers.dependencies.compactMap(\.first)
+            guard let common = dependencies.first(where: { $0.name.hasPrefix("linux-headers-") && $0.name.contains("-common") }) else {
+                continue  // a meta package such as linux-headers-amd64
+            }
+            let release = String(headers.name.dropFirst("linux-headers-".count))
+            guard let kbuildDependency = dependencies.first(where: { $0.name.hasPrefix("linux-kbuild-") }) else {
+                warnings.append("\(release): \(headers.name) depends on no linux-kbuild package; left out")
+                continue
+            }
+            let compiler = dependencies.first { $0.name.hasPrefix("linux-compiler-gcc-") || $0.name.range(of: #"^gcc-[0-9]+$"#, options: .regularExpression) != nil }
+            guard let commonPackage = resolve(common, pool: pool, suite: index.suite),
+                  let kbuild = resolve(kbuildDependency, pool: pool, suite: index.suite) else {
+                warnings.append("\(release): \(common.name) or \(kbuildDependency.name) matching \(headers.name) \(headers.version) is in none of the crawled suites; left out")
+                continue
+            }
+            let image = ["linux-image-\(release)", "linux-image-\(release)-unsigned"].lazy.compactMap {
+                resolve((name: $0, relation: "=", version: headers.version), pool: pool, suite: index.suite)
+            }.first
+            kernels.append(Kernel(release: release, upstream: upstream, suite: index.suite,
+                                  distribution: distribution(index.release),
+                                  version: headers.version, toolchain: nil, compiler: compiler?.name,
+                                  packages: [headers.reference, commonPackage.reference, kbuild.reference],
+                                  image: image?.reference, lastSeen: nil,
+                                  location: SourceLocation(file: manifest.path, line: 0, column: 0)))
+        }
+        return kernels
+    }
+
+    /// The package that satisfies a dependency: `=` exactly; `>=` the same version if listed,
+    /// else the lowest newer one; no relation the newest. The dependent's suite is preferred.
+    func resolve(_ dependency: (name: String, relation: String?, version: String?), pool: [String: [AptPackage]], suite: String) -> AptPackage? {
+        guard let candidates = pool[dependency.name], !candidates.isEmpty else { return nil }
+        let ordered = candidates.sorted { a, b in
+            let order = DebianVersion.compare(a.version, b.version)
+            return order != 0 ? order < 0 : (a.suite == suite && b.suite != suite)
+        }
+        switch (dependency.relation, dependency.version) {
+        case let ("=", version?):
+            return ordered.filter { DebianVersion.compare($0.version, version) == 0 }.sorted { a, _ in a.suite == suite }.first
+        case let (">=", version?):
+            return ordered.first { DebianVersion.compare($0.version, version) >= 0 }
+        default:
+            return ordered.last
+        }
+    }
+
+    /// `debian-12` from the Release's `Version` (12.12) or, where it has none (backports), from
+    /// the codename.
+    private func distribution(_ release: AptArchive.Release) -> String? {
+        if let major = release.version?.split(separator: ".").first, Int(major) != nil { return "debian-\(major)" }
+        let codenames = ["buster": 10, "bullseye": 11, "bookworm": 12, "trixie": 13, "forky": 14]
+        let base = (release.codename ?? release.suite).split(separator: "-").first.map(String.init) ?? ""
+        return codenames[base].map { "debian-\($0)" }
+    }
+
+    /// The archive and keyrings for one suite of an upstream.
+    func archive(for upstream: Upstream, suite: String, sources: AptSources?) throws -> AptArchive {
+        if upstream.mirror != "apt" {
+            let keyring = upstream.keyring.map { resolvePath($0) } ?? "/usr/share/keyrings/debian-archive-keyring.gpg"
+            return AptArchive(baseURL: upstream.mirror, keyrings: [keyring])
+        }
+        guard let sources else {
+            throw AptSourceError(message: "cannot read the host's apt sources under \(aptRoot)etc/apt; give the upstream an explicit 'mirror: URL'")
+        }
+        let entry = try sources.entry(for: suite)
+        if let keyring = upstream.keyring { return AptArchive(baseURL: entry.uri, keyrings: [resolvePath(keyring)]) }
+        if let signedBy = entry.signedBy {
+            if signedBy.contains("BEGIN PGP PUBLIC KEY BLOCK") {
+                // An inline key in a deb822 source: keep it as a file for gpgv.
+                let path = workDirectory + "/inline-\(SHA256.hash(signedBy).short).asc"
+                try AtomicFile.makeDirectory(workDirectory)
+                let text = signedBy.split(separator: "\n").map { $0 == "." ? "" : String($0) }.joined(separator: "\n")
+                try AtomicFile.write(Data(text.utf8), to: path, sync: false)
+                return AptArchive(baseURL: entry.uri, keyrings: [path])
+            }
+            return AptArchive(baseURL: entry.uri, keyrings: signedBy.split(separator: " ").map { resolvePath(String($0), base: aptRoot) })
+        }
+        // No Signed-By: apt trusts the keyrings in trusted.gpg.d, so does farm.
+        let directory = aptRoot + (aptRoot.hasSuffix("/") ? "" : "/") + "etc/apt/trusted.gpg.d"
+        let keyrings = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasSuffix(".gpg") || $0.hasSuffix(".asc") }.sorted().map { directory + "/" + $0 }
+        guard !keyrings.isEmpty else {
+            throw AptSourceError(message: "\(entry.file): the entry for \(suite) has no Signed-By and \(directory) holds no keyring; add 'keyring:' to the upstream in the manifest")
+        }
+        return AptArchive(baseURL: entry.uri, keyrings: keyrings)
+    }
+
+    private func resolvePath(_ path: String, base: String? = nil) -> String {
+        if path.hasPrefix("/") {
+            guard let base, base != "/" else { return path }
+            return (base.hasSuffix("/") ? String(base.dropLast()) : base) + path
+        }
+        return manifest.directory + "/" + path
+    }
+}
+
+extension Crawler {
+    /// Crawls for the manifest at `path` and rewrites its `packages:` and `kernels:` sections;
+    /// the file is replaced atomically, and not at all when nothing changed.
+    public static func updateManifest(at path: String, cacheDirectory: String, prune: Bool, aptRoot: String = "/",
+                                      log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> (result: Result, changed: Bool) {
+        let manifest = try ManifestLoader.load(path: path)
+        let recipes = try RecipeBook.load(for: manifest)
+        let work = cacheDirectory + "/tmp/crawl-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let crawler = Crawler(manifest: manifest, recipes: recipes, aptRoot: aptRoot, workDirectory: work)
+        let result = try await crawler.crawl(prune: prune, log: log)
+
+        let original = try String(contentsOfFile: path, encoding: .utf8)
+        var text = ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: result.kernels), in: original)
+        if !result.packages.isEmpty || manifest.packages.count > 0 {
+            text = ManifestWriter.replacing(section: "packages", with: ManifestWriter.render(packages: result.packages), in: text, before: "kernels")
+        }
+        guard text != original else { return (result, false) }
+        // What is written must read back: a crawl never leaves a manifest farm refuses.
+        _ = try ManifestLoader.parse(text, path: path)
+        try AtomicFile.write(Data(text.utf8), to: path)
+        return (result, true)
+    }
+}

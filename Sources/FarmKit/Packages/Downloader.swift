@@ -1,0 +1,86 @@
+import Foundation
+
+public struct DownloadError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// Downloads with retries (backoff on 5xx and broken connections), resumes partial files, and
+/// checks size and sha256 before anything is used.
+public struct Downloader: Sendable {
+    public var attempts = 5
+    public var firstDelay: Duration = .milliseconds(500)
+
+    public init(attempts: Int = 5, firstDelay: Duration = .milliseconds(500)) {
+        self.attempts = attempts
+        self.firstDelay = firstDelay
+    }
+
+    /// Downloads `url` to `path`, continuing from a partial file already there. Blocking: call it
+    /// through `Blocking.run`.
+    public func download(_ url: String, to path: String, log: TaskLog? = nil) throws {
+        var delay = firstDelay
+        var lastError: HTTPError?
+        for attempt in 1...attempts {
+            if attempt > 1 {
+                log?.append("retrying \(url) in \(delay) (attempt \(attempt) of \(attempts)): \(lastError.map { "\($0)" } ?? "")\n")
+                Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+                delay *= 2
+            }
+            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }
+            let existing = Int64(lseek(fd, 0, SEEK_END))
+            do {
+                defer { close(fd) }
+                let (status, written) = try HTTPClient.get(url, into: fd, offset: existing)
+                switch status {
+                case 200 where existing > 0:
+                    // The server ignored the range and appended the whole file after the partial
+                    // one: start over from nothing on the next attempt.
+                    ftruncate(fd, 0)
+                    lastError = HTTPError(url: url, status: status, message: "the server does not resume; \(written) bytes came whole, fetching again from the start", retryable: true)
+                    continue
+                case 200, 206:
+                    if existing > 0 { log?.append("resumed \(url) at byte \(existing)\n") }
+                    return
+                case 416 where existing > 0:
+                    // Range not satisfiable: the partial file is already complete (or bad); the
+                    // checksum decides.
+                    return
+                case 500...599:
+                    lastError = HTTPError(url: url, status: status, message: "server error", retryable: true)
+                    continue
+                default:
+                    throw HTTPError(url: url, status: status, message: status == 404 ? "not found on the mirror; run 'farm crawl' to refresh the pins" : "", retryable: false)
+                }
+            } catch let error as HTTPError where error.retryable {
+                lastError = error
+            }
+        }
+        throw lastError ?? HTTPError(url: url, status: nil, message: "download failed", retryable: false)
+    }
+
+    /// Downloads a pinned file from the first URL that works and checks it. On a mismatch the file
+    /// is deleted and the error names the URL, the expected and the actual digest and size.
+    public func fetchPinned(urls: [String], to path: String, sha256: Digest, size: Int64, log: TaskLog? = nil) throws {
+        var failures: [String] = []
+        for url in urls {
+            do {
+                try download(url, to: path, log: log)
+            } catch {
+                failures.append("\(error)")
+                unlink(path)
+                continue
+            }
+            let (actual, actualSize) = try SHA256.hash(fileAt: path)
+            if actual == sha256, actualSize == size {
+                log?.append("fetched \(url) (\(size) bytes, sha256 \(sha256))\n")
+                return
+            }
+            unlink(path)
+            throw DownloadError(message: "\(url): checksum mismatch: expected sha256 \(sha256.hex) (\(size) bytes), got \(actual.hex) (\(actualSize) bytes); nothing was stored. The mirror or the pin is wrong: run 'farm crawl' to refresh the pins")
+        }
+        throw DownloadError(message: failures.joined(separator: "; "))
+    }
+}

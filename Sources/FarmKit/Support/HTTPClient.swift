@@ -1,0 +1,87 @@
+import CCurl
+import Foundation
+
+public struct HTTPError: Error, CustomStringConvertible, LocalizedError {
+    public let url: String
+    public let status: Int?
+    public let message: String
+    /// Worth another try: a server error (5xx) or a connection that failed or broke off.
+    public let retryable: Bool
+
+    public var description: String {
+        if let status { return "\(url): HTTP \(status)\(message.isEmpty ? "" : ": \(message)")" }
+        return "\(url): \(message)"
+    }
+
+    public var errorDescription: String? { description }
+}
+
+/// The only file that calls libcurl: one GET into a file descriptor, with timeouts.
+enum HTTPClient {
+    private static let setup: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+
+    private final class Sink {
+        let descriptor: Int32
+        var written: Int64 = 0
+        var failed: Int32 = 0
+        init(descriptor: Int32) { self.descriptor = descriptor }
+    }
+
+    /// GETs `url` and appends the body to `descriptor`, asking the server to start at `offset`.
+    /// Returns the HTTP status and the number of bytes written.
+    static func get(_ url: String, into descriptor: Int32, offset: Int64 = 0,
+                    connectTimeout: Int = 20, stallSeconds: Int = 60) throws -> (status: Int, written: Int64) {
+        _ = setup
+        guard let handle = curl_easy_init() else {
+            throw HTTPError(url: url, status: nil, message: "libcurl could not start a transfer", retryable: false)
+        }
+        defer { curl_easy_cleanup(handle) }
+        let sink = Sink(descriptor: descriptor)
+        let context = Unmanaged.passRetained(sink)
+        defer { context.release() }
+
+        farm_curl_setopt_string(handle, CURLOPT_URL, url)
+        farm_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 1)
+        farm_curl_setopt_long(handle, CURLOPT_MAXREDIRS, 5)
+        farm_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
+        farm_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, connectTimeout)
+        // A transfer that stalls below 1 KiB/s for this long is dropped; large packages may take
+        // long, so there is no limit on the whole transfer.
+        farm_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1024)
+        farm_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, stallSeconds)
+        farm_curl_setopt_string(handle, CURLOPT_USERAGENT, "farm/\(FarmVersion.current)")
+        if offset > 0 { farm_curl_setopt_off(handle, CURLOPT_RESUME_FROM_LARGE, curl_off_t(offset)) }
+        farm_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context.toOpaque())
+        farm_curl_setopt_write(handle) { data, size, count, context in
+            guard let data, let context else { return 0 }
+            let sink = Unmanaged<Sink>.fromOpaque(context).takeUnretainedValue()
+            let total = size * count
+            var offset = 0
+            while offset < total {
+                let n = write(sink.descriptor, data + offset, total - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    sink.failed = errno
+                    return 0
+                }
+                offset += n
+            }
+            sink.written += Int64(total)
+            return total
+        }
+        let code = curl_easy_perform(handle)
+        var status = 0
+        farm_curl_response_code(handle, &status)
+        if sink.failed != 0 {
+            throw HTTPError(url: url, status: nil, message: "writing the download failed: \(String(cString: strerror(sink.failed)))", retryable: false)
+        }
+        guard code == CURLE_OK else {
+            let message = String(cString: curl_easy_strerror(code))
+            let transient: Set<CURLcode> = [CURLE_COULDNT_CONNECT, CURLE_OPERATION_TIMEDOUT, CURLE_RECV_ERROR, CURLE_SEND_ERROR,
+                                            CURLE_PARTIAL_FILE, CURLE_GOT_NOTHING, CURLE_COULDNT_RESOLVE_HOST, CURLE_SSL_CONNECT_ERROR,
+                                            CURLE_HTTP2, CURLE_HTTP2_STREAM]
+            throw HTTPError(url: url, status: status == 0 ? nil : status, message: message, retryable: transient.contains(code))
+        }
+        return (status, sink.written)
+    }
+}

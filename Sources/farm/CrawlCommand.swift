@@ -1,0 +1,35 @@
+import ArgumentParser
+import FarmKit
+import Foundation
+
+struct CrawlCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "crawl",
+        abstract: "Discover kernel header packages upstream and pin them by sha256 in the manifest.")
+
+    @OptionGroup var options: GlobalOptions
+
+    @Flag(name: .long, help: "Remove kernels that are gone from a suite that was read.")
+    var prune = false
+
+    func run() async throws {
+        let outcome: (result: Crawler.Result, changed: Bool)
+        do {
+            let cache = Session.cacheDirectory(option: options.cache, manifestPath: options.manifest)
+            outcome = try await Crawler.updateManifest(at: options.manifest, cacheDirectory: cache, prune: prune) { line in
+                if options.verbose { FileHandle.standardError.write(Data(line.utf8)) }
+            }
+        } catch {
+            throw exitReporting(error)
+        }
+        let result = outcome.result
+        for release in result.added { print("new kernel: \(release)") }
+        for release in result.removed { print("pruned: \(release)") }
+        for release in result.missing { print("not seen upstream (kept; --prune removes it): \(release)") }
+        for warning in result.warnings { print("warning: \(warning)") }
+        for failure in result.failures { FileHandle.standardError.write(Data("farm: crawl failed for \(failure)\n".utf8)) }
+        print("\(options.manifest): \(result.kernels.count) kernels, \(result.packages.count) pinned packages; "
+              + (outcome.changed ? "updated" : "unchanged"))
+        if !result.failures.isEmpty { throw ExitCode(ExitStatus.failure) }
+    }
+}
