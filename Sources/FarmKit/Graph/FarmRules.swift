@@ -1,7 +1,56 @@
-/// The product's planning rules. Task kinds join as they land (fetch and bundle next, then
-/// toolchain, compile, sign and publish); until then a build plans no tasks.
-public struct FarmRules: BuildRules {
-    public init() {}
+import Foundation
 
-    public func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {}
+/// The product's planning rules: per kernel, one fetch per pinned package (shared packages are
+/// fetched once), then the kernel's bundle. Toolchain, compile, sign and publish join with the
+/// next issues.
+public struct FarmRules: BuildRules {
+    /// The root whose `etc/apt` names the mirrors for `mirror: apt` (a directory in tests).
+    public var aptRoot: String
+
+    public init(aptRoot: String = "/") { self.aptRoot = aptRoot }
+
+    public func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
+        let mirrors = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
+        for kernel in kernels {
+            _ = fetchTasks(for: kernel, mirrors: mirrors, into: &graph)
+        }
+    }
+
+    /// The fetch tasks of a kernel's packages, as `package.N` dependencies in the packages' order.
+    func fetchTasks(for kernel: Kernel, mirrors: MirrorResolver, into graph: inout BuildGraph) -> [BuildGraph.Dependency] {
+        kernel.packages.enumerated().map { index, package in
+            let (urls, reason) = mirrors.urls(for: package, upstream: kernel.upstream, suite: kernel.suite)
+            let action = FetchAction(package: package, urls: urls, reason: reason)
+            return BuildGraph.Dependency(role: "package.\(index)", node: graph.add(action, label: action.file))
+        }
+    }
+}
+
+/// Turns a package's archive path into URLs: the upstream's explicit mirror, or for `mirror: apt`
+/// the host's apt source for the kernel's suite.
+struct MirrorResolver {
+    let manifest: Manifest
+    let sources: Result<AptSources, Error>
+
+    init(manifest: Manifest, aptRoot: String) {
+        self.manifest = manifest
+        sources = Result { try AptSources.load(root: aptRoot) }
+    }
+
+    func urls(for package: PackageReference, upstream name: String, suite: String?) -> (urls: [String], reason: String?) {
+        if package.url.hasPrefix("http://") || package.url.hasPrefix("https://") || package.url.hasPrefix("file://") {
+            return ([package.url], nil)
+        }
+        guard let upstream = manifest.upstream(named: name) else { return ([], "no upstream named '\(name)'") }
+        var base = upstream.mirror
+        if base == "apt" {
+            do {
+                base = try sources.get().entry(for: suite ?? upstream.suites.first ?? "").uri
+            } catch {
+                return ([], "\(error)")
+            }
+        }
+        if base.hasSuffix("/") { base.removeLast() }
+        return ([base + "/" + package.url], nil)
+    }
 }

@@ -21,6 +21,8 @@ public enum ContentStoreError: Error, CustomStringConvertible, LocalizedError {
 public struct ContentStore: Sendable {
     public let root: String
     let temporary: String
+    /// Where tasks keep files on the cache's file system until they enter the store.
+    public var temporaryDirectory: String { temporary }
 
     public init(root: String) throws {
         self.root = root
