@@ -44,6 +44,12 @@ public struct PackageReference: Sendable, Hashable {
     public var url: String
     public var sha256: Digest
     public var size: Int64
+
+    public init(url: String, sha256: Digest, size: Int64) {
+        self.url = url
+        self.sha256 = sha256
+        self.size = size
+    }
 }
 
 public struct Kernel: Sendable, Hashable {

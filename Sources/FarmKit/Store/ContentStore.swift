@@ -30,7 +30,9 @@ public struct ContentStore: Sendable {
         try AtomicFile.makeDirectory(temporary)
     }
 
-    public func path(of digest: Digest) -> String {
+    public func path(of digest: Digest) -> String { ContentStore.path(in: root, of: digest) }
+
+    public static func path(in root: String, of digest: Digest) -> String {
         let hex = digest.hex
         return "\(root)/\(hex.prefix(2))/\(hex)"
     }
