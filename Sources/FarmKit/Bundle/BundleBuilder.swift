@@ -1,0 +1,262 @@
+import Foundation
+
+public struct BundleError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// Turns the extracted kbuild, arch and common header packages of one kernel into
+/// `bundle-<release>.tgz` in kernel-packer's layout, byte for byte the same for the same packages.
+public enum BundleBuilder {
+    /// What the build changed on the way, for the task's log.
+    public struct Report: Sendable {
+        public var entries = 0
+        /// `path -> new target (was old target)` for every absolute symlink made relative.
+        public var relativized: [String] = []
+        public var rewrittenMakefiles: [String] = []
+        /// `path -> target` for every symlink that led nowhere in the bundle's tree.
+        public var removedLinks: [String] = []
+        /// Top-level names of the staging directory other than `usr` and `lib`.
+        public var dropped: [String] = []
+    }
+
+    private enum Node {
+        case directory
+        case file(source: String, executable: Bool)
+        case contents(Data, executable: Bool)
+        case symlink(String)
+    }
+
+    /// Builds `output` from `stagingRoot`; the staging directory is read, never changed.
+    @discardableResult
+    public static func build(stagingRoot: String, release: String, distro: String, checksum: String,
+                             output: String) throws -> Report {
+        let version = try versionParts(release)
+        var report = Report()
+        var tree: [String: Node] = [:]
+        let headers = "usr/src/linux-headers-\(release)"
+
+        for name in try listDirectory(stagingRoot).sorted() {
+            if name == "usr" || name == "lib" {
+                try walk(stagingRoot, relative: name, into: &tree)
+            } else {
+                report.dropped.append(name)
+            }
+        }
+        guard case .directory = tree[headers] else {
+            throw BundleError(message: "\(stagingRoot): the packages hold no directory \(headers); "
+                              + "check that the kernel's package list has the headers of release \(release)")
+        }
+
+        for (path, node) in tree {
+            guard case let .symlink(target) = node, target.hasPrefix("/") else { continue }
+            let relative = relativeTarget(target, linkPath: path)
+            tree[path] = .symlink(relative)
+            report.relativized.append("\(path) -> \(relative) (was \(target))")
+        }
+
+        // kernel-packer's layout: the build link is there and relative whatever the packages held
+        // (Debian's arch headers package points it at /usr/src by absolute path).
+        let modules = "lib/modules/\(release)"
+        for directory in ["lib", "lib/modules", modules] {
+            switch tree[directory] {
+            case nil: tree[directory] = .directory
+            case .directory?: break
+            default: throw BundleError(message: "\(stagingRoot)/\(directory): expected a directory for the bundle's build link; the packages are not laid out as Debian's")
+            }
+        }
+        tree[modules + "/build"] = .symlink("../../../" + headers)
+
+        for (path, node) in tree where path.hasPrefix("usr/src/") && path.hasSuffix("/Makefile") {
+            guard case let .file(source, executable) = node else { continue }
+            guard let data = FileManager.default.contents(atPath: source) else {
+                throw FileSystemError.io(operation: "read", path: source, errno: errno == 0 ? EIO : errno)
+            }
+            if let rewritten = rewriteIncludes(data) {
+                tree[path] = .contents(rewritten, executable: executable)
+                report.rewrittenMakefiles.append(path)
+            }
+        }
+
+        // Removing one broken link can break a link that led through it, so until none is left.
+        var removedAny = true
+        while removedAny {
+            removedAny = false
+            for (path, node) in tree {
+                guard case let .symlink(target) = node else { continue }
+                if try resolve(path, in: tree) == nil {
+                    tree[path] = nil
+                    report.removedLinks.append("\(path) -> \(target)")
+                    removedAny = true
+                }
+            }
+        }
+        report.relativized.sort()
+        report.rewrittenMakefiles.sort()
+        report.removedLinks.sort()
+
+        // Directory names end in "/" as tar stores them, so the order below is the archive's order.
+        var entries: [(name: String, node: Node)] = tree.map { path, node in
+            if case .directory = node { return ("./" + path + "/", node) }
+            return ("./" + path, node)
+        }
+        let meta: [(String, String)] = [
+            ("BUNDLE_CHECKSUM", checksum), ("BUNDLE_DISTRO", distro), ("BUNDLE_UNAME", release),
+            ("BUNDLE_VERSION", version.0), ("BUNDLE_MAJOR", version.1), ("BUNDLE_MINOR", version.2),
+            ("BUNDLE_BUILD_DIR", "./" + headers),
+        ]
+        for (name, value) in meta {
+            entries.append(("./" + name, .contents(Data(value.utf8), executable: false)))
+        }
+        entries.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+
+        let writer = try Archive.Writer(tarGzipAt: output)
+        for (name, node) in entries {
+            switch node {
+            case .directory:
+                try writer.addDirectory(name, mode: 0o755)
+            case let .file(source, executable):
+                try writer.addFile(name, mode: executable ? 0o755 : 0o644, from: source)
+            case let .contents(data, executable):
+                try writer.addFile(name, mode: executable ? 0o755 : 0o644, contents: data)
+            case let .symlink(target):
+                try writer.addSymlink(name, target: target)
+            }
+        }
+        try writer.finish()
+        report.entries = entries.count
+        return report
+    }
+
+    /// The first three numbers of the release, as kernel-packer's `bundle_meta` takes them
+    /// (6.1.0-47-amd64 gives 6, 1, 0).
+    static func versionParts(_ release: String) throws -> (String, String, String) {
+        guard !release.isEmpty, !release.contains("/"), release != ".", release != ".." else {
+            throw BundleError(message: "'\(release)' is not a kernel release; expected something like 6.1.0-47-amd64")
+        }
+        let parts = release.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+        if parts.count == 3 {
+            let third = parts[2].prefix { $0.isASCII && $0.isNumber }
+            if [parts[0], parts[1], third].allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } }) {
+                return (String(parts[0]), String(parts[1]), String(third))
+            }
+        }
+        throw BundleError(message: "kernel release '\(release)' does not start with three numbers (like 6.1.0-47-amd64); "
+                          + "BUNDLE_VERSION, BUNDLE_MAJOR and BUNDLE_MINOR need them")
+    }
+
+    /// The relative target equivalent to an absolute one, counted from the link's directory. Only
+    /// the leading part before any `..` is shortened: what follows may pass through symlinks.
+    static func relativeTarget(_ target: String, linkPath: String) -> String {
+        let directory = linkPath.split(separator: "/").dropLast().map(String.init)
+        let parts = target.split(separator: "/").map(String.init).filter { $0 != "." }
+        var common = 0
+        while common < directory.count, common < parts.count, parts[common] != "..", parts[common] == directory[common] {
+            common += 1
+        }
+        let up = Array(repeating: "..", count: directory.count - common)
+        let relative = (up + parts[common...]).joined(separator: "/")
+        return relative.isEmpty ? "." : relative
+    }
+
+    /// Debian's arch headers Makefile includes the common tree's Makefile by absolute path;
+    /// collector passes BUILD_ROOT, as kernel-packer's `sed 's|^include /|include $(BUILD_ROOT)/|'` expects.
+    static func rewriteIncludes(_ data: Data) -> Data? {
+        let prefix = Array("include /".utf8)
+        guard data.range(of: Data(prefix)) != nil else { return nil }
+        let replacement = Array("include $(BUILD_ROOT)/".utf8)
+        var output = [UInt8]()
+        output.reserveCapacity(data.count + 64)
+        var changed = false
+        var lineStart = true
+        var index = data.startIndex
+        while index < data.endIndex {
+            if lineStart, data[index...].starts(with: prefix) {
+                output.append(contentsOf: replacement)
+                index += prefix.count
+                changed = true
+                lineStart = false
+                continue
+            }
+            let byte = data[index]
+            output.append(byte)
+            lineStart = byte == UInt8(ascii: "\n")
+            index += 1
+        }
+        return changed ? Data(output) : nil
+    }
+
+    /// Where a symlink leads in the bundle's tree, its root standing for `/`; nil when it leads to
+    /// nothing (a missing name, a file used as a directory, or a loop).
+    private static func resolve(_ link: String, in tree: [String: Node]) throws -> String? {
+        var resolved = link.split(separator: "/").dropLast().map(String.init)
+        guard case let .symlink(first) = tree[link] else { return link }
+        var pending = Array(first.split(separator: "/", omittingEmptySubsequences: false).reversed().map(String.init))
+        if first.hasPrefix("/") { resolved = [] }
+        var hops = 1
+        while let part = pending.popLast() {
+            if part.isEmpty || part == "." { continue }
+            if part == ".." {
+                guard !resolved.isEmpty else {
+                    throw BundleError(message: "symlink \(link) leads above the bundle's root; the packages are malformed or hostile")
+                }
+                resolved.removeLast()
+                continue
+            }
+            let path = (resolved + [part]).joined(separator: "/")
+            switch tree[path] {
+            case nil:
+                return nil
+            case .directory?:
+                resolved.append(part)
+            case .file?, .contents?:
+                guard pending.allSatisfy({ $0 == "." }) else { return nil }
+                resolved.append(part)
+            case let .symlink(target)?:
+                // Linux's limit on symlinks followed in one lookup (MAXSYMLINKS).
+                hops += 1
+                if hops > 40 { return nil }
+                if target.hasPrefix("/") { resolved = [] }
+                pending.append(contentsOf: target.split(separator: "/", omittingEmptySubsequences: false).reversed().map(String.init))
+            }
+        }
+        return resolved.joined(separator: "/")
+    }
+
+    private static func listDirectory(_ path: String) throws -> [String] {
+        guard let handle = opendir(path) else { throw FileSystemError.io(operation: "open directory", path: path, errno: errno) }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    private static func walk(_ root: String, relative: String, into tree: inout [String: Node]) throws {
+        let path = root + "/" + relative
+        var info = stat()
+        guard lstat(path, &info) == 0 else { throw FileSystemError.io(operation: "stat", path: path, errno: errno) }
+        switch info.st_mode & S_IFMT {
+        case S_IFDIR:
+            tree[relative] = .directory
+            for name in try listDirectory(path) {
+                try walk(root, relative: relative + "/" + name, into: &tree)
+            }
+        case S_IFREG:
+            tree[relative] = .file(source: path, executable: info.st_mode & 0o111 != 0)
+        case S_IFLNK:
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let count = readlink(path, &buffer, buffer.count - 1)
+            guard count >= 0 else { throw FileSystemError.io(operation: "readlink", path: path, errno: errno) }
+            tree[relative] = .symlink(String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        default:
+            throw BundleError(message: "\(path) is neither a file, a directory nor a symlink; a bundle holds nothing else")
+        }
+    }
+}

@@ -1,0 +1,268 @@
+import Foundation
+
+/// A package refused or not extracted: which package, which entry, why.
+public struct ExtractionError: Error, CustomStringConvertible, LocalizedError {
+    /// The package file, with its name and version when they were read.
+    public let package: String
+    public let entry: String?
+    public let problem: String
+
+    public var description: String {
+        if let entry { return "package \(package): entry '\(entry)': \(problem)" }
+        return "package \(package): \(problem)"
+    }
+
+    public var errorDescription: String? { description }
+}
+
+/// Unpacks a Debian or RPM package's files into a staging directory, refusing any entry that
+/// could write outside it. Several packages can go into one staging directory.
+public enum PackageExtractor {
+    public enum Format: String, Sendable {
+        case deb
+        case rpm
+    }
+
+    public struct Summary: Sendable {
+        public var format: Format
+        /// From a .deb's control file; nil for an rpm.
+        public var name: String?
+        public var version: String?
+        public var entries: Int
+        public var bytes: Int64
+    }
+
+    public static let entryLimit: Int64 = 2 << 30
+    public static let packageLimit: Int64 = 8 << 30
+
+    /// Extracts `package` into `stagingRoot` (created if missing), telling the format by magic bytes.
+    @discardableResult
+    public static func extract(package path: String, into stagingRoot: String) throws -> Summary {
+        let format = try detectFormat(path)
+        try AtomicFile.makeDirectory(stagingRoot)
+        let staging = try Staging(root: stagingRoot, package: path)
+
+        let reader = try Archive.Reader(path: path)
+        switch format {
+        case .rpm:
+            // libarchive strips rpm's lead and header and reads the cpio payload.
+            try staging.extractAll(from: reader)
+            return Summary(format: .rpm, name: nil, version: nil, entries: staging.entries, bytes: staging.bytes)
+        case .deb:
+            var control: (name: String?, version: String?) = (nil, nil)
+            var sawData = false
+            while let member = try reader.next() {
+                if member.path.hasPrefix("control.tar") {
+                    control = try readControl(Archive.Reader(currentEntryOf: reader))
+                    if let name = control.name {
+                        staging.package = "\(path) (\(name) \(control.version ?? "without version"))"
+                    }
+                } else if member.path.hasPrefix("data.tar") {
+                    try staging.extractAll(from: Archive.Reader(currentEntryOf: reader))
+                    sawData = true
+                }
+            }
+            guard sawData else {
+                throw ExtractionError(package: staging.package, entry: nil,
+                                      problem: "it has no data.tar member, so it is not a Debian binary package; check the package list")
+            }
+            return Summary(format: .deb, name: control.name, version: control.version, entries: staging.entries, bytes: staging.bytes)
+        }
+    }
+
+    private static func detectFormat(_ path: String) throws -> Format {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }
+        defer { close(fd) }
+        var magic = [UInt8](repeating: 0, count: 8)
+        let count = read(fd, &magic, 8)
+        if count == 8, magic == Array("!<arch>\n".utf8) { return .deb }
+        // RPM's lead starts with these four bytes (rpm's lib/rpmlead.c).
+        if count >= 4, magic[0..<4] == [0xED, 0xAB, 0xEE, 0xDB] { return .rpm }
+        throw ExtractionError(package: path, entry: nil,
+                              problem: "neither a .deb (ar archive) nor an .rpm by its first bytes; check that the right file was fetched")
+    }
+
+    private static func readControl(_ reader: Archive.Reader) throws -> (name: String?, version: String?) {
+        while let entry = try reader.next() {
+            guard entry.path == "./control" || entry.path == "control" else { continue }
+            let text = String(decoding: try reader.readData(limit: 1 << 20), as: UTF8.self)
+            func field(_ name: String) -> String? {
+                text.split(separator: "\n").first { $0.hasPrefix(name + ":") }
+                    .map { $0.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces) }
+            }
+            return (field("Package"), field("Version"))
+        }
+        return (nil, nil)
+    }
+}
+
+/// Writes entries below one directory descriptor. Every path is walked component by component
+/// with O_NOFOLLOW, so no symlink (planted by this package or an earlier one) is ever followed.
+private final class Staging {
+    private let root: Int32
+    var package: String
+    var entries = 0
+    var bytes: Int64 = 0
+    /// The directory the last entry went into: archives list a directory's entries together, and
+    /// walking every path from the root cost more than the extraction itself. Safe to keep because
+    /// nothing here removes or replaces a directory.
+    private var cached: (path: ArraySlice<String>, fd: Int32)?
+
+    init(root path: String, package: String) throws {
+        root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard root >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }
+        self.package = package
+    }
+
+    deinit {
+        if let cached { close(cached.fd) }
+        close(root)
+    }
+
+    func extractAll(from reader: Archive.Reader) throws {
+        while let entry = try reader.next() {
+            try place(entry, from: reader)
+        }
+    }
+
+    private func refuse(_ entry: String, _ problem: String) -> ExtractionError {
+        ExtractionError(package: package, entry: entry,
+                        problem: problem + "; the package was refused: it is malformed or hostile, check where it came from")
+    }
+
+    /// The components of an entry name or hardlink target relative to the package root.
+    private func components(of name: String, entry: String) throws -> [String] {
+        var rest = Substring(name)
+        while rest.hasPrefix("./") { rest = rest.dropFirst(2) }
+        if rest.hasPrefix("/") { throw refuse(entry, "'\(name)' is an absolute path") }
+        let parts = rest.split(separator: "/").map(String.init).filter { $0 != "." }
+        if parts.contains("..") { throw refuse(entry, "'\(name)' has a '..' component") }
+        return parts
+    }
+
+    private func place(_ entry: Archive.Entry, from reader: Archive.Reader) throws {
+        let path = try components(of: entry.path, entry: entry.path)
+        entries += 1
+        guard entry.size <= PackageExtractor.entryLimit else {
+            throw refuse(entry.path, "it is \(entry.size) bytes, over the \(PackageExtractor.entryLimit >> 30) GiB limit for one entry")
+        }
+        bytes += entry.size
+        guard bytes <= PackageExtractor.packageLimit else {
+            throw refuse(entry.path, "the package passes \(PackageExtractor.packageLimit >> 30) GiB in total here")
+        }
+        if path.isEmpty {
+            guard entry.type == .directory else { throw refuse(entry.path, "it names the package root but is not a directory") }
+            return
+        }
+        let name = path[path.count - 1]
+        switch entry.type {
+        case let .other(kind):
+            throw refuse(entry.path, "it is a \(kind), which a package of files has no business holding")
+        case .directory:
+            _ = try directory(path[...], entry: entry.path)
+        case .regular:
+            let parent = try directory(path.dropLast(), entry: entry.path)
+            try clear(name, in: parent, entry: entry.path)
+            let fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw FileSystemError.io(operation: "create", path: entry.path, errno: errno) }
+            defer { close(fd) }
+            try reader.writeData(to: fd)
+            fchmod(fd, mode_t(entry.mode & 0o777 | 0o600))
+        case .symlink:
+            guard let target = entry.symlinkTarget, !target.isEmpty else { throw refuse(entry.path, "the symlink has no target") }
+            try checkContained(target, linkDirectory: path.dropLast(), entry: entry.path)
+            let parent = try directory(path.dropLast(), entry: entry.path)
+            try clear(name, in: parent, entry: entry.path)
+            guard symlinkat(target, parent, name) == 0 else { throw FileSystemError.io(operation: "symlink", path: entry.path, errno: errno) }
+        case .hardlink:
+            let targetPath = try components(of: entry.hardlinkTarget ?? "", entry: entry.path)
+            guard let targetName = targetPath.last else { throw refuse(entry.path, "the hardlink has no target") }
+            let targetParent = try walk(targetPath.dropLast(), entry: entry.path, create: false)
+            defer { close(targetParent) }
+            var info = stat()
+            guard fstatat(targetParent, targetName, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFREG else {
+                throw refuse(entry.path, "its hardlink target '\(entry.hardlinkTarget ?? "")' is not a regular file extracted before it")
+            }
+            let parent = try directory(path.dropLast(), entry: entry.path)
+            try clear(name, in: parent, entry: entry.path)
+            guard linkat(targetParent, targetName, parent, name, 0) == 0 else {
+                throw FileSystemError.io(operation: "link", path: entry.path, errno: errno)
+            }
+            // cpio (rpm's payload) stores a hardlinked file's data with its last name.
+            if entry.size > 0 {
+                let fd = openat(parent, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC)
+                guard fd >= 0 else { throw FileSystemError.io(operation: "open", path: entry.path, errno: errno) }
+                defer { close(fd) }
+                try reader.writeData(to: fd)
+            }
+        }
+    }
+
+    /// A symlink's target must stay inside the package root: an absolute target counts from the
+    /// root (it is where the package would point once installed), a relative one from the link's
+    /// directory.
+    private func checkContained(_ target: String, linkDirectory: ArraySlice<String>, entry: String) throws {
+        var depth = target.hasPrefix("/") ? 0 : linkDirectory.count
+        for part in target.split(separator: "/") where part != "." {
+            if part == ".." {
+                depth -= 1
+                if depth < 0 { throw refuse(entry, "its symlink target '\(target)' leads outside the package root") }
+            } else {
+                depth += 1
+            }
+        }
+    }
+
+    /// The directory at `path` below the root, created if missing; the descriptor stays owned by
+    /// the cache and is valid until the next call.
+    private func directory(_ path: ArraySlice<String>, entry: String) throws -> Int32 {
+        if let cached, cached.path == path { return cached.fd }
+        let fd = try walk(path, entry: entry, create: true)
+        if let cached { close(cached.fd) }
+        cached = (path, fd)
+        return fd
+    }
+
+    /// Opens (creating if asked) the directory at `path` below the root, refusing symlinks on the
+    /// way. The caller closes the descriptor.
+    private func walk(_ path: ArraySlice<String>, entry: String, create: Bool = true) throws -> Int32 {
+        var current = dup(root)
+        guard current >= 0 else { throw FileSystemError.io(operation: "dup", path: entry, errno: errno) }
+        var walked = ""
+        for part in path {
+            walked += walked.isEmpty ? part : "/" + part
+            var next = openat(current, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if next < 0, errno == ENOENT, create {
+                if mkdirat(current, part, 0o755) != 0, errno != EEXIST {
+                    let code = errno
+                    close(current)
+                    throw FileSystemError.io(operation: "mkdir", path: walked, errno: code)
+                }
+                next = openat(current, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            }
+            if next < 0 {
+                let code = errno
+                var info = stat()
+                let isLink = fstatat(current, part, &info, AT_SYMLINK_NOFOLLOW) == 0 && info.st_mode & S_IFMT == S_IFLNK
+                close(current)
+                if isLink { throw refuse(entry, "its path goes through '\(walked)', which is a symlink") }
+                if code == ENOTDIR { throw refuse(entry, "its path goes through '\(walked)', which is not a directory") }
+                throw FileSystemError.io(operation: "open directory", path: walked, errno: code)
+            }
+            close(current)
+            current = next
+        }
+        return current
+    }
+
+    /// Removes a file or symlink an earlier entry or package left at `name`, as dpkg would replace it.
+    private func clear(_ name: String, in parent: Int32, entry: String) throws {
+        guard unlinkat(parent, name, 0) != 0 else { return }
+        switch errno {
+        case ENOENT: return
+        case EISDIR: throw refuse(entry, "a directory of that name was extracted before it")
+        case let code: throw FileSystemError.io(operation: "replace", path: entry, errno: code)
+        }
+    }
+}
