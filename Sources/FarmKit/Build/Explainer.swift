@@ -50,7 +50,17 @@ extension TaskDefinition {
 extension Explainer {
     /// Explains a task of a planned graph: works out its key from the cached outputs of its
     /// dependencies, and when a dependency itself would run, says so instead.
+    /// The outputs the store holds for a task as it is planned now, or nil if it would run.
+    public func cachedOutputs(of node: BuildGraph.Node, in graph: BuildGraph) throws -> [String: Digest]? {
+        try walk(node, in: graph).outputs[node.id]
+    }
+
     public func explain(_ node: BuildGraph.Node, in graph: BuildGraph) throws -> String {
+        "\(node.name): \(try walk(node, in: graph).reasons[node.id] ?? "?")"
+    }
+
+    private func walk(_ node: BuildGraph.Node, in graph: BuildGraph) throws
+        -> (outputs: [BuildGraph.NodeID: [String: Digest]], reasons: [BuildGraph.NodeID: String]) {
         var outputs: [BuildGraph.NodeID: [String: Digest]] = [:]
         var reasons: [BuildGraph.NodeID: String] = [:]
         for id in graph.closure(of: [node.id]) {
@@ -77,6 +87,6 @@ extension Explainer {
                 reasons[id] = try reason(for: current, definition: definition)
             }
         }
-        return "\(node.name): \(reasons[node.id] ?? "?")"
+        return (outputs, reasons)
     }
 }

@@ -58,6 +58,30 @@ public struct Session: Sendable {
         return summary
     }
 
+    /// Builds one task and what it needs, then copies its output `output` to `directory/name`
+    /// (atomically). For `farm bundle RELEASE -o DIR`.
+    public func buildOne(_ taskName: String, output: String, into directory: String, as name: String,
+                         options: BuildOptions, reporter: any BuildReporter) async throws -> (summary: BuildSummary, path: String?) {
+        let graph = try plan([])
+        guard let node = graph.node(named: taskName) else {
+            throw PlanError("no task '\(taskName)' in the plan of \(manifest.path); 'farm plan' lists the tasks")
+        }
+        let cache = try openCache()
+        defer { cache.close() }
+        let summary = try await Builder(cache: cache, options: options, reporter: reporter).build(graph, targets: [node.id])
+        guard summary.succeeded, !options.dryRun else { return (summary, nil) }
+        let definitionOutputs = try Explainer(cache: cache).cachedOutputs(of: node, in: graph)
+        guard let digest = definitionOutputs?[output] else { throw PlanError("\(taskName) has no output '\(output)'") }
+        try AtomicFile.makeDirectory(directory)
+        let target = directory + "/" + name
+        let temporary = directory + "/.\(name).tmp-\(getpid())"
+        unlink(temporary)
+        try FileManager.default.copyItem(atPath: try cache.objects.verifiedPath(of: digest), toPath: temporary)
+        chmod(temporary, 0o644)
+        try AtomicFile.rename(temporary, to: target)
+        return (summary, target)
+    }
+
     /// Why the named task would run now, or that it is up to date.
     public func explain(_ name: String) throws -> String {
         let graph = try plan([])

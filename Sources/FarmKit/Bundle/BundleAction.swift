@@ -16,6 +16,11 @@ public struct BundleAction: TaskAction {
     public var parameters: [(name: String, value: String)] { [("release", release), ("distro", distro)] }
 
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
+        // Extraction and compression block for seconds: off the cooperative pool.
+        try await Blocking.run { try bundle(context) }
+    }
+
+    private func bundle(_ context: TaskContext) throws -> [String: Digest] {
         let roles = context.roles(withPrefix: "package.")
         guard !roles.isEmpty else {
             throw TaskInputError(message: "task \(context.kind):\(context.label) has no package inputs; the kernel lists no packages")

@@ -12,8 +12,15 @@ public struct FarmRules: BuildRules {
     public func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
         let mirrors = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
         for kernel in kernels {
-            _ = fetchTasks(for: kernel, mirrors: mirrors, into: &graph)
+            bundle(kernel, mirrors: mirrors, into: &graph)
         }
+    }
+
+    /// The kernel's bundle task, after the fetch tasks of its packages.
+    @discardableResult
+    func bundle(_ kernel: Kernel, mirrors: MirrorResolver, into graph: inout BuildGraph) -> BuildGraph.NodeID {
+        let packages = fetchTasks(for: kernel, mirrors: mirrors, into: &graph)
+        return graph.add(BundleAction(release: kernel.release, distro: "debian"), label: kernel.release, dependencies: packages)
     }
 
     /// The fetch tasks of a kernel's packages, as `package.N` dependencies in the packages' order.

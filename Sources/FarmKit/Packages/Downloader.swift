@@ -35,11 +35,10 @@ public struct Downloader: Sendable {
                 defer { close(fd) }
                 let (status, written) = try HTTPClient.get(url, into: fd, offset: existing)
                 switch status {
-                case 200 where existing > 0:
-                    // The server ignored the range and appended the whole file after the partial
-                    // one: start over from nothing on the next attempt.
+                case 200 where existing > 0 && written > 0:
+                    // Answered with the whole file after the partial one: start over from nothing.
                     ftruncate(fd, 0)
-                    lastError = HTTPError(url: url, status: status, message: "the server does not resume; \(written) bytes came whole, fetching again from the start", retryable: true)
+                    lastError = HTTPError(url: url, status: status, message: "the server does not resume; fetching again from the start", retryable: true)
                     continue
                 case 200, 206:
                     if existing > 0 { log?.append("resumed \(url) at byte \(existing)\n") }
@@ -48,13 +47,11 @@ public struct Downloader: Sendable {
                     // Range not satisfiable: the partial file is already complete (or bad); the
                     // checksum decides.
                     return
-                case 500...599:
-                    lastError = HTTPError(url: url, status: status, message: "server error", retryable: true)
-                    continue
                 default:
                     throw HTTPError(url: url, status: status, message: status == 404 ? "not found on the mirror; run 'farm crawl' to refresh the pins" : "", retryable: false)
                 }
             } catch let error as HTTPError where error.retryable {
+                if error.rangeIgnored { truncate(path, 0) }
                 lastError = error
             }
         }

@@ -7,6 +7,16 @@ public struct HTTPError: Error, CustomStringConvertible, LocalizedError {
     public let message: String
     /// Worth another try: a server error (5xx) or a connection that failed or broke off.
     public let retryable: Bool
+    /// The server answered a resumed request with the whole file: start again from nothing.
+    public var rangeIgnored = false
+
+    public init(url: String, status: Int?, message: String, retryable: Bool, rangeIgnored: Bool = false) {
+        self.url = url
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+        self.rangeIgnored = rangeIgnored
+    }
 
     public var description: String {
         if let status { return "\(url): HTTP \(status)\(message.isEmpty ? "" : ": \(message)")" }
@@ -44,6 +54,8 @@ enum HTTPClient {
         farm_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 1)
         farm_curl_setopt_long(handle, CURLOPT_MAXREDIRS, 5)
         farm_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
+        // An error page must never land in the file being downloaded (and then be resumed from).
+        farm_curl_setopt_long(handle, CURLOPT_FAILONERROR, 1)
         farm_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, connectTimeout)
         // A transfer that stalls below 1 KiB/s for this long is dropped; large packages may take
         // long, so there is no limit on the whole transfer.
@@ -76,6 +88,16 @@ enum HTTPClient {
             throw HTTPError(url: url, status: nil, message: "writing the download failed: \(String(cString: strerror(sink.failed)))", retryable: false)
         }
         guard code == CURLE_OK else {
+            if code == CURLE_HTTP_RETURNED_ERROR, status == 416, offset > 0 {
+                // Nothing left to send: the partial file may already be whole; the checksum decides.
+                return (416, 0)
+            }
+            if code == CURLE_HTTP_RETURNED_ERROR {
+                throw HTTPError(url: url, status: status, message: status == 404 ? "not found" : "", retryable: status >= 500)
+            }
+            if code == CURLE_RANGE_ERROR {
+                throw HTTPError(url: url, status: status, message: "the server does not resume downloads", retryable: true, rangeIgnored: true)
+            }
             let message = String(cString: curl_easy_strerror(code))
             let transient: Set<CURLcode> = [CURLE_COULDNT_CONNECT, CURLE_OPERATION_TIMEDOUT, CURLE_RECV_ERROR, CURLE_SEND_ERROR,
                                             CURLE_PARTIAL_FILE, CURLE_GOT_NOTHING, CURLE_COULDNT_RESOLVE_HOST, CURLE_SSL_CONNECT_ERROR,

@@ -109,16 +109,26 @@ final class FlakyServer {
         server.serve_forever()
         """)
         let output = Pipe()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, directory, String(failures)]
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = [script, directory, String(failures)]
         process.standardOutput = output
+        // Its own stderr: an inherited one would keep the test runner's pipe open.
+        process.standardError = FileHandle.nullDevice
         try process.run()
         let line = String(decoding: output.fileHandleForReading.availableData, as: UTF8.self)
         guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw TestFailure("the test server did not start: \(line)") }
         self.port = port
     }
 
-    deinit { process.terminate() }
+    func stop() {
+        if process.isRunning {
+            // SIGKILL: a child spawned by Foundation may start with SIGTERM blocked.
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
+    deinit { stop() }
 }
 
 extension FetchTests {
@@ -128,6 +138,7 @@ extension FetchTests {
         let bytes = Data("a package\n".utf8)
         try bytes.write(to: URL(fileURLWithPath: scratch.file("www/c.deb")))
         let server = try FlakyServer(directory: scratch.file("www"), failures: 2, scratch: scratch)
+        defer { server.stop() }
         let log = TaskLog()
         try Downloader(attempts: 4, firstDelay: .milliseconds(100))
             .fetchPinned(urls: ["http://127.0.0.1:\(server.port)/c.deb"], to: scratch.file("c.deb"), sha256: SHA256.hash(bytes),
@@ -138,6 +149,7 @@ extension FetchTests {
 
         // More failures than attempts: the error names the URL and the status.
         let stubborn = try FlakyServer(directory: scratch.file("www"), failures: 10, scratch: scratch)
+        defer { stubborn.stop() }
         let url = "http://127.0.0.1:\(stubborn.port)/c.deb"
         let error = #expect(throws: DownloadError.self) {
             try Downloader(attempts: 2, firstDelay: .milliseconds(50))
