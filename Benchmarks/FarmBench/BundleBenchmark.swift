@@ -9,14 +9,18 @@ func bundleBenchmark(_ arguments: [String]) async throws {
     var manifestPath = "manifest.yml"
     var release: String?
     var runs = 3
+    // tmpfs by default: on this VM's disk, file creation swings by 3x from run to run for both
+    // pipelines, which would drown the difference being measured.
+    var workRoot = FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory()
     var rest = arguments[...]
     while let argument = rest.popFirst() {
         switch argument {
         case "--manifest": manifestPath = rest.popFirst() ?? manifestPath
         case "--release": release = rest.popFirst()
         case "--runs": runs = rest.popFirst().flatMap(Int.init) ?? runs
+        case "--work": workRoot = rest.popFirst() ?? workRoot
         default:
-            FileHandle.standardError.write(Data("usage: farm-bench bundle [--manifest PATH] [--release R] [--runs N]\n".utf8))
+            FileHandle.standardError.write(Data("usage: farm-bench bundle [--manifest PATH] [--release R] [--runs N] [--work DIR]\n".utf8))
             exit(2)
         }
     }
@@ -26,7 +30,7 @@ func bundleBenchmark(_ arguments: [String]) async throws {
             .max { DebianVersion.less($0.version ?? "", $1.version ?? "") }
         .unwrap("no such kernel in \(manifestPath)")
     // Fetch the packages through farm (cached after the first time).
-    let work = NSTemporaryDirectory() + "farm-bench-bundle-\(getpid())"
+    let work = workRoot + "/farm-bench-bundle-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: work) }
     let (fetched, _) = try await session.buildOne("bundle:\(kernel.release)", output: "bundle", into: work, as: "warmup.tgz",
                                                   options: BuildOptions(), reporter: SilentReporter())
@@ -35,14 +39,20 @@ func bundleBenchmark(_ arguments: [String]) async throws {
     let packages = try kernel.packages.map { try cache.objects.verifiedPath(of: $0.sha256) }
     cache.close()
     let total = packages.reduce(Int64(0)) { $0 + ((try? FileManager.default.attributesOfItem(atPath: $1)[.size] as? Int64) ?? 0) }
-    print("farm-bench bundle: \(kernel.release), \(packages.count) packages, \(total / 1024) KiB, median of \(runs) runs")
+    print("farm-bench bundle: \(kernel.release), \(packages.count) packages, \(total / 1024) KiB, median of \(runs) runs in \(workRoot)")
 
     var farmTimes: [Double] = [], packerTimes: [Double] = []
     var farmSize: Int64 = 0, packerSize: Int64 = 0
     for round in 0..<runs {
         let farmDirectory = "\(work)/farm-\(round)"
         let farmStart = ContinuousClock.now
-        for package in packages { try PackageExtractor.extract(package: package, into: farmDirectory + "/staging") }
+        for package in packages {
+            let start = ContinuousClock.now
+            try PackageExtractor.extract(package: package, into: farmDirectory + "/staging")
+            if round == 0 { print(String(format: "  extract %@: %.2f s", (package as NSString).lastPathComponent.prefix(12) as CVarArg, seconds(ContinuousClock.now - start))) }
+        }
+        let buildStart = ContinuousClock.now
+        defer { if round == 0 { print(String(format: "  bundle: %.2f s", seconds(ContinuousClock.now - buildStart))) } }
         try BundleBuilder.build(stagingRoot: farmDirectory + "/staging", release: kernel.release, distro: "debian",
                                 checksum: String(repeating: "0", count: 64), output: farmDirectory + "/bundle.tgz")
         farmTimes.append(seconds(ContinuousClock.now - farmStart))
