@@ -12,7 +12,7 @@ struct ProcessTests {
         process.executableURL = URL(fileURLWithPath: Products.driver)
         process.arguments = ["--manifest", manifest, "--cache", cache, "-j", "2"]
         process.environment = ProcessInfo.processInfo.environment.merging(["FARM_SYNTHETIC_DELAY_MS": "\(delayMs)"]) { _, new in new }
-        FileManager.default.createFile(atPath: output, contents: nil)
+        _ = FileManager.default.createFile(atPath: output, contents: nil)
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -23,19 +23,22 @@ struct ProcessTests {
         ProcessResult(status: 0, stdout: (try? String(contentsOfFile: output, encoding: .utf8)) ?? "", stderr: "").tasks("built")
     }
 
-    @Test func buildKilledMidwayCompletesAndLeavesNothingCorrupt() async throws {
+    @Test func buildKilledMidwayCompletesAndLeavesNothingCorrupt() throws {
         let scratch = try Scratch()
-        let manifest = try scratch.write("manifest.yml", SyntheticManifest.text(kernels: 30))
+        let manifest = try scratch.write("manifest.yml", SyntheticManifest.text(kernels: 60))
         let cache = scratch.file("cache")
         var finishedBeforeKills = Set<String>()
 
         for round in 0..<2 {
             let output = scratch.file("run-\(round).jsonl")
-            let process = try startBuild(manifest, cache: cache, output: output, delayMs: 150)
+            let process = try startBuild(manifest, cache: cache, output: output, delayMs: 200)
             let deadline = ContinuousClock.now + .seconds(60)
+            // Polled on this thread, not with Task.sleep: other tests' blocking waits can hold
+            // the cooperative pool for seconds, long enough for the build to finish unkilled.
             while builtTasks(in: output).filter({ $0.hasPrefix("synthetic-compile:") }).count < 3, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(20))
+                usleep(10_000)
             }
+            #expect(process.isRunning, "the build finished before it could be killed; the test must kill it mid-way")
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             #expect(process.terminationReason == .uncaughtSignal)
