@@ -129,7 +129,6 @@ public final class Database: @unchecked Sendable {
         }
         public func integer(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
         public func real(_ column: Int32) -> Double { sqlite3_column_double(handle, column) }
-        public func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
     }
 }
 
