@@ -33,31 +33,3 @@ public struct FarmRules: BuildRules {
     }
 }
 
-/// Turns a package's archive path into URLs: the upstream's explicit mirror, or for `mirror: apt`
-/// the host's apt source for the kernel's suite.
-struct MirrorResolver {
-    let manifest: Manifest
-    let sources: Result<AptSources, Error>
-
-    init(manifest: Manifest, aptRoot: String) {
-        self.manifest = manifest
-        sources = Result { try AptSources.load(root: aptRoot) }
-    }
-
-    func urls(for package: PackageReference, upstream name: String, suite: String?) -> (urls: [String], reason: String?) {
-        if package.url.hasPrefix("http://") || package.url.hasPrefix("https://") || package.url.hasPrefix("file://") {
-            return ([package.url], nil)
-        }
-        guard let upstream = manifest.upstream(named: name) else { return ([], "no upstream named '\(name)'") }
-        var base = upstream.mirror
-        if base == "apt" {
-            do {
-                base = try sources.get().entry(for: suite ?? upstream.suites.first ?? "").uri
-            } catch {
-                return ([], "\(error)")
-            }
-        }
-        if base.hasSuffix("/") { base.removeLast() }
-        return ([base + "/" + package.url], nil)
-    }
-}

@@ -112,6 +112,28 @@ public struct Crawler: Sendable {
             }
         }
 
+        // A pin is only worth having if a mirror serves the file: indices can list packages
+        // the mirror no longer has. Kernels with such a package are left out, with a warning.
+        let resolver = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
+        var candidates: [String: [String]] = [:]
+        for kernel in found.values {
+            for package in kernel.packages + (kernel.image.map { [$0] } ?? []) {
+                candidates[package.url] = resolver.urls(for: package, upstream: kernel.upstream, suite: kernel.suite).urls
+            }
+        }
+        let unserved = await Crawler.unserved(candidates)
+        for (release, kernel) in found {
+            let missingFiles = kernel.packages.map(\.url).filter(unserved.contains)
+            if !missingFiles.isEmpty {
+                warnings.append("\(release): listed by \(kernel.upstream)/\(kernel.suite ?? "?") but no mirror serves \(missingFiles.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")); left out")
+                found.removeValue(forKey: release)
+            } else if let image = kernel.image, unserved.contains(image.url) {
+                // Modules build without the image; only the lab needs it.
+                warnings.append("\(release): no mirror serves \((image.url as NSString).lastPathComponent); recorded without an image")
+                found[release]?.image = nil
+            }
+        }
+
         // Merge with what the manifest lists: found kernels replace their old entries (keeping a
         // hand-set toolchain), kernels not found stay unless pruned from a suite that was read.
         var kernels: [Kernel] = []
@@ -148,6 +170,27 @@ public struct Crawler: Sendable {
         pinned.sort { $0.name < $1.name }
         return Result(kernels: kernels, packages: pinned, failures: failures.sorted(), warnings: warnings,
                       added: added.sorted(), removed: removed, missing: missing)
+    }
+
+    /// The archive paths none of whose URLs answer, checked eight at a time.
+    static func unserved(_ candidates: [String: [String]]) async -> Set<String> {
+        await withTaskGroup(of: (String, Bool).self) { group in
+            var pending = candidates.sorted { $0.key < $1.key }[...]
+            var missing = Set<String>()
+            func next() {
+                guard let (path, urls) = pending.popFirst() else { return }
+                group.addTask {
+                    let served = (try? await Blocking.run { urls.contains { HTTPClient.exists($0) } }) ?? false
+                    return (path, served)
+                }
+            }
+            for _ in 0..<8 { next() }
+            for await (path, served) in group {
+                if !served { missing.insert(path) }
+                next()
+            }
+            return missing
+        }
     }
 
     private func recipePackages() -> [String] {

@@ -37,6 +37,22 @@ enum HTTPClient {
         init(descriptor: Int32) { self.descriptor = descriptor }
     }
 
+    /// Whether the server has `url`, without downloading it (HEAD; for file:// whether it exists).
+    static func exists(_ url: String, connectTimeout: Int = 20) -> Bool {
+        _ = setup
+        guard let handle = curl_easy_init() else { return false }
+        defer { curl_easy_cleanup(handle) }
+        farm_curl_setopt_string(handle, CURLOPT_URL, url)
+        farm_curl_setopt_long(handle, CURLOPT_NOBODY, 1)
+        farm_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 1)
+        farm_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
+        farm_curl_setopt_long(handle, CURLOPT_FAILONERROR, 1)
+        farm_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, connectTimeout)
+        farm_curl_setopt_long(handle, CURLOPT_TIMEOUT, 60)
+        farm_curl_setopt_string(handle, CURLOPT_USERAGENT, "farm/\(FarmVersion.current)")
+        return curl_easy_perform(handle) == CURLE_OK
+    }
+
     /// GETs `url` and appends the body to `descriptor`, asking the server to start at `offset`.
     /// Returns the HTTP status and the number of bytes written.
     static func get(_ url: String, into descriptor: Int32, offset: Int64 = 0,
@@ -93,7 +109,8 @@ enum HTTPClient {
                 return (416, 0)
             }
             if code == CURLE_HTTP_RETURNED_ERROR {
-                throw HTTPError(url: url, status: status, message: status == 404 ? "not found" : "", retryable: status >= 500)
+                throw HTTPError(url: url, status: status, message: status == 404 ? "not found on this mirror; 'farm crawl' refreshes the pins" : "",
+                                retryable: status >= 500)
             }
             if code == CURLE_RANGE_ERROR {
                 throw HTTPError(url: url, status: status, message: "the server does not resume downloads", retryable: true, rangeIgnored: true)

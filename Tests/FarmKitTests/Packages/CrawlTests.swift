@@ -142,6 +142,36 @@ struct CrawlTests {
         #expect(try ManifestLoader.load(path: path).kernels.map(\.release) == ["6.1.0-40-amd64", "6.1.0-41-amd64"])
     }
 
+    @Test func packagesComeFromWhicheverArchiveHasThemAndUnservedKernelsAreLeftOut() async throws {
+        let archive = try LocalAptArchive(try Scratch())
+        // The security kernel's kbuild package is only in the main archive.
+        try archive.package("linux-kbuild-6.1", version: "6.1.160-1", suite: "testsuite", files: ["usr/lib/linux-kbuild-6.1/README": "kbuild\n"])
+        try archive.publish(suite: "testsuite")
+        try archive.package("linux-headers-6.1.0-45-amd64", version: "6.1.160-1",
+                            depends: "linux-headers-6.1.0-45-common (= 6.1.160-1), linux-kbuild-6.1 (>= 6.1.160-1), linux-compiler-gcc-12-x86",
+                            suite: "testsuite-security", files: ["usr/src/linux-headers-6.1.0-45-amd64/Makefile": "include /usr/src/linux-headers-6.1.0-45-common/Makefile\n"])
+        try archive.package("linux-headers-6.1.0-45-common", version: "6.1.160-1", architecture: "all", suite: "testsuite-security",
+                            files: ["usr/src/linux-headers-6.1.0-45-common/Makefile": "# common\n"])
+        // Listed by the index, but the mirror lost the file.
+        try archive.kernel(abi: "6.1.0-46", version: "6.1.161-1", suite: "testsuite-security")
+        try archive.publish(suite: "testsuite-security")
+        unlink(archive.root + "-security/pool/main/l/linux/linux-headers-6.1.0-46-common_6.1.161-1_all.deb")
+        let path = try project(archive)
+
+        let (result, _) = try await crawl(path, archive)
+        #expect(result.kernels.map(\.release) == ["6.1.0-45-amd64"])
+        #expect(result.warnings.contains { $0.hasPrefix("6.1.0-46-amd64: listed by debian/testsuite-security but no mirror serves linux-headers-6.1.0-46-common_6.1.161-1_all.deb") },
+                "\(result.warnings)")
+
+        let session = try Session(manifestPath: path, cacheDirectory: nil, rules: FarmRules(aptRoot: archive.aptRoot))
+        let (summary, bundle) = try await session.buildOne("bundle:6.1.0-45-amd64", output: "bundle", into: archive.scratch.file("out"),
+                                                          as: "bundle.tgz", options: BuildOptions(), reporter: EventLog())
+        #expect(summary.succeeded)
+        #expect(bundle != nil)
+        let (_, log) = try session.log("fetch:linux-kbuild-6.1_6.1.160-1_amd64.deb")
+        #expect(log.contains("fetched file://\(archive.root)/pool/main/l/linux/linux-kbuild-6.1_6.1.160-1_amd64.deb"), "\(log)")
+    }
+
     @Test(arguments: [
         ("1.0", "1.0-1"), ("1.0~rc1", "1.0"), ("6.1.150-1", "6.1.151-1"), ("6.12.95-1~bpo12+1", "6.12.95-1"),
         ("2.0", "1:0.1"), ("1.0a", "1.0+"), ("5.10.9-1", "5.10.10-1"), ("6.1.0", "6.1.0+b1"),

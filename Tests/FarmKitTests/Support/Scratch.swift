@@ -6,7 +6,8 @@ final class Scratch {
     let path: String
 
     init(_ name: String = #function) throws {
-        let safe = name.filter { $0.isLetter || $0.isNumber }
+        // Short: gpg-agent's socket lives under a GnuPG home here, and a socket path has 108 bytes.
+        let safe = String(name.filter { $0.isLetter || $0.isNumber }.prefix(24))
         path = NSTemporaryDirectory() + "farm-test-\(safe)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }

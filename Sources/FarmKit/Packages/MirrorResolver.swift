@@ -1,0 +1,37 @@
+import Foundation
+
+/// Turns a package's archive path into URLs: the upstream's explicit mirror, or for `mirror: apt`
+/// the host's apt source for the kernel's suite first, then the host's other archives. A
+/// kernel's packages need not share its suite's archive: a security kernel's kbuild package may
+/// be the main archive's.
+struct MirrorResolver {
+    let manifest: Manifest
+    let sources: Result<AptSources, Error>
+
+    init(manifest: Manifest, aptRoot: String) {
+        self.manifest = manifest
+        sources = Result { try AptSources.load(root: aptRoot) }
+    }
+
+    func urls(for package: PackageReference, upstream name: String, suite: String?) -> (urls: [String], reason: String?) {
+        if package.url.hasPrefix("http://") || package.url.hasPrefix("https://") || package.url.hasPrefix("file://") {
+            return ([package.url], nil)
+        }
+        guard let upstream = manifest.upstream(named: name) else { return ([], "no upstream named '\(name)'") }
+        var bases: [String] = []
+        if upstream.mirror == "apt" {
+            do {
+                let sources = try sources.get()
+                bases.append(try sources.entry(for: suite ?? upstream.suites.first ?? "").uri)
+                for other in upstream.suites {
+                    if let uri = try? sources.entry(for: other).uri, !bases.contains(uri) { bases.append(uri) }
+                }
+            } catch {
+                return ([], "\(error)")
+            }
+        } else {
+            bases.append(upstream.mirror)
+        }
+        return (bases.map { base in (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/" + package.url }, nil)
+    }
+}
