@@ -42,15 +42,22 @@ enum HTTPClient {
         _ = setup
         guard let handle = curl_easy_init() else { return false }
         defer { curl_easy_cleanup(handle) }
-        farm_curl_setopt_string(handle, CURLOPT_URL, url)
+        configure(handle, url: url, connectTimeout: connectTimeout)
         farm_curl_setopt_long(handle, CURLOPT_NOBODY, 1)
+        farm_curl_setopt_long(handle, CURLOPT_TIMEOUT, 60)
+        return curl_easy_perform(handle) == CURLE_OK
+    }
+
+    /// What every transfer shares: redirects followed, no signals, HTTP errors as failures (an
+    /// error page must never land in the file being downloaded, and then be resumed from).
+    private static func configure(_ handle: UnsafeMutableRawPointer, url: String, connectTimeout: Int) {
+        farm_curl_setopt_string(handle, CURLOPT_URL, url)
         farm_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 1)
+        farm_curl_setopt_long(handle, CURLOPT_MAXREDIRS, 5)
         farm_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
         farm_curl_setopt_long(handle, CURLOPT_FAILONERROR, 1)
         farm_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, connectTimeout)
-        farm_curl_setopt_long(handle, CURLOPT_TIMEOUT, 60)
         farm_curl_setopt_string(handle, CURLOPT_USERAGENT, "farm/\(FarmVersion.current)")
-        return curl_easy_perform(handle) == CURLE_OK
     }
 
     /// GETs `url` and appends the body to `descriptor`, asking the server to start at `offset`.
@@ -66,18 +73,11 @@ enum HTTPClient {
         let context = Unmanaged.passRetained(sink)
         defer { context.release() }
 
-        farm_curl_setopt_string(handle, CURLOPT_URL, url)
-        farm_curl_setopt_long(handle, CURLOPT_FOLLOWLOCATION, 1)
-        farm_curl_setopt_long(handle, CURLOPT_MAXREDIRS, 5)
-        farm_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
-        // An error page must never land in the file being downloaded (and then be resumed from).
-        farm_curl_setopt_long(handle, CURLOPT_FAILONERROR, 1)
-        farm_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, connectTimeout)
+        configure(handle, url: url, connectTimeout: connectTimeout)
         // A transfer that stalls below 1 KiB/s for this long is dropped; large packages may take
         // long, so there is no limit on the whole transfer.
         farm_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1024)
         farm_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, stallSeconds)
-        farm_curl_setopt_string(handle, CURLOPT_USERAGENT, "farm/\(FarmVersion.current)")
         if offset > 0 { farm_curl_setopt_off(handle, CURLOPT_RESUME_FROM_LARGE, curl_off_t(offset)) }
         farm_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context.toOpaque())
         farm_curl_setopt_write(handle) { data, size, count, context in
