@@ -172,7 +172,8 @@ public struct Crawler: Sendable {
                       added: added.sorted(), removed: removed, missing: missing)
     }
 
-    /// The archive paths none of whose URLs answer, checked eight at a time.
+    /// The archive paths every mirror says it does not have, checked eight at a time. Only a
+    /// definite "not found" counts, so a slow mirror never makes a crawl drop kernels.
     static func unserved(_ candidates: [String: [String]]) async -> Set<String> {
         await withTaskGroup(of: (String, Bool).self) { group in
             var pending = candidates.sorted { $0.key < $1.key }[...]
@@ -180,7 +181,7 @@ public struct Crawler: Sendable {
             func next() {
                 guard let (path, urls) = pending.popFirst() else { return }
                 group.addTask {
-                    let served = (try? await Blocking.run { urls.contains { HTTPClient.exists($0) } }) ?? false
+                    let served = (try? await Blocking.run { urls.contains { HTTPClient.exists($0) } }) ?? true
                     return (path, served)
                 }
             }

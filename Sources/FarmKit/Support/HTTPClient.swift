@@ -37,15 +37,20 @@ enum HTTPClient {
         init(descriptor: Int32) { self.descriptor = descriptor }
     }
 
-    /// Whether the server has `url`, without downloading it (HEAD; for file:// whether it exists).
+    /// False only when the server says it does not have `url` (404 or 410; a missing file:// file).
+    /// A timeout or a server error proves nothing, so it counts as "has it". HEAD, no body.
     static func exists(_ url: String, connectTimeout: Int = 20) -> Bool {
         _ = setup
-        guard let handle = curl_easy_init() else { return false }
+        guard let handle = curl_easy_init() else { return true }
         defer { curl_easy_cleanup(handle) }
         configure(handle, url: url, connectTimeout: connectTimeout)
         farm_curl_setopt_long(handle, CURLOPT_NOBODY, 1)
         farm_curl_setopt_long(handle, CURLOPT_TIMEOUT, 60)
-        return curl_easy_perform(handle) == CURLE_OK
+        let code = curl_easy_perform(handle)
+        var status = 0
+        farm_curl_response_code(handle, &status)
+        if code == CURLE_HTTP_RETURNED_ERROR { return status != 404 && status != 410 }
+        return code != CURLE_FILE_COULDNT_READ_FILE
     }
 
     /// What every transfer shares: redirects followed, no signals, HTTP errors as failures (an
