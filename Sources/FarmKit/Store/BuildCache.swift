@@ -61,6 +61,16 @@ public final class BuildCache: @unchecked Sendable {
         if version == BuildCache.schemaVersion {
             return
         }
+        // Two farm processes opening a new cache at once must not both set it up: switching to
+        // WAL fails with "database is locked" rather than waiting. One sets up, the other waits.
+        let schemaLock = open(directory + "/schema.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard schemaLock >= 0 else { throw FileSystemError.io(operation: "open", path: directory + "/schema.lock", errno: errno) }
+        defer { Foundation.close(schemaLock) }
+        flock(schemaLock, LOCK_EX)
+        try database.query("PRAGMA user_version") { version = $0.integer(0) }
+        if version == BuildCache.schemaVersion {
+            return
+        }
         guard version == 0 else {
             throw CacheError(message: "\(database.path) has schema version \(version), this farm knows \(BuildCache.schemaVersion); use a newer farm or another --cache")
         }

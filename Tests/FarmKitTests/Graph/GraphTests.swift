@@ -61,7 +61,7 @@ struct GraphTests {
     @Test func plainOutputPrintsAFailedBlockWithTheLogTail() throws {
         let scratch = try Scratch()
         let path = scratch.file("out.txt")
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         let reporter = ConsoleReporter(style: .plain, output: handle)
         let log = (1...40).map { "line \($0)" }.joined(separator: "\n") + "\n"
