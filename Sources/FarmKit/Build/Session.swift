@@ -19,13 +19,13 @@ public struct Session: Sendable {
     public init(manifestPath: String, cacheDirectory: String?, rules: any BuildRules) throws {
         var timer = PhaseTimer()
         let cacheDirectory = Session.cacheDirectory(option: cacheDirectory, manifestPath: manifestPath)
-        manifest = try ManifestLoader.load(path: manifestPath, snapshotDirectory: cacheDirectory)
-        timer.mark("manifest")
-        recipes = try RecipeBook.load(for: manifest)
-        timer.mark("recipes")
-        // Only a manifest whose recipes also check out is kept, so bad input writes nothing.
-        ManifestLoader.saveSnapshot(of: manifest, in: cacheDirectory)
-        timer.mark("snapshot")
+        var recipes: RecipeBook?
+        // The snapshot is kept only for a manifest whose recipes also check out.
+        manifest = try ManifestLoader.load(path: manifestPath, snapshotDirectory: cacheDirectory) { manifest in
+            recipes = try RecipeBook.load(for: manifest)
+        }
+        self.recipes = recipes!
+        timer.mark("manifest and recipes")
         self.rules = rules
         self.cacheDirectory = cacheDirectory
     }

@@ -3,41 +3,30 @@ import Foundation
 /// Reads and checks `manifest.yml`. Every refusal names file:line:column and what was expected.
 public enum ManifestLoader {
     /// Loads a manifest. With a `snapshotDirectory` (an existing cache directory), a checked
-    /// manifest is reused from there while the file's bytes stay the same; `saveSnapshot` writes one
-    /// (callers that check more, like recipes, save it only once all of it is found good).
-    public static func load(path: String, snapshotDirectory: String? = nil, saveSnapshot: Bool = false) throws -> Manifest {
+    /// manifest is read from there while the file's bytes stay the same, and written there after a
+    /// parse. `check` runs either way (recipes, say); the snapshot is written only once it passes,
+    /// so input that is refused writes nothing.
+    public static func load(path: String, snapshotDirectory: String? = nil,
+                            check: (Manifest) throws -> Void = { _ in }) throws -> Manifest {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ManifestError("cannot read the manifest; create it or pass --manifest PATH", file: path)
         }
         let source = SHA256.hash(data)
-        let snapshotPath = snapshotDirectory.map(ManifestSnapshot.path(in:))
-        if let snapshotPath, let snapshot = FileManager.default.contents(atPath: snapshotPath),
+        if let directory = snapshotDirectory, let snapshot = FileManager.default.contents(atPath: ManifestSnapshot.path(in: directory)),
            let manifest = ManifestSnapshot.decode(snapshot, path: path, source: source) {
+            try check(manifest)
             return manifest
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw ManifestError("the manifest is not UTF-8 text", file: path)
         }
         let manifest = try parse(text, path: path)
-        if saveSnapshot, let directory = snapshotDirectory { self.saveSnapshot(manifest, source: source, in: directory) }
-        return manifest
-    }
-
-    /// Keeps a checked manifest in an existing cache directory, unless an identical one is there.
-    public static func saveSnapshot(of manifest: Manifest, in directory: String) {
-        guard let data = FileManager.default.contents(atPath: manifest.path) else { return }
-        let source = SHA256.hash(data)
-        if let existing = FileManager.default.contents(atPath: ManifestSnapshot.path(in: directory)),
-           ManifestSnapshot.matches(existing, path: manifest.path, source: source) {
-            return
+        try check(manifest)
+        if let directory = snapshotDirectory, FileManager.default.fileExists(atPath: directory) {
+            // Only a speed-up: a snapshot that cannot be written is simply not there next time.
+            try? AtomicFile.write(ManifestSnapshot.encode(manifest, source: source), to: ManifestSnapshot.path(in: directory), sync: false)
         }
-        saveSnapshot(manifest, source: source, in: directory)
-    }
-
-    private static func saveSnapshot(_ manifest: Manifest, source: Digest, in directory: String) {
-        guard FileManager.default.fileExists(atPath: directory) else { return }
-        // Only a speed-up: a snapshot that cannot be written is simply not there next time.
-        try? AtomicFile.write(ManifestSnapshot.encode(manifest, source: source), to: ManifestSnapshot.path(in: directory), sync: false)
+        return manifest
     }
 
     public static func parse(_ text: String, path: String) throws -> Manifest {

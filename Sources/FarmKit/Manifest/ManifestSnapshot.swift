@@ -110,10 +110,6 @@ enum ManifestSnapshot {
 
     // MARK: Reading
 
-    static func matches(_ data: Data, path: String, source: Digest) -> Bool {
-        data.starts(with: Array(identity(source: source, path: path).utf8))
-    }
-
     /// The manifest, or nil when the snapshot is for other bytes, another path or another farm.
     static func decode(_ data: Data, path: String, source: Digest) -> Manifest? {
         let expected = Array(identity(source: source, path: path).utf8)

@@ -136,16 +136,16 @@ struct ManifestTests {
         let cache = scratch.file("cache")
         try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
         let path = try scratch.write("manifest.yml", upstreamHeader + "kernels:\n" + validKernel)
-        let first = try ManifestLoader.load(path: path, snapshotDirectory: cache, saveSnapshot: true)
+        let first = try ManifestLoader.load(path: path, snapshotDirectory: cache)
         #expect(FileManager.default.fileExists(atPath: cache + "/manifest.snapshot"))
-        let again = try ManifestLoader.load(path: path, snapshotDirectory: cache, saveSnapshot: true)
+        let again = try ManifestLoader.load(path: path, snapshotDirectory: cache)
         #expect(again.kernels == first.kernels)
         #expect(again.upstreams == first.upstreams)
         // Edited by hand: the snapshot no longer matches and the new text is read and checked.
         try scratch.write("manifest.yml", upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "size: 1234", with: "size: 99"))
-        #expect(try ManifestLoader.load(path: path, snapshotDirectory: cache, saveSnapshot: true).kernels[0].packages[0].size == 99)
+        #expect(try ManifestLoader.load(path: path, snapshotDirectory: cache).kernels[0].packages[0].size == 99)
         try scratch.write("manifest.yml", upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "size: 1234", with: "size: x"))
-        #expect(throws: ManifestError.self) { try ManifestLoader.load(path: path, snapshotDirectory: cache, saveSnapshot: true) }
+        #expect(throws: ManifestError.self) { try ManifestLoader.load(path: path, snapshotDirectory: cache) }
     }
 }
 
