@@ -21,7 +21,7 @@ let package = Package(
         .target(
             name: "FarmKit",
             dependencies: [
-                "CSQLite", "COpenSSL", "CArchive", "CCurl",
+                "CSQLite", "COpenSSL", "CArchive", "CCurl", "CGit2",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

@@ -15,11 +15,16 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Show each task's log as it finishes.")
     var verbose = false
 
+    @Option(name: .long, help: "Where builds run: bwrap (default), chroot (root only) or host (not reproducible). Overrides the manifest's 'sandbox:'.")
+    var sandbox: SandboxBackend?
+
     func session() throws -> Session {
-        try Session(manifestPath: manifest, cacheDirectory: cache, rules: FarmRules())
+        try Session(manifestPath: manifest, cacheDirectory: cache, rules: FarmRules(sandbox: sandbox))
     }
 
     func reporter() -> any BuildReporter {
         json ? JSONReporter() : ConsoleReporter(style: ConsoleReporter.defaultStyle(), verbose: verbose)
     }
 }
+
+extension SandboxBackend: ExpressibleByArgument {}

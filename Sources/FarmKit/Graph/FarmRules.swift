@@ -1,18 +1,63 @@
 import Foundation
 
 /// The product's planning rules: per kernel, one fetch per pinned package (shared packages are
-/// fetched once), then the kernel's bundle. Toolchain, compile, sign and publish join with the
-/// next issues.
+/// fetched once) and the kernel's bundle; per recipe and kernel, a compile task that also needs
+/// the recipe's source and the kernel's toolchain (each made once and shared). Sign and publish
+/// join with the next issue.
 public struct FarmRules: BuildRules {
     /// The root whose `etc/apt` names the mirrors for `mirror: apt` (a directory in tests).
     public var aptRoot: String
+    /// `--sandbox`: overrides the manifest's `sandbox:`; bwrap when neither says.
+    public var sandbox: SandboxBackend?
 
-    public init(aptRoot: String = "/") { self.aptRoot = aptRoot }
+    public init(aptRoot: String = "/", sandbox: SandboxBackend? = nil) {
+        self.aptRoot = aptRoot
+        self.sandbox = sandbox
+    }
 
     public func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
         let mirrors = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
+        let backend = sandbox ?? manifest.sandbox.flatMap(SandboxBackend.init(rawValue:)) ?? .bwrap
+        let catalog = recipes.order.isEmpty ? nil : try ToolchainCatalog.load(directory: manifest.directory + "/recipes/toolchains")
+        var sources: [String: BuildGraph.Dependency] = [:]
+        for name in recipes.order {
+            guard let recipe = recipes.recipes[name] else { continue }
+            sources[name] = try source(of: recipe, manifest: manifest, mirrors: mirrors, into: &graph)
+        }
         for kernel in kernels {
-            bundle(kernel, mirrors: mirrors, into: &graph)
+            let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
+            guard let catalog, !recipes.order.isEmpty else { continue }
+            let toolchain = try catalog.recipe(for: kernel)
+            let upstream = toolchain.upstream ?? kernel.upstream
+            let line = mirrors.sourceLine(upstream: upstream, suite: toolchain.suite, components: toolchain.components)
+            let root = graph.add(ToolchainAction(recipe: toolchain, sourceLine: line.line, reason: line.reason), label: toolchain.name)
+            for name in recipes.order {
+                guard let recipe = recipes.recipes[name], let source = sources[name] else { continue }
+                let action = CompileAction(recipe: recipe, release: kernel.release, toolchain: toolchain, backend: backend)
+                _ = graph.add(action, label: "\(recipe.name)/\(kernel.release)",
+                          dependencies: [.init(role: "bundle", node: bundle), .init(role: "toolchain", node: root), source])
+            }
+        }
+    }
+
+    /// The task that provides a recipe's source, as the `source` dependency of its compile tasks.
+    func source(of recipe: Recipe, manifest: Manifest, mirrors: MirrorResolver, into graph: inout BuildGraph) throws -> BuildGraph.Dependency {
+        switch recipe.source {
+        case let .package(name):
+            guard let pinned = manifest.packages.first(where: { $0.name == name }) else {
+                throw PlanError("recipe \(recipe.path) takes its source from the package \(name), which \(manifest.path) does not pin;"
+                                + " run 'farm crawl' to pin it")
+            }
+            let (urls, reason) = mirrors.urls(for: pinned.package, upstream: pinned.upstream, suite: pinned.suite)
+            let action = FetchAction(package: pinned.package, urls: urls, reason: reason)
+            return .init(role: "source", node: graph.add(action, label: action.file))
+        case let .directory(path):
+            let directory = path.hasPrefix("/") ? path : manifest.directory + "/" + path
+            let action = try SourceDirectoryAction(recipe: recipe.name, directory: (directory as NSString).standardizingPath)
+            return .init(role: "source", node: graph.add(action, label: recipe.name))
+        case let .git(url, commit):
+            let action = SourceGitAction(recipe: recipe.name, url: url, commit: commit)
+            return .init(role: "source", node: graph.add(action, label: recipe.name))
         }
     }
 
@@ -32,4 +77,3 @@ public struct FarmRules: BuildRules {
         }
     }
 }
-

@@ -35,3 +35,31 @@ struct MirrorResolver {
         return (bases.map { base in (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/" + package.url }, nil)
     }
 }
+
+extension MirrorResolver {
+    /// The archive a whole suite is read from, as a one-line apt source (`deb [signed-by=K] URI
+    /// suite components`) for mmdebstrap; or why there is none.
+    func sourceLine(upstream name: String, suite: String, components: [String]) -> (line: String?, reason: String?) {
+        guard let upstream = manifest.upstream(named: name) else { return (nil, "no upstream named '\(name)' in the manifest") }
+        var uri = upstream.mirror
+        var keyrings: [String] = []
+        if let keyring = upstream.keyring {
+            keyrings = [keyring.hasPrefix("/") ? keyring : manifest.directory + "/" + keyring]
+        }
+        if upstream.mirror == "apt" {
+            do {
+                let entry = try sources.get().entry(for: suite)
+                uri = entry.uri
+                if keyrings.isEmpty, let signedBy = entry.signedBy, !signedBy.contains("BEGIN PGP") {
+                    keyrings = signedBy.split(separator: " ").map(String.init)
+                }
+            } catch {
+                return (nil, "\(error)")
+            }
+        } else if keyrings.isEmpty {
+            keyrings = ["/usr/share/keyrings/debian-archive-keyring.gpg"]
+        }
+        let options = keyrings.isEmpty ? "" : "[signed-by=\(keyrings.joined(separator: ","))] "
+        return ("deb \(options)\(uri) \(suite) \(components.joined(separator: " "))", nil)
+    }
+}

@@ -1,0 +1,172 @@
+import Foundation
+
+public struct CompileError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// Task kind `compile`: one recipe's module for one kernel, built in a sandbox. Inputs: `bundle`
+/// (output `bundle`, the kernel's headers), `toolchain` (output `root`) and `source` (output
+/// `package`, a source-carrying .deb, or `tree`, a tar of the source). Output: `module`.
+public struct CompileAction: TaskAction {
+    public let recipe: Recipe
+    public let release: String
+    /// The compiler the toolchain provides (`gcc-12`), checked against the kernel's `.config`.
+    public let compiler: String
+    public let toolchain: String
+    public let backend: SandboxBackend
+
+    public init(recipe: Recipe, release: String, toolchain: ToolchainRecipe, backend: SandboxBackend) {
+        self.recipe = recipe
+        self.release = release
+        self.compiler = toolchain.compiler
+        self.toolchain = toolchain.name
+        self.backend = backend
+    }
+
+    public var kind: String { "compile" }
+    public var version: Int { 1 }
+    public var parameters: [(name: String, value: String)] {
+        var parameters = [("recipe", recipe.name), ("release", release), ("build", recipe.build), ("module", recipe.module),
+                          ("output", recipe.outputName(release: release)), ("strip", recipe.strip ? "debug" : "no"),
+                          ("compiler", compiler), ("source-date-epoch", ToolchainAction.sourceDateEpoch)]
+        // bwrap and chroot show the same root at the same paths and give the same bytes; the host does not.
+        if !backend.isReproducible { parameters.append(("sandbox", backend.rawValue)) }
+        return parameters
+    }
+
+    public func run(_ context: TaskContext) async throws -> [String: Digest] {
+        try await Blocking.run { try compile(context) }
+    }
+
+    /// The sandbox a kernel's modules are built in, from the unpacked bundle and toolchain root:
+    /// the bundle's `usr/src/*` and `usr/lib/*` at the same absolute paths, the source at `/build`.
+    /// Public for the benchmark, which runs plain `make` in the very same sandbox.
+    public static func sandbox(bundleTree: String, root: String, source: String, release: String,
+                               command: String, backend: SandboxBackend) throws -> SandboxSpec {
+        let buildDirectory = try kernelBuildDirectory(bundleTree: bundleTree, release: release)
+        var mounts: [SandboxSpec.Mount] = []
+        let realTree = (bundleTree as NSString).resolvingSymlinksInPath
+        for directory in ["usr/src", "usr/lib"] {
+            let entries = ((try? FileManager.default.contentsOfDirectory(atPath: bundleTree + "/" + directory)) ?? []).sorted()
+            for entry in entries {
+                let resolved = ((bundleTree + "/" + directory + "/" + entry) as NSString).resolvingSymlinksInPath
+                var isDirectory: ObjCBool = false
+                guard resolved.hasPrefix(realTree + "/"), FileManager.default.fileExists(atPath: resolved, isDirectory: &isDirectory),
+                      isDirectory.boolValue else { continue }
+                mounts.append(.init(source: resolved, target: "/" + directory + "/" + entry))
+            }
+        }
+        var environment = ["KERNEL_RELEASE": release, "SOURCE_DATE_EPOCH": ToolchainAction.sourceDateEpoch,
+                           "KBUILD_BUILD_TIMESTAMP": "@" + ToolchainAction.sourceDateEpoch,
+                           "KBUILD_BUILD_USER": "farm", "KBUILD_BUILD_HOST": "farm", "KBUILD_BUILD_VERSION": "1"]
+        if backend == .host {
+            environment["KERNEL_BUILD_DIR"] = bundleTree + "/" + buildDirectory
+            environment["MODULE_DIR"] = source
+            environment["BUILD_ROOT"] = bundleTree
+        } else {
+            environment["KERNEL_BUILD_DIR"] = "/" + buildDirectory
+            environment["MODULE_DIR"] = SandboxSpec.buildDirectory
+        }
+        return SandboxSpec(root: root, mounts: mounts, build: source, command: command, environment: environment)
+    }
+
+    /// The headers' directory, relative to the bundle's root: `usr/src/linux-headers-<release>`.
+    static func kernelBuildDirectory(bundleTree: String, release: String) throws -> String {
+        let text = (try? String(contentsOfFile: bundleTree + "/BUNDLE_BUILD_DIR", encoding: .utf8)) ?? ""
+        let directory = text.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "./", with: "", options: .anchored)
+        guard !directory.isEmpty, !directory.split(separator: "/").contains("..") else {
+            throw CompileError(message: "the bundle of \(release) names no usable BUNDLE_BUILD_DIR ('\(directory)')")
+        }
+        return directory
+    }
+
+    private func compile(_ context: TaskContext) throws -> [String: Digest] {
+        let trees = UnpackedTrees(objects: context.objects)
+        let bundleTree = try trees.tree(of: try context.input("bundle", "bundle"), objects: context.objects, log: context.log)
+        let root = backend == .host ? "/" : try trees.tree(of: try context.input("toolchain", "root"), objects: context.objects, log: context.log)
+        context.log.append("sandbox: \(backend.rawValue)\(backend.isReproducible ? "" : " (the host's compiler: not reproducible)")\n")
+        if backend != .host { context.log.append("toolchain: \(toolchain) (\(compiler)), root \(root)\n") }
+
+        let headers = bundleTree + "/" + (try CompileAction.kernelBuildDirectory(bundleTree: bundleTree, release: release))
+        try checkCompiler(config: headers + "/.config", log: context.log)
+
+        let source = context.workDirectory + "/build"
+        try prepareSource(context, into: source)
+        let module = recipe.module
+        var command = "set -e\n" + recipe.build
+        if recipe.strip { command += "\nstrip --strip-debug \"$MODULE_DIR/\(module)\"" }
+        let spec = try CompileAction.sandbox(bundleTree: bundleTree, root: root, source: source, release: release,
+                                             command: command, backend: backend)
+        context.log.append("$ \(recipe.build)\n")
+        let status = try Sandbox.run(spec, backend: backend, log: context.log)
+        guard status == 0 else {
+            throw CompileError(message: "building \(recipe.name) for \(release) failed (exit \(status)) in the \(backend.rawValue) sandbox;"
+                               + " the whole log: farm log compile:\(recipe.name)/\(release)")
+        }
+        let built = source + "/" + module
+        guard FileManager.default.fileExists(atPath: built) else {
+            throw CompileError(message: "the build of \(recipe.name) for \(release) succeeded but left no \(module); check 'module:' in \(recipe.path)")
+        }
+        try check(module: built, log: context.log)
+        return ["module": try context.store(file: built)]
+    }
+
+    /// The kernel's `.config` names the compiler that built it; the toolchain must be that one.
+    private func checkCompiler(config path: String, log: TaskLog) throws {
+        guard let config = KernelConfig.read(path: path) else {
+            log.append("no .config in the headers (\(path)); the toolchain follows the compiler the manifest names\n")
+            return
+        }
+        guard let needed = config.compiler else {
+            log.append("the .config has no usable CONFIG_CC_VERSION_TEXT; the toolchain follows the compiler the manifest names\n")
+            return
+        }
+        log.append("kernel compiler: \(config.values["CONFIG_CC_VERSION_TEXT"] ?? needed)\n")
+        guard backend == .host || needed == compiler else {
+            throw CompileError(message: "kernel \(release) was built with \(needed) (CONFIG_CC_VERSION_TEXT in its .config), but toolchain"
+                               + " \(toolchain) provides \(compiler); set 'toolchain:' on the kernel to a recipe with 'compiler: \(needed)'")
+        }
+    }
+
+    /// Puts the module's source at `directory`: from a source-carrying .deb (the one directory
+    /// under `usr/src/` with a Makefile or Kbuild), or from a source tarball.
+    private func prepareSource(_ context: TaskContext, into directory: String) throws {
+        if context.inputs["source"]?["package"] != nil {
+            let staging = context.workDirectory + "/source-package"
+            let summary = try PackageExtractor.extract(package: try context.inputPath("source", "package"), into: staging)
+            let sources = staging + "/usr/src"
+            let candidates = ((try? FileManager.default.contentsOfDirectory(atPath: sources)) ?? []).sorted().filter { name in
+                ["Makefile", "Kbuild"].contains { FileManager.default.fileExists(atPath: sources + "/" + name + "/" + $0) }
+            }
+            guard candidates.count == 1 else {
+                throw CompileError(message: "package \(summary.name ?? "?") \(summary.version ?? "") should hold one module source under /usr/src"
+                                   + " (a directory with a Makefile or Kbuild); found \(candidates.isEmpty ? "none" : candidates.joined(separator: ", "))")
+            }
+            context.log.append("source: \(summary.name ?? "package") \(summary.version ?? ""), /usr/src/\(candidates[0])\n")
+            try FileManager.default.moveItem(atPath: sources + "/" + candidates[0], toPath: directory)
+        } else {
+            try AtomicFile.makeDirectory(directory)
+            let archive = try context.inputPath("source", "tree")
+            let result = try Executable.run("/bin/tar", ["--extract", "--file", archive, "--directory", directory, "--no-same-owner"])
+            guard result.status == 0 else { throw CompileError(message: "unpacking the source of \(recipe.name) failed: \(result.stderr)") }
+            context.log.append("source: \(try context.input("source", "tree").short)\n")
+        }
+    }
+
+    /// The module must say it is for this kernel and is the module the recipe names.
+    private func check(module path: String, log: TaskLog) throws {
+        let info = try ModuleInfo.read(path: path)
+        let vermagic = info.value("vermagic") ?? ""
+        let expectedName = ((recipe.module as NSString).deletingPathExtension).replacingOccurrences(of: "-", with: "_")
+        guard vermagic.hasPrefix(release + " ") || vermagic == release else {
+            throw CompileError(message: "\(recipe.module) was built for the wrong kernel: its vermagic is '\(vermagic)', which does not start with \(release)")
+        }
+        guard info.value("name") == expectedName else {
+            throw CompileError(message: "\(recipe.module) calls itself '\(info.value("name") ?? "")' in .modinfo, not '\(expectedName)'")
+        }
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        log.append("\(recipe.module): name=\(expectedName) vermagic=\(vermagic), \(size) bytes\n")
+    }
+}

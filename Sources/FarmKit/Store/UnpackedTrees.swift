@@ -1,0 +1,58 @@
+import Foundation
+
+/// `cache/unpacked/<sha256>`: a tarball from the CAS unpacked once per cache (toolchain roots,
+/// bundle trees) and shared by every task that needs it. A tree appears under its final name only
+/// when complete (unpacked beside it, then renamed), under a lock, so concurrent tasks and farm
+/// processes unpack it once. The sandboxes mount these trees read-only.
+public struct UnpackedTrees: Sendable {
+    public let root: String
+
+    public init(objects: ContentStore) {
+        root = (objects.root as NSString).deletingLastPathComponent + "/unpacked"
+    }
+
+    public func path(of digest: Digest) -> String { root + "/" + digest.hex }
+
+    /// The unpacked tree of the CAS object `digest` (a tar archive, compressed or not), made now if
+    /// missing. `prepare` runs on the new tree before it is published.
+    public func tree(of digest: Digest, objects: ContentStore, log: TaskLog,
+                     prepare: (String) throws -> Void = { _ in }) throws -> String {
+        let final = path(of: digest)
+        if FileManager.default.fileExists(atPath: final) { return final }
+        try AtomicFile.makeDirectory(root)
+        let lock = open(final + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lock >= 0 else { throw FileSystemError.io(operation: "open", path: final + ".lock", errno: errno) }
+        defer { close(lock) }
+        flock(lock, LOCK_EX)
+        defer { flock(lock, LOCK_UN) }
+        if FileManager.default.fileExists(atPath: final) { return final }
+
+        let archive = try objects.verifiedPath(of: digest)
+        let staging = root + "/.unpacking-\(digest.hex)-\(getpid())"
+        try? FileManager.default.removeItem(atPath: staging)
+        try AtomicFile.makeDirectory(staging)
+        guard let tar = Executable.find("tar") else { throw ToolMissing(tool: "tar", package: "tar", purpose: "unpacking a tree") }
+        // Device nodes are left out: every sandbox brings its own /dev.
+        let result = try Executable.run(tar, ["--extract", "--file", archive, "--directory", staging, "--numeric-owner",
+                                              "--preserve-permissions", "--exclude=./dev/*"])
+        guard result.status == 0 else {
+            try? FileManager.default.removeItem(atPath: staging)
+            throw ToolchainError(message: "unpacking \(digest.short) failed: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        try prepare(staging)
+        try AtomicFile.rename(staging, to: final)
+        log.append("unpacked \(digest.short) into \(final)\n")
+        return final
+    }
+
+    /// Removes the trees of objects that are no longer kept; returns how many.
+    public func prune(keeping kept: Set<String>) -> Int {
+        var removed = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
+            let hex = name.hasSuffix(".lock") ? String(name.dropLast(5)) : name
+            guard hex.utf8.count == 64, !kept.contains(hex) else { continue }
+            if (try? FileManager.default.removeItem(atPath: root + "/" + name)) != nil, !name.hasSuffix(".lock") { removed += 1 }
+        }
+        return removed
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+
+public struct ToolchainError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+public struct ToolMissing: Error, CustomStringConvertible, LocalizedError, EnvironmentMissing {
+    public let message: String
+    public init(tool: String, package: String, purpose: String) {
+        message = "\(tool) is not installed; \(purpose) needs it: apt-get install \(package)"
+    }
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// Task kind `toolchain`: a root file system made by mmdebstrap from a toolchain recipe, stored
+/// as one `root.tar.zst`. The key covers the recipe, not the mirror; mmdebstrap's output is
+/// byte-reproducible for the same packages, and compile keys use the tarball's digest, so a
+/// rebuilt identical root rebuilds no module.
+public struct ToolchainAction: TaskAction {
+    /// The fixed time every file in a root (and every module) is stamped with.
+    public static let sourceDateEpoch = "1700000000"
+    /// Documentation and translations nobody compiles with.
+    static let excluded = ["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*"]
+
+    public let recipe: ToolchainRecipe
+    /// `deb [signed-by=...] URI suite components`; nil when no mirror could be worked out (`reason`).
+    public let sourceLine: String?
+    public let reason: String?
+
+    public init(recipe: ToolchainRecipe, sourceLine: String?, reason: String?) {
+        self.recipe = recipe
+        self.sourceLine = sourceLine
+        self.reason = reason
+    }
+
+    public var kind: String { "toolchain" }
+    public var version: Int { 1 }
+    public var parameters: [(name: String, value: String)] {
+        [("distribution", recipe.distribution), ("suite", recipe.suite), ("components", recipe.components.joined(separator: " ")),
+         ("compiler", recipe.compiler), ("packages", recipe.packages.joined(separator: " ")), ("variant", "apt"),
+         ("excluded", ToolchainAction.excluded.joined(separator: " ")), ("source-date-epoch", ToolchainAction.sourceDateEpoch)]
+    }
+    public var resource: ResourceClass { .cpu }
+
+    public func run(_ context: TaskContext) async throws -> [String: Digest] {
+        guard let sourceLine else {
+            throw ToolchainError(message: "toolchain \(recipe.name) (\(recipe.path)): no mirror for suite \(recipe.suite): \(reason ?? "unknown")")
+        }
+        guard let mmdebstrap = Executable.find("mmdebstrap") else {
+            throw ToolMissing(tool: "mmdebstrap", package: "mmdebstrap", purpose: "making toolchain \(recipe.name)")
+        }
+        let recipe = self.recipe
+        return try await Blocking.run {
+            let output = context.workDirectory + "/root.tar.zst"
+            var arguments = ["--mode=\(geteuid() == 0 ? "root" : "unshare")", "--variant=apt", "--format=tar",
+                             "--include=" + recipe.packages.joined(separator: ",")]
+            arguments += ToolchainAction.excluded.map { "--dpkgopt=path-exclude=\($0)" }
+            // The package list goes into the log: which gcc a module was built with, to the version.
+            arguments.append(#"--customize-hook=chroot "$1" dpkg-query -W -f '${Package} ${Version}\n'"#)
+            arguments += [recipe.suite, output, sourceLine]
+            context.log.append("mmdebstrap \(arguments.joined(separator: " "))\n")
+            var environment = ProcessInfo.processInfo.environment.filter { ["PATH", "TMPDIR", "http_proxy", "https_proxy", "no_proxy"].contains($0.key) }
+            environment["SOURCE_DATE_EPOCH"] = ToolchainAction.sourceDateEpoch
+            environment["LC_ALL"] = "C.UTF-8"
+            let status = try Sandbox.runLogged(mmdebstrap, arguments, environment: environment, log: context.log)
+            guard status == 0, FileManager.default.fileExists(atPath: output) else {
+                throw ToolchainError(message: "mmdebstrap failed (exit \(status)) making toolchain \(recipe.name) from '\(sourceLine)';"
+                                     + " the log says why: farm log toolchain:\(recipe.name)")
+            }
+            return ["root": try context.store(file: output)]
+        }
+    }
+}

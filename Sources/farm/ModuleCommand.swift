@@ -1,0 +1,44 @@
+import ArgumentParser
+import FarmKit
+
+struct ModuleCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "module",
+        abstract: "Build one module for one kernel (and what it needs) and write it to a directory.")
+
+    @OptionGroup var options: GlobalOptions
+
+    @Option(name: .shortAndLong, help: "The directory to write the module (e.g. lime-<release>.ko) into.")
+    var output: String = "."
+
+    @Option(name: .long, help: "Downloads at once.")
+    var netJobs: Int = 8
+
+    @Option(name: .long, help: "The recipe whose module to build.")
+    var recipe: String = "lime"
+
+    @Option(name: .short, help: "CPU tasks at once.")
+    var jobs: Int?
+
+    @Argument(help: "The kernel release, as the manifest lists it (e.g. 6.1.0-56-amd64).")
+    var release: String
+
+    func run() async throws {
+        let result: (summary: BuildSummary, path: String?)
+        do {
+            let session = try options.session()
+            guard let module = session.recipes.recipes[recipe] else {
+                throw ValidationError("no recipe '\(recipe)' among the manifest's modules (\(session.recipes.order.joined(separator: ", ")))")
+            }
+            var buildOptions = BuildOptions(networkJobs: netJobs)
+            if let jobs { buildOptions.jobs = jobs }
+            result = try await session.buildOne("compile:\(recipe)/\(release)", output: "module", into: output,
+                                                as: module.outputName(release: release),
+                                                options: buildOptions, reporter: options.reporter())
+        } catch {
+            throw exitReporting(error)
+        }
+        guard let path = result.path else { throw ExitCode(ExitStatus.failure) }
+        print(path)
+    }
+}
