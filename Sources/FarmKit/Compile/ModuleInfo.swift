@@ -68,6 +68,8 @@ public struct ModuleInfo: Sendable {
 public struct KernelConfig: Sendable {
     public var values: [String: String]
 
+    public init(values: [String: String]) { self.values = values }
+
     public static func read(path: String) -> KernelConfig? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         var values: [String: String] = [:]

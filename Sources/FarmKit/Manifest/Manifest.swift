@@ -70,6 +70,21 @@ public struct Kernel: Sendable, Hashable {
     public var lastSeen: String?
     public var location: SourceLocation
 
+    public init(release: String, upstream: String, suite: String?, distribution: String?, version: String?, toolchain: String?,
+                compiler: String?, packages: [PackageReference], image: PackageReference?, lastSeen: String?, location: SourceLocation) {
+        self.release = release
+        self.upstream = upstream
+        self.suite = suite
+        self.distribution = distribution
+        self.version = version
+        self.toolchain = toolchain
+        self.compiler = compiler
+        self.packages = packages
+        self.image = image
+        self.lastSeen = lastSeen
+        self.location = location
+    }
+
     /// The first three numeric parts of the release: 6.1.0-56-amd64 gives (6, 1, 0).
     public var versionNumbers: (major: Int, minor: Int, patch: Int) {
         let numeric = release.split(whereSeparator: { !$0.isNumber }).prefix(3).map { Int($0) ?? 0 }
