@@ -18,7 +18,7 @@ struct GCCommand: ParsableCommand {
         } catch {
             throw exitReporting(error)
         }
-        print("removed \(report.removedObjects) objects (\(ByteCountFormatter.string(fromByteCount: report.removedBytes, countStyle: .binary))) and \(report.removedResults) superseded results")
+        print("removed \(report.removedObjects) objects (\(ByteCountFormatter.string(fromByteCount: report.removedBytes, countStyle: .binary))), \(report.removedResults) superseded results and \(report.removedTrees) unpacked trees")
         if verify {
             print("verified \(report.checkedObjects) objects: \(report.corrupt.count) corrupt")
             for path in report.corrupt { print("corrupt (removed; the next build remakes it): \(path)") }

@@ -227,6 +227,7 @@ public final class BuildCache: @unchecked Sendable {
         public var removedObjects = 0
         public var removedBytes: Int64 = 0
         public var removedResults = 0
+        public var removedTrees = 0
         public var checkedObjects = 0
         public var corrupt: [String] = []
     }
@@ -262,10 +263,12 @@ public final class BuildCache: @unchecked Sendable {
                 unlink(object.path)
             }
         }
-        // Temporary files left by builds that were killed mid-write.
+        // Temporary files and work directories left by builds that were killed mid-task.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: objects.temporary)) ?? [] {
-            unlink(objects.temporary + "/" + name)
+            try? FileManager.default.removeItem(atPath: objects.temporary + "/" + name)
         }
+        // Unpacked roots and bundles whose tarball is gone.
+        report.removedTrees = UnpackedTrees(objects: objects).prune(keeping: Set(referenced.map(\.hex)))
         try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return report
     }
