@@ -42,7 +42,7 @@ func compileBenchmark(_ arguments: [String]) async throws {
     try FileManager.default.copyItem(atPath: session.manifest.directory + "/recipes", toPath: project + "/recipes")
     try FileManager.default.copyItem(atPath: manifestPath, toPath: project + "/manifest.yml")
     let recipeText = try String(contentsOfFile: project + "/recipes/lime.yml", encoding: .utf8)
-    try Data(recipeText.replacingOccurrences(of: "modules\n", with: "modules # farm-bench \(UUID())\n").utf8)
+    try Data(recipeText.replacingOccurrences(of: "modules\n", with: "modules && true farm-bench-\(UUID())\n").utf8)
         .write(to: URL(fileURLWithPath: project + "/recipes/lime.yml"))
     let buildArguments = ["build", "-j", String(jobs), "--manifest", project + "/manifest.yml", "--cache", session.cacheDirectory] + releases
     let cold = try run(farm, buildArguments)
