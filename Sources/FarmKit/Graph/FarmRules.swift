@@ -27,7 +27,17 @@ public struct FarmRules: BuildRules {
         for kernel in kernels {
             let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
             guard let catalog, !recipes.order.isEmpty else { continue }
-            let toolchain = try catalog.recipe(for: kernel)
+            let toolchain: ToolchainRecipe
+            do {
+                toolchain = try catalog.recipe(for: kernel)
+            } catch {
+                // One kernel nobody can compile for fails its own tasks (so `-k` builds the rest,
+                // and `farm bundle` still works), with the error that names the compiler it needs.
+                for name in recipes.order {
+                    _ = graph.add(UnbuildableAction(kind: "compile", message: "\(error)"), label: "\(name)/\(kernel.release)")
+                }
+                continue
+            }
             let upstream = toolchain.upstream ?? kernel.upstream
             let line = mirrors.sourceLine(upstream: upstream, suite: toolchain.suite, components: toolchain.components)
             let root = graph.add(ToolchainAction(recipe: toolchain, sourceLine: line.line, reason: line.reason), label: toolchain.name)
@@ -75,5 +85,16 @@ public struct FarmRules: BuildRules {
             let action = FetchAction(package: package, urls: urls, reason: reason)
             return BuildGraph.Dependency(role: "package.\(index)", node: graph.add(action, label: action.file))
         }
+    }
+}
+
+/// A task that cannot be built as planned: it fails with the planner's reason when it runs.
+public struct UnbuildableAction: TaskAction {
+    public let kind: String
+    public let message: String
+    public var version: Int { 1 }
+    public var parameters: [(name: String, value: String)] { [("unbuildable", message)] }
+    public func run(_ context: TaskContext) async throws -> [String: Digest] {
+        throw PlanError(message)
     }
 }

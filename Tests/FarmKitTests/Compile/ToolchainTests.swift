@@ -42,6 +42,30 @@ struct ToolchainTests {
         #expect(unknown.description.contains("names toolchain 'debian-sid'"))
     }
 
+    /// In a build, such a kernel's compile task fails with that message; `-k` goes on without it.
+    @Test func aKernelWithNoToolchainFailsItsCompileTaskWithTheCompilerItNeeds() async throws {
+        let scratch = try Scratch()
+        try scratch.write("project/src/Makefile", "obj-m := mod.o\n")
+        try FileManager.default.copyItem(atPath: DebianArchiveTests.projectRoot + "/recipes/toolchains", toPath: scratch.file("project/recipes/toolchains"))
+        let session = try sourceProject(scratch, source: "  dir: src", kernels: """
+          - release: 6.16.3+deb13-amd64
+            upstream: debian
+            distribution: debian-13
+            compiler: gcc-15
+            packages:
+              - url: file://\(scratch.file("nowhere.deb"))
+                sha256: \(String(repeating: "0", count: 64))
+                size: 1
+
+        """)
+        let log = EventLog()
+        let summary = try await session.build(patterns: [], options: BuildOptions(keepGoing: true), reporter: log)
+        #expect(!summary.succeeded)
+        let failure = try #require(log.failed["compile:mod/6.16.3+deb13-amd64"])
+        #expect(failure.error.contains("manifest.yml:6:5: error: kernel 6.16.3+deb13-amd64 needs the compiler gcc-15"), "\(failure.error)")
+        #expect(log.built.contains("source:mod"), "-k builds what does not depend on the failure")
+    }
+
     @Test func compilersAreReadFromPackagesAndFromTheKernelConfig() throws {
         #expect(ToolchainCatalog.compilerName("linux-compiler-gcc-12-x86") == "gcc-12")
         #expect(ToolchainCatalog.compilerName("gcc-14") == "gcc-14")
@@ -97,14 +121,14 @@ struct ToolchainTests {
         #expect(info.value("name") == "lime")
     }
 
-    func sourceProject(_ scratch: Scratch, source: String) throws -> Session {
+    func sourceProject(_ scratch: Scratch, source: String, kernels: String = "") throws -> Session {
         try scratch.write("project/recipes/mod.yml", "farm: 1\nsource:\n\(source)\nbuild: make\nmodule: mod.ko\noutput: mod-{release}.ko\n")
         let manifest = try scratch.write("project/manifest.yml", """
         farm: 1
         upstreams:
           debian: {kind: apt, mirror: apt, suites: [bookworm], components: [main], architectures: [amd64]}
         modules: [mod]
-        kernels: []
+        kernels:\(kernels.isEmpty ? " []" : "\n" + kernels)
 
         """)
         return try Session(manifestPath: manifest, cacheDirectory: scratch.file("cache"), rules: FarmRules())
