@@ -22,7 +22,13 @@ public struct FarmRules: BuildRules {
         var sources: [String: BuildGraph.Dependency] = [:]
         for name in recipes.order {
             guard let recipe = recipes.recipes[name] else { continue }
-            sources[name] = try source(of: recipe, manifest: manifest, mirrors: mirrors, into: &graph)
+            do {
+                sources[name] = try source(of: recipe, manifest: manifest, mirrors: mirrors, into: &graph)
+            } catch {
+                // A source that cannot be had fails the recipe's tasks, not the whole plan.
+                let node = graph.add(UnbuildableAction(kind: "source", message: "\(error)"), label: recipe.name)
+                sources[name] = .init(role: "source", node: node)
+            }
         }
         for kernel in kernels {
             let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
