@@ -211,6 +211,29 @@ extension DebianArchiveTests {
             }
         }
 
+        /// farm's module signature against Linux's own scripts/sign-file (from the kernel's
+        /// linux-kbuild package, in its bundle), on the real LiME module: the same bytes.
+        @Test(arguments: ["sha256", "sha512"])
+        func moduleSignatureIsByteIdenticalToLinuxSignFile(hash: String) async throws {
+            let project = try await CompileProject.shared.get()
+            let scratch = try Scratch()
+            let unpacked = project.cache + "/unpacked"
+            let signFile = try #require(try FileManager.default.contentsOfDirectory(atPath: unpacked).lazy.compactMap { tree -> String? in
+                let lib = unpacked + "/" + tree + "/usr/lib"
+                let kbuild = (try? FileManager.default.contentsOfDirectory(atPath: lib))?.first { $0.hasPrefix("linux-kbuild-") }
+                return kbuild.map { lib + "/" + $0 + "/scripts/sign-file" }.flatMap { FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil }
+            }.first, "no sign-file in the bundles")
+            let (key, certificate) = try makeSigningKey(in: scratch.file("keys"))
+            let module = try #require(FileManager.default.contents(atPath: project.module))
+            try FileManager.default.copyItem(atPath: project.module, toPath: scratch.file("lime.ko"))
+            let linux = try runProcess(signFile, [hash, key, certificate, scratch.file("lime.ko")])
+            #expect(linux.status == 0, "\(signFile): \(linux.stderr)")
+            let theirs = try #require(FileManager.default.contents(atPath: scratch.file("lime.ko")))
+            let ours = try ModuleSigner.sign(module: module, key: key, certificate: certificate, hash: hash)
+            #expect(theirs.count > module.count)
+            #expect(ours == theirs, "farm's signed module differs from sign-file's (\(ours.count) and \(theirs.count) bytes)")
+        }
+
         func limeVersion(_ session: Session) throws -> String {
             try #require(session.manifest.packages.first { $0.name == "lime-forensics-dkms" }?.version)
         }
