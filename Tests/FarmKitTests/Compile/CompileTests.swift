@@ -232,6 +232,8 @@ extension DebianArchiveTests {
             let ours = try ModuleSigner.sign(module: module, key: key, certificate: certificate, hash: hash)
             #expect(theirs.count > module.count)
             #expect(ours == theirs, "farm's signed module differs from sign-file's (\(ours.count) and \(theirs.count) bytes)")
+            // And farm's verifier accepts what Linux's tool signed.
+            #expect(try ModuleVerifier.verify(theirs, name: "lime.ko", certificate: certificate).hash == hash)
         }
 
         func limeVersion(_ session: Session) throws -> String {

@@ -64,4 +64,36 @@ struct ModuleSignerTests {
         // Signing a signed module again is refused.
         #expect(throws: SigningError.self) { try ModuleSigner.sign(module: signed, key: key, certificate: certificate, hash: hash) }
     }
+
+    /// `farm verify MODULE --cert CERT`: a good module passes; a tampered one, one signed by
+    /// another key and an unsigned one are refused with a message naming the file.
+    @Test func verifyRefusesTamperedForeignAndUnsignedModules() throws {
+        let scratch = try Scratch()
+        try scratch.write("m.c", "int x = 1;\n")
+        #expect(try runProcess("/usr/bin/gcc", ["-c", scratch.file("m.c"), "-o", scratch.file("m.ko")]).status == 0)
+        let module = try #require(FileManager.default.contents(atPath: scratch.file("m.ko")))
+        let (key, certificate) = try makeSigningKey(in: scratch.file("keys"))
+        let (otherKey, otherCertificate) = try makeSigningKey(in: scratch.file("other"))
+
+        let good = scratch.file("good.ko")
+        try ModuleSigner.sign(module: module, key: key, certificate: certificate, hash: "sha512").write(to: URL(fileURLWithPath: good))
+        let ok = try runProcess(Products.farm, ["verify", good, "--cert", certificate])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stdout.contains("signature OK (sha512"))
+
+        var tampered = try #require(FileManager.default.contents(atPath: good))
+        tampered[100] ^= 0x01
+        let cases: [(String, Data, String, String)] = [
+            ("tampered.ko", tampered, certificate, "does not verify"),
+            ("foreign.ko", try ModuleSigner.sign(module: module, key: otherKey, certificate: otherCertificate, hash: "sha256"), certificate, "does not verify"),
+            ("unsigned.ko", module, certificate, "not signed"),
+        ]
+        for (name, bytes, cert, message) in cases {
+            let path = scratch.file(name)
+            try bytes.write(to: URL(fileURLWithPath: path))
+            let result = try runProcess(Products.farm, ["verify", path, "--cert", cert])
+            #expect(result.status == 1, "\(name): \(result.stdout)")
+            #expect(result.stderr.contains("\(path): ") && result.stderr.contains(message), "\(name): \(result.stderr)")
+        }
+    }
 }

@@ -1,0 +1,81 @@
+import COpenSSL
+import Foundation
+
+public struct VerificationError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// Checks an appended module signature the way the kernel does (`mod_verify_sig`): the magic,
+/// then `struct module_signature` (a PKCS#7 id type, the other fields zero, a length that fits),
+/// then the CMS signature over the module's body with the given certificate's key.
+public enum ModuleVerifier {
+    public struct Report: Sendable {
+        public var bodyLength: Int
+        public var signatureLength: Int
+        /// The digest the signer used, e.g. `sha256`.
+        public var hash: String
+    }
+
+    public static func verify(modulePath: String, certificate: String) throws -> Report {
+        guard let data = FileManager.default.contents(atPath: modulePath) else {
+            throw VerificationError("\(modulePath): cannot read the module")
+        }
+        return try verify(data, name: modulePath, certificate: certificate)
+    }
+
+    public static func verify(_ module: Data, name: String, certificate: String) throws -> Report {
+        let magic = ModuleSigner.magic
+        guard module.count > magic.count + 12, module.suffix(magic.count) == magic else {
+            throw VerificationError("\(name): the module is not signed (no '~Module signature appended~' at its end)")
+        }
+        let trailer = [UInt8](module.dropLast(magic.count).suffix(12))
+        guard trailer[2] == ModuleSigner.pkcs7IdType else {
+            throw VerificationError("\(name): the signature's id type is \(trailer[2]), not PKCS#7 (2); the kernel refuses it")
+        }
+        guard trailer[0] == 0, trailer[1] == 0, trailer[3] == 0, trailer[4] == 0, trailer[5...7].allSatisfy({ $0 == 0 }) else {
+            throw VerificationError("\(name): the signature trailer has unexpected fields set; the kernel refuses it")
+        }
+        let length = trailer[8...11].reduce(0) { $0 << 8 | Int($1) }
+        let available = module.count - magic.count - 12
+        guard length > 0, length <= available else {
+            throw VerificationError("\(name): the signature length (\(length) bytes) does not fit the module (\(available) bytes before the trailer)")
+        }
+        let body = module.prefix(available - length)
+        let signature = module.dropFirst(available - length).prefix(length)
+
+        let x509 = try ModuleSigner.loadCertificate(certificate)
+        defer { X509_free(x509) }
+        let signatureBIO = try ModuleSigner.memoryBIO(Data(signature))
+        defer { BIO_free(signatureBIO) }
+        guard let cms = d2i_CMS_bio(signatureBIO, nil) else {
+            throw VerificationError("\(name): the appended signature is not a CMS (PKCS#7) message")
+        }
+        defer { CMS_ContentInfo_free(cms) }
+        let content = try ModuleSigner.memoryBIO(Data(body))
+        defer { BIO_free(content) }
+        guard let certificates = OPENSSL_sk_new_null() else { throw VerificationError("out of memory") }
+        defer { OPENSSL_sk_free(certificates) }
+        OPENSSL_sk_push(certificates, UnsafeRawPointer(x509))
+        // The certificate is the trust anchor itself (as in the kernel's keyring): no chain to check.
+        let flags = UInt32(CMS_BINARY | CMS_NOVERIFY | CMS_NOINTERN | CMS_DETACHED)
+        let status = CMS_verify(cms, certificates, nil, content, nil, flags)
+        guard status == 1 else {
+            ERR_clear_error()
+            throw VerificationError("\(name): the signature does not verify with \(certificate): the module was changed after signing,"
+                                    + " or it was signed with another key")
+        }
+        var hash = "unknown"
+        if let signers = CMS_get0_SignerInfos(cms), OPENSSL_sk_num(signers) > 0,
+           let signer = OPENSSL_sk_value(signers, 0) {
+            var digest: UnsafeMutablePointer<X509_ALGOR>?
+            CMS_SignerInfo_get0_algs(OpaquePointer(signer), nil, nil, &digest, nil)
+            if let algorithm = digest?.pointee.algorithm {
+                hash = String(cString: OBJ_nid2sn(OBJ_obj2nid(algorithm)))
+            }
+        }
+        return Report(bodyLength: body.count, signatureLength: length, hash: hash.lowercased())
+    }
+}
