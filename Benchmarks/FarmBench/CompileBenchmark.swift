@@ -62,8 +62,8 @@ func compileBenchmark(_ arguments: [String]) async throws {
             return try (try explainer.cachedOutputs(of: node, in: graph)?[key]).unwrap("\(name) is not built")
         }
         let toolchain = try ToolchainCatalog.load(directory: session.manifest.directory + "/recipes/toolchains").recipe(for: kernel)
-        let bundle = try trees.tree(of: try output("bundle:\(kernel.release)", "bundle"), objects: cache.objects, log: log)
-        let root = try trees.tree(of: try output("toolchain:\(toolchain.name)", "root"), objects: cache.objects, log: log)
+        let bundle = try trees.tree(of: try output("bundle:\(kernel.release)", "bundle"), log: log)
+        let root = try trees.tree(of: try output("toolchain:\(toolchain.name)", "root"), log: log)
         let sourcePackage = try cache.objects.verifiedPath(of: try graph.nodes.first { $0.kind == "fetch" && $0.label.hasPrefix("lime-forensics-dkms_") }
             .flatMap { try explainer.cachedOutputs(of: $0, in: graph)?["package"] }.unwrap("no LiME source"))
         let directory = "\(project)/dkms/\(kernel.release)"

@@ -84,8 +84,8 @@ public struct CompileAction: TaskAction {
 
     private func compile(_ context: TaskContext) throws -> [String: Digest] {
         let trees = UnpackedTrees(objects: context.objects)
-        let bundleTree = try trees.tree(of: try context.input("bundle", "bundle"), objects: context.objects, log: context.log)
-        let root = backend == .host ? "/" : try trees.tree(of: try context.input("toolchain", "root"), objects: context.objects, log: context.log)
+        let bundleTree = try trees.tree(of: try context.input("bundle", "bundle"), log: context.log)
+        let root = backend == .host ? "/" : try trees.tree(of: try context.input("toolchain", "root"), log: context.log)
         context.log.append("sandbox: \(backend.rawValue)\(backend.isReproducible ? "" : " (the host's compiler: not reproducible)")\n")
         if backend != .host { context.log.append("toolchain: \(toolchain) (\(compiler)), root \(root)\n") }
 
@@ -149,8 +149,11 @@ public struct CompileAction: TaskAction {
         } else {
             try AtomicFile.makeDirectory(directory)
             let archive = try context.inputPath("source", "tree")
-            let result = try Executable.run("/bin/tar", ["--extract", "--file", archive, "--directory", directory, "--no-same-owner"])
-            guard result.status == 0 else { throw CompileError(message: "unpacking the source of \(recipe.name) failed: \(result.stderr)") }
+            do {
+                try UnpackedTrees.untar(archive, into: directory, options: ["--no-same-owner"])
+            } catch {
+                throw CompileError(message: "the source of \(recipe.name): \(error)")
+            }
             context.log.append("source: \(try context.input("source", "tree").short)\n")
         }
     }

@@ -1,22 +1,29 @@
 import Foundation
 
+public struct UnpackError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
 /// `cache/unpacked/<sha256>`: a tarball from the CAS unpacked once per cache (toolchain roots,
 /// bundle trees) and shared by every task that needs it. A tree appears under its final name only
 /// when complete (unpacked beside it, then renamed), under a lock, so concurrent tasks and farm
 /// processes unpack it once. The sandboxes mount these trees read-only.
 public struct UnpackedTrees: Sendable {
     public let root: String
+    let objects: ContentStore
 
     public init(objects: ContentStore) {
+        self.objects = objects
         root = (objects.root as NSString).deletingLastPathComponent + "/unpacked"
     }
 
     public func path(of digest: Digest) -> String { root + "/" + digest.hex }
 
     /// The unpacked tree of the CAS object `digest` (a tar archive, compressed or not), made now if
-    /// missing. `prepare` runs on the new tree before it is published.
-    public func tree(of digest: Digest, objects: ContentStore, log: TaskLog,
-                     prepare: (String) throws -> Void = { _ in }) throws -> String {
+    /// missing.
+    public func tree(of digest: Digest, log: TaskLog) throws -> String {
         let final = path(of: digest)
         if FileManager.default.fileExists(atPath: final) { return final }
         try AtomicFile.makeDirectory(root)
@@ -31,18 +38,25 @@ public struct UnpackedTrees: Sendable {
         let staging = root + "/.unpacking-\(digest.hex)-\(getpid())"
         try? FileManager.default.removeItem(atPath: staging)
         try AtomicFile.makeDirectory(staging)
-        guard let tar = Executable.find("tar") else { throw ToolMissing(tool: "tar", package: "tar", purpose: "unpacking a tree") }
-        // Device nodes are left out: every sandbox brings its own /dev.
-        let result = try Executable.run(tar, ["--extract", "--file", archive, "--directory", staging, "--numeric-owner",
-                                              "--preserve-permissions", "--exclude=./dev/*"])
-        guard result.status == 0 else {
+        do {
+            // Device nodes are left out: every sandbox brings its own /dev.
+            try UnpackedTrees.untar(archive, into: staging, options: ["--numeric-owner", "--preserve-permissions", "--exclude=./dev/*"])
+        } catch {
             try? FileManager.default.removeItem(atPath: staging)
-            throw ToolchainError(message: "unpacking \(digest.short) failed: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw error
         }
-        try prepare(staging)
         try AtomicFile.rename(staging, to: final)
         log.append("unpacked \(digest.short) into \(final)\n")
         return final
+    }
+
+    /// Extracts a tar archive (compressed or not) into an existing directory with GNU tar.
+    public static func untar(_ archive: String, into directory: String, options: [String]) throws {
+        guard let tar = Executable.find("tar") else { throw ToolMissing(tool: "tar", package: "tar", purpose: "unpacking trees") }
+        let result = try Executable.run(tar, ["--extract", "--file", archive, "--directory", directory] + options)
+        guard result.status == 0 else {
+            throw UnpackError(message: "unpacking \(archive) failed: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
     }
 
     /// Removes the trees of objects that are no longer kept; returns how many.

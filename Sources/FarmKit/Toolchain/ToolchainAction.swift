@@ -6,15 +6,6 @@ public struct ToolchainError: Error, CustomStringConvertible, LocalizedError {
     public var errorDescription: String? { message }
 }
 
-public struct ToolMissing: Error, CustomStringConvertible, LocalizedError, EnvironmentMissing {
-    public let message: String
-    public init(tool: String, package: String, purpose: String) {
-        message = "\(tool) is not installed; \(purpose) needs it: apt-get install \(package)"
-    }
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// Task kind `toolchain`: a root file system made by mmdebstrap from a toolchain recipe, stored
 /// as one `root.tar.zst`. The key covers the recipe, not the mirror; mmdebstrap's output is
 /// byte-reproducible for the same packages, and compile keys use the tarball's digest, so a

@@ -185,8 +185,8 @@ extension DebianArchiveTests {
             }
             let trees = UnpackedTrees(objects: cache.objects)
             let log = TaskLog()
-            let bundle = try trees.tree(of: try output("bundle:\(project.release)", "bundle"), objects: cache.objects, log: log)
-            let root = try trees.tree(of: try output("toolchain:debian-bookworm", "root"), objects: cache.objects, log: log)
+            let bundle = try trees.tree(of: try output("bundle:\(project.release)", "bundle"), log: log)
+            let root = try trees.tree(of: try output("toolchain:debian-bookworm", "root"), log: log)
             let source = try cache.objects.verifiedPath(of: try output("fetch:lime-forensics-dkms_\(try limeVersion(session))_all.deb", "package"))
             _ = try PackageExtractor.extract(package: source, into: scratch.file("lime"))
             let tree = try #require(try FileManager.default.contentsOfDirectory(atPath: scratch.file("lime/usr/src")).first)
