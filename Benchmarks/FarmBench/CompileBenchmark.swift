@@ -55,17 +55,18 @@ func compileBenchmark(_ arguments: [String]) async throws {
     let explainer = Explainer(cache: cache)
     let trees = UnpackedTrees(objects: cache.objects)
     let log = TaskLog()
+    let catalog = try ToolchainCatalog.load(directory: session.manifest.directory + "/recipes/toolchains")
+    let sourcePackage = try cache.objects.verifiedPath(of: try graph.nodes.first { $0.kind == "fetch" && $0.label.hasPrefix("lime-forensics-dkms_") }
+        .flatMap { try explainer.cachedOutputs(of: $0, in: graph)?["package"] }.unwrap("no LiME source"))
     var specs: [SandboxSpec] = []
     for kernel in kernels {
         func output(_ name: String, _ key: String) throws -> Digest {
             let node = try graph.node(named: name).unwrap("no task \(name)")
             return try (try explainer.cachedOutputs(of: node, in: graph)?[key]).unwrap("\(name) is not built")
         }
-        let toolchain = try ToolchainCatalog.load(directory: session.manifest.directory + "/recipes/toolchains").recipe(for: kernel)
+        let toolchain = try catalog.recipe(for: kernel)
         let bundle = try trees.tree(of: try output("bundle:\(kernel.release)", "bundle"), log: log)
         let root = try trees.tree(of: try output("toolchain:\(toolchain.name)", "root"), log: log)
-        let sourcePackage = try cache.objects.verifiedPath(of: try graph.nodes.first { $0.kind == "fetch" && $0.label.hasPrefix("lime-forensics-dkms_") }
-            .flatMap { try explainer.cachedOutputs(of: $0, in: graph)?["package"] }.unwrap("no LiME source"))
         let directory = "\(project)/dkms/\(kernel.release)"
         _ = try PackageExtractor.extract(package: sourcePackage, into: directory + "-package")
         let source = try FileManager.default.contentsOfDirectory(atPath: directory + "-package/usr/src").first.unwrap("no source in the package")

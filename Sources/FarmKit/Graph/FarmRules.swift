@@ -20,6 +20,7 @@ public struct FarmRules: BuildRules {
         let backend = sandbox ?? manifest.sandbox.flatMap(SandboxBackend.init(rawValue:)) ?? .bwrap
         let catalog = recipes.order.isEmpty ? nil : try ToolchainCatalog.load(directory: manifest.directory + "/recipes/toolchains")
         var sources: [String: BuildGraph.Dependency] = [:]
+        var roots: [String: BuildGraph.NodeID] = [:]
         for name in recipes.order {
             guard let recipe = recipes.recipes[name] else { continue }
             do {
@@ -32,7 +33,7 @@ public struct FarmRules: BuildRules {
         }
         for kernel in kernels {
             let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
-            guard let catalog, !recipes.order.isEmpty else { continue }
+            guard let catalog else { continue }
             let toolchain: ToolchainRecipe
             do {
                 toolchain = try catalog.recipe(for: kernel)
@@ -44,9 +45,16 @@ public struct FarmRules: BuildRules {
                 }
                 continue
             }
-            let upstream = toolchain.upstream ?? kernel.upstream
-            let line = mirrors.sourceLine(upstream: upstream, suite: toolchain.suite, components: toolchain.components)
-            let root = graph.add(ToolchainAction(recipe: toolchain, sourceLine: line.line, reason: line.reason), label: toolchain.name)
+            // One toolchain task per recipe; its mirror is worked out once, for the first kernel that needs it.
+            let root: BuildGraph.NodeID
+            if let planned = roots[toolchain.name] {
+                root = planned
+            } else {
+                let upstream = toolchain.upstream ?? kernel.upstream
+                let line = mirrors.sourceLine(upstream: upstream, suite: toolchain.suite, components: toolchain.components)
+                root = graph.add(ToolchainAction(recipe: toolchain, sourceLine: line.line, reason: line.reason), label: toolchain.name)
+                roots[toolchain.name] = root
+            }
             for name in recipes.order {
                 guard let recipe = recipes.recipes[name], let source = sources[name] else { continue }
                 let action = CompileAction(recipe: recipe, release: kernel.release, toolchain: toolchain, backend: backend)
