@@ -21,5 +21,7 @@ struct Farm: AsyncParsableCommand {
 func exitReporting(_ error: any Error) -> ExitCode {
     if let exit = error as? ExitCode { return exit }
     FileHandle.standardError.write(Data("farm: \(error)\n".utf8))
+    // A bad argument found after parsing (an unknown recipe, a directory where a file belongs) is bad input.
+    if error is ValidationError { return ExitCode(ExitStatus.badInput) }
     return ExitCode(ExitStatus.code(for: error))
 }
