@@ -4,7 +4,7 @@ import FarmKit
 struct ModuleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "module",
-        abstract: "Build one module for one kernel (and what it needs) and write it to a directory.")
+        abstract: "Build one module for one kernel (and what it needs), signed when the manifest says so, and write it to a directory.")
 
     @OptionGroup var options: GlobalOptions
 
@@ -16,6 +16,9 @@ struct ModuleCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: "The recipe whose module to build.")
     var recipe: String = "lime"
+
+    @Flag(name: .long, help: "Write the module as compiled, without the module signature (it is signed when the manifest has 'signing:').")
+    var unsigned = false
 
     @Option(name: .short, help: "CPU tasks at once.")
     var jobs: Int?
@@ -32,7 +35,8 @@ struct ModuleCommand: AsyncParsableCommand {
             }
             var buildOptions = BuildOptions(networkJobs: netJobs)
             if let jobs { buildOptions.jobs = jobs }
-            result = try await session.buildOne("compile:\(recipe)/\(release)", output: "module", into: output,
+            let kind = session.manifest.signing == nil || unsigned ? "compile" : "sign"
+            result = try await session.buildOne("\(kind):\(recipe)/\(release)", output: "module", into: output,
                                                 as: module.outputName(release: release),
                                                 options: buildOptions, reporter: options.reporter())
         } catch {

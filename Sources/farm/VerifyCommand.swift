@@ -5,24 +5,61 @@ import Foundation
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Check a signed kernel module the way the kernel would: its signature trailer, then the signature over its body.")
+        abstract: "Check a signed module as the kernel would, or a whole repository as a careful client would.",
+        discussion: """
+        A module file: its signature trailer, then the CMS signature over its body with --cert's key. \
+        A repository (directory or URL): repomd.xml's OpenPGP signature against the pinned key \
+        (--fingerprint, else the manifest's repository key), the manifest's checksums, and every \
+        module's checksum and OpenPGP signature (and its module signature, given --cert or the manifest's key).
+        """)
 
-    @Option(name: .long, help: "The module-signing certificate (PEM or DER) the module must be signed with.")
-    var cert: String
+    @Option(name: .long, help: "The module-signing certificate (PEM or DER). Required for a module file; for a repository, default: the manifest's.")
+    var cert: String?
 
-    @Argument(help: "The signed module (.ko).")
-    var module: String
+    @Option(name: .long, help: "The repository key's fingerprint you trust (40 hex digits). Default: the manifest's repository key.")
+    var fingerprint: String?
+
+    @Option(name: .long, help: "The manifest whose 'signing:' keys are the defaults.")
+    var manifest = "manifest.yml"
+
+    @Argument(help: "A signed module (.ko), or a repository directory or URL.")
+    var target: String
 
     func run() throws {
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: module, isDirectory: &isDirectory), !isDirectory.boolValue else {
-            throw exitReporting(ValidationError("\(module): expected a signed module file (.ko)"))
-        }
+        let exists = FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory)
         do {
-            let report = try ModuleVerifier.verify(modulePath: module, certificate: cert)
-            print("\(module): signature OK (\(report.hash), \(report.signatureLength) bytes over \(report.bodyLength) bytes of module)")
+            if exists, !isDirectory.boolValue {
+                guard let cert else { throw ValidationError("checking the module \(target) needs --cert CERT") }
+                let report = try ModuleVerifier.verify(modulePath: target, certificate: cert)
+                print("\(target): signature OK (\(report.hash), \(report.signatureLength) bytes over \(report.bodyLength) bytes of module)")
+                return
+            }
+            guard exists || target.contains("://") else {
+                throw ValidationError("\(target): no such module file or repository directory")
+            }
+            try verifyRepository()
         } catch {
             throw exitReporting(error)
         }
+    }
+
+    func verifyRepository() throws {
+        let keys = FileManager.default.fileExists(atPath: manifest)
+            ? (try? ManifestLoader.load(path: manifest)).flatMap { Signing.paths(manifest: $0) } : nil
+        guard let pinned = try fingerprint ?? keys.flatMap({ try RepositoryKey.load($0.repository) })?.fingerprint else {
+            throw ValidationError("which repository key do you trust? pass --fingerprint (40 hex digits; REPO_SIGNING_KEY.json in the repository"
+                                  + " names it, but only you can vouch for it)")
+        }
+        let certificate = cert ?? keys.map(\.module.certificate).flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
+        let report = try RepositoryVerifier(source: RepositorySource(target), fingerprint: pinned, certificate: certificate).verify()
+        for problem in report.problems { FileHandle.standardError.write(Data("farm: \(problem)\n".utf8)) }
+        let distinct = Set(report.modules.map(\.location)).count
+        guard report.problems.isEmpty else {
+            FileHandle.standardError.write(Data("farm: \(target): \(report.problems.count) of \(distinct) module(s) failed the checks\n".utf8))
+            throw ExitCode(ExitStatus.failure)
+        }
+        print("\(target): revision \(report.revision), \(distinct) module(s): repomd.xml signed by \(pinned), checksums and signatures OK"
+              + (certificate == nil ? "" : ", module signatures OK"))
     }
 }

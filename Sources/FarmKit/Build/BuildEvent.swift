@@ -36,6 +36,8 @@ public enum BuildEvent: Sendable {
     /// Dry run: the task would run; `reason` says why.
     case wouldRun(Task, reason: String)
     case completed(BuildSummary)
+    /// The publish directory was brought up to date with the build's publication.
+    case published(directory: String, summary: String)
 }
 
 public struct BuildSummary: Sendable, Codable {
@@ -50,8 +52,14 @@ public struct BuildSummary: Sendable, Codable {
     public var duration: Double = 0
     public var databaseWrites = 0
     public var failures: [String] = []
+    /// The outputs of the tasks the build was asked to collect (`Builder.build(_:collecting:)`), when they are done.
+    public var collected: [BuildGraph.NodeID: [String: Digest]] = [:]
 
     public var succeeded: Bool { failed == 0 && skipped == 0 && notRun == 0 }
+
+    enum CodingKeys: String, CodingKey {
+        case total, built, cached, failed, skipped, notRun, wouldRun, duration, databaseWrites, failures
+    }
 }
 
 public protocol BuildReporter: Sendable {

@@ -52,7 +52,8 @@ public struct Builder: Sendable {
     }
 
     /// Builds `targets` and what they need (everything when nil).
-    public func build(_ graph: BuildGraph, targets: [BuildGraph.NodeID]? = nil) async throws -> BuildSummary {
+    public func build(_ graph: BuildGraph, targets: [BuildGraph.NodeID]? = nil,
+                      collecting: Set<BuildGraph.NodeID> = []) async throws -> BuildSummary {
         let clock = ContinuousClock.now
         let writesBefore = cache.databaseChanges
         let selected = targets.map { graph.closure(of: $0) } ?? Array(graph.nodes.indices)
@@ -83,17 +84,23 @@ public struct Builder: Sendable {
             }
         }
 
-        /// Marks everything downstream of a failed task as skipped.
+        /// Marks everything downstream of a failed task as skipped, except where it is an
+        /// optional input: that dependent goes on without it.
         func skipDependents(of id: BuildGraph.NodeID) {
-            var stack = graph.dependents[id]
-            while let next = stack.popLast() {
+            var stack = graph.dependents[id].map { (parent: id, node: $0) }
+            while let (parent, next) = stack.popLast() {
                 guard inBuild?.contains(next) ?? true, case .waiting = state[next] else { continue }
+                let node = graph.nodes[next]
+                if node.dependencies.contains(where: { $0.node == parent && $0.optional }) {
+                    remaining[next] -= 1
+                    if remaining[next] == 0 { ready.append(next) }
+                    continue
+                }
                 state[next] = .skipped
                 summary.skipped += 1
                 finished += 1
-                let node = graph.nodes[next]
                 reporter.report(.skipped(.init(kind: node.kind, label: node.label), progress(), because: graph.nodes[id].name))
-                stack.append(contentsOf: graph.dependents[next])
+                stack.append(contentsOf: graph.dependents[next].map { (parent: next, node: $0) })
             }
         }
 
@@ -114,6 +121,8 @@ public struct Builder: Sendable {
                         for (name, digest) in outputs {
                             inputs.append(.init(role: dependency.role, output: name, digest: digest))
                         }
+                    case .failed where dependency.optional, .skipped where dependency.optional:
+                        continue
                     default:
                         inputsKnown = false
                     }
@@ -194,6 +203,9 @@ public struct Builder: Sendable {
             }
         }
 
+        for id in collecting {
+            if case let .done(outputs) = state[id] { summary.collected[id] = outputs }
+        }
         if stopping {
             summary.notRun = selected.filter { if case .waiting = state[$0] { return true } else { return false } }.count
         }

@@ -48,14 +48,35 @@ public struct Session: Sendable {
         defer { cache.close() }
         timer.mark("open cache")
         let started = Date()
-        let summary = try await Builder(cache: cache, options: options, reporter: reporter).build(graph)
+        let publish = graph.nodes.last { $0.action is PublishAction }
+        let summary = try await Builder(cache: cache, options: options, reporter: reporter)
+            .build(graph, collecting: publish.map { [$0.id] } ?? [])
         timer.mark("build")
+        if let publish, let action = publish.action as? PublishAction, let files = summary.collected[publish.id]?["files"] {
+            let text = try install(try PublicationFiles.decode(try cache.objects.read(files)), of: action, cache: cache)
+            reporter.report(.published(directory: action.directory, summary: text))
+            timer.mark("publish")
+        }
         if !options.dryRun {
             cache.saveLastRun(.init(command: command, started: started, duration: summary.duration, total: summary.total,
                                     built: summary.built, cached: summary.cached, failed: summary.failed,
                                     skipped: summary.skipped + summary.notRun))
         }
         return summary
+    }
+
+    /// Makes the publish directory hold the publication (a no-op when it already does); says what it did.
+    func install(_ publication: PublicationFiles, of action: PublishAction, cache: BuildCache) throws -> String {
+        let report = try Publisher.install(publication, objects: cache.objects, into: action.directory)
+        let modules = publication.files.filter { $0.path.hasPrefix("modules/") && !$0.path.hasSuffix(".sig") }.count
+        var text = "repository \(action.directory): \(modules) module(s), revision \(publication.revision)"
+        if report.written.isEmpty {
+            text += ", up to date"
+        } else {
+            text += ", \(report.written.count) file(s) written, \(report.unchanged) unchanged"
+            if !report.removed.isEmpty { text += ", \(report.removed.count) retired" }
+        }
+        return text
     }
 
     /// Builds one task and what it needs, then copies its output `output` to `directory/name`

@@ -7,10 +7,14 @@ public struct BuildGraph: Sendable {
         /// The name under which the dependent sees this input (e.g. `package.0`, `toolchain`).
         public var role: String
         public var node: NodeID
+        /// Under `-k`, a failed optional input is left out rather than skipping the dependent
+        /// (publish takes the modules that built; one broken kernel never stops the rest).
+        public var optional: Bool
 
-        public init(role: String, node: NodeID) {
+        public init(role: String, node: NodeID, optional: Bool = false) {
             self.role = role
             self.node = node
+            self.optional = optional
         }
     }
 

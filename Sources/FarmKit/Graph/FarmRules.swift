@@ -2,8 +2,8 @@ import Foundation
 
 /// The product's planning rules: per kernel, one fetch per pinned package (shared packages are
 /// fetched once) and the kernel's bundle; per recipe and kernel, a compile task that also needs
-/// the recipe's source and the kernel's toolchain (each made once and shared). Sign and publish
-/// join with the next issue.
+/// the recipe's source and the kernel's toolchain (each made once and shared); per module a sign
+/// task; and, when the whole manifest is built, one publish task over every signed module.
 public struct FarmRules: BuildRules {
     /// The root whose `etc/apt` names the mirrors for `mirror: apt` (a directory in tests).
     public var aptRoot: String
@@ -31,36 +31,71 @@ public struct FarmRules: BuildRules {
                 sources[name] = .init(role: "source", node: node)
             }
         }
+        let signing = Signing.Plan(manifest: manifest)
+        var signed: [(recipe: String, release: String, node: BuildGraph.NodeID)] = []
         for kernel in kernels {
             let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
             guard let catalog else { continue }
-            let toolchain: ToolchainRecipe
+            var compiles: [(recipe: Recipe, node: BuildGraph.NodeID)] = []
             do {
-                toolchain = try catalog.recipe(for: kernel)
+                let toolchain = try catalog.recipe(for: kernel)
+                // One toolchain task per recipe; its mirror is worked out once, for the first kernel that needs it.
+                let root: BuildGraph.NodeID
+                if let planned = roots[toolchain.name] {
+                    root = planned
+                } else {
+                    let upstream = toolchain.upstream ?? kernel.upstream
+                    let line = mirrors.sourceLine(upstream: upstream, suite: toolchain.suite, components: toolchain.components)
+                    root = graph.add(ToolchainAction(recipe: toolchain, sourceLine: line.line, reason: line.reason), label: toolchain.name)
+                    roots[toolchain.name] = root
+                }
+                for name in recipes.order {
+                    guard let recipe = recipes.recipes[name], let source = sources[name] else { continue }
+                    let action = CompileAction(recipe: recipe, release: kernel.release, toolchain: toolchain, backend: backend)
+                    compiles.append((recipe, graph.add(action, label: "\(recipe.name)/\(kernel.release)",
+                                                       dependencies: [.init(role: "bundle", node: bundle), .init(role: "toolchain", node: root), source])))
+                }
             } catch {
                 // One kernel nobody can compile for fails its own tasks (so `-k` builds the rest,
                 // and `farm bundle` still works), with the error that names the compiler it needs.
                 for name in recipes.order {
-                    _ = graph.add(UnbuildableAction(kind: "compile", message: "\(error)"), label: "\(name)/\(kernel.release)")
+                    guard let recipe = recipes.recipes[name] else { continue }
+                    compiles.append((recipe, graph.add(UnbuildableAction(kind: "compile", message: "\(error)"), label: "\(name)/\(kernel.release)")))
                 }
-                continue
             }
-            // One toolchain task per recipe; its mirror is worked out once, for the first kernel that needs it.
-            let root: BuildGraph.NodeID
-            if let planned = roots[toolchain.name] {
-                root = planned
-            } else {
-                let upstream = toolchain.upstream ?? kernel.upstream
-                let line = mirrors.sourceLine(upstream: upstream, suite: toolchain.suite, components: toolchain.components)
-                root = graph.add(ToolchainAction(recipe: toolchain, sourceLine: line.line, reason: line.reason), label: toolchain.name)
-                roots[toolchain.name] = root
+            guard let signing else { continue }
+            for (recipe, compile) in compiles {
+                let label = "\(recipe.name)/\(kernel.release)"
+                let dependencies: [BuildGraph.Dependency] = [.init(role: "module", node: compile), .init(role: "bundle", node: bundle)]
+                let node = switch signing.keys {
+                case let .success((moduleKey, repositoryKey)):
+                    graph.add(SignAction(recipe: recipe, release: kernel.release, moduleKey: moduleKey, moduleKeyPaths: signing.modulePaths,
+                                         repositoryKey: repositoryKey, repositoryKeyPaths: signing.repositoryPaths),
+                              label: label, dependencies: dependencies)
+                case let .failure(error):
+                    graph.add(UnbuildableAction(kind: "sign", message: error.message), label: label, dependencies: dependencies)
+                }
+                signed.append((recipe.name, kernel.release, node))
             }
-            for name in recipes.order {
-                guard let recipe = recipes.recipes[name], let source = sources[name] else { continue }
-                let action = CompileAction(recipe: recipe, release: kernel.release, toolchain: toolchain, backend: backend)
-                _ = graph.add(action, label: "\(recipe.name)/\(kernel.release)",
-                          dependencies: [.init(role: "bundle", node: bundle), .init(role: "toolchain", node: root), source])
+        }
+        // The repository holds every kernel of the manifest: a build of some kernels publishes nothing.
+        guard let signing, let publish = manifest.publish, kernels.count == manifest.kernels.count, !signed.isEmpty else { return }
+        let directory = publish.dir.hasPrefix("/") ? publish.dir : manifest.directory + "/" + publish.dir
+        switch signing.keys {
+        case let .success((_, repositoryKey)):
+            var machines: [String: String] = [:]
+            for kernel in kernels {
+                machines[kernel.release] = RepositoryFormat.unameMachine(debianArchitecture: kernel.debianArchitecture ?? "amd64")
             }
+            var outputs: [String: String] = [:]
+            for name in recipes.order { outputs[name] = recipes.recipes[name]?.output }
+            let action = PublishAction(directory: (directory as NSString).standardizingPath, machines: machines, outputs: outputs,
+                                       repositoryKey: repositoryKey, repositoryKeyPaths: signing.repositoryPaths)
+            graph.add(action, label: publish.dir, dependencies: signed.map {
+                .init(role: PublishAction.role(recipe: $0.recipe, release: $0.release), node: $0.node, optional: true)
+            })
+        case let .failure(error):
+            graph.add(UnbuildableAction(kind: "publish", message: error.message), label: publish.dir)
         }
     }
 
@@ -110,5 +145,45 @@ public struct UnbuildableAction: TaskAction {
     public var parameters: [(name: String, value: String)] { [("unbuildable", message)] }
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
         throw PlanError(message)
+    }
+}
+
+extension Signing {
+    /// Where the manifest's `signing:` keys live (relative paths from the manifest's directory);
+    /// nil when the manifest has no `signing:`.
+    public static func paths(manifest: Manifest) -> (module: ModuleKey.Paths, repository: RepositoryKey.Paths)? {
+        guard let signing = manifest.signing else { return nil }
+        func resolve(_ path: String) -> String { path.hasPrefix("/") ? path : manifest.directory + "/" + path }
+        return (ModuleKey.Paths(base: resolve(signing.moduleKey ?? "keys/module")),
+                RepositoryKey.Paths(base: resolve(signing.repoKey ?? "keys/repo")))
+    }
+
+    /// The manifest's keys, as planning finds them: the sign and publish tasks' keys name their
+    /// fingerprints, so they are read (the public halves only) when the graph is planned.
+    struct Plan {
+        let modulePaths: ModuleKey.Paths
+        let repositoryPaths: RepositoryKey.Paths
+        let keys: Result<(ModuleKey, RepositoryKey), KeyError>
+
+        /// nil when the manifest has no `signing:`.
+        init?(manifest: Manifest) {
+            guard let paths = Signing.paths(manifest: manifest) else { return nil }
+            (modulePaths, repositoryPaths) = paths
+            do {
+                guard let moduleKey = try ModuleKey.load(modulePaths) else {
+                    throw KeyError("no module-signing key (\(modulePaths.metadata) is missing); run 'farm keys init' to make the keys"
+                                   + " \(manifest.path) names under 'signing:'")
+                }
+                guard let repositoryKey = try RepositoryKey.load(repositoryPaths) else {
+                    throw KeyError("no repository key (\(repositoryPaths.metadata) is missing); run 'farm keys init' to make the keys"
+                                   + " \(manifest.path) names under 'signing:'")
+                }
+                keys = .success((moduleKey, repositoryKey))
+            } catch let error as KeyError {
+                keys = .failure(error)
+            } catch {
+                keys = .failure(KeyError("\(error)"))
+            }
+        }
     }
 }

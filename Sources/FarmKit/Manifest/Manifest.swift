@@ -85,6 +85,17 @@ public struct Kernel: Sendable, Hashable {
         self.location = location
     }
 
+    /// The Debian architecture of its packages (`amd64` from `..._amd64.deb`), nil when only `all`.
+    public var debianArchitecture: String? {
+        for package in packages + (image.map { [$0] } ?? []) {
+            let file = (package.url as NSString).lastPathComponent
+            guard file.hasSuffix(".deb"), let underscore = file.lastIndex(of: "_") else { continue }
+            let architecture = String(file[file.index(after: underscore)...].dropLast(4))
+            if architecture != "all" { return architecture }
+        }
+        return nil
+    }
+
     /// The first three numeric parts of the release: 6.1.0-56-amd64 gives (6, 1, 0).
     public var versionNumbers: (major: Int, minor: Int, patch: Int) {
         let numeric = release.split(whereSeparator: { !$0.isNumber }).prefix(3).map { Int($0) ?? 0 }

@@ -24,6 +24,20 @@ public struct Recipe: Sendable, Hashable {
     public var strip: Bool
     /// Recipes whose modules this one needs built first (e.g. for their Module.symvers).
     public var requires: [ModuleReference]
+    /// Also ship the signed module compressed (`xz`, `zstd` or `gzip`), as `make modules_install` would.
+    public var compress: Compression? = nil
+
+    public enum Compression: String, Sendable, Hashable, CaseIterable {
+        case xz, zstd, gzip
+        /// The file name's suffix: `.xz`, `.zst`, `.gz`.
+        public var suffix: String {
+            switch self {
+            case .xz: ".xz"
+            case .zstd: ".zst"
+            case .gzip: ".gz"
+            }
+        }
+    }
 
     public func outputName(release: String) -> String {
         output.replacingOccurrences(of: "{release}", with: release)
@@ -81,7 +95,7 @@ public struct RecipeBook: Sendable {
         guard let root = try YAMLValue.parse(text, file: path) else {
             throw ManifestError("the recipe is empty; it needs 'farm', 'source', 'build', 'module' and 'output'", file: path)
         }
-        let top = try root.mapping("the recipe", allowed: ["farm", "description", "source", "build", "module", "output", "strip", "requires"])
+        let top = try root.mapping("the recipe", allowed: ["farm", "description", "source", "build", "module", "output", "strip", "requires", "compress"])
         try ManifestLoader.checkSchema(top, file: "recipe")
         _ = try top["description"]?.string("a description")
 
@@ -110,11 +124,19 @@ public struct RecipeBook: Sendable {
         let requires = try top["requires"]?.list("'requires'").map {
             ModuleReference(name: try $0.string("a recipe name"), location: $0.location)
         } ?? []
+        var compress: Recipe.Compression?
+        if let value = top["compress"] {
+            let text = try value.string("a compression")
+            guard let known = Recipe.Compression(rawValue: text) else {
+                throw value.fail("expected one of \(Recipe.Compression.allCases.map(\.rawValue).joined(separator: ", ")) for 'compress', found '\(text)'")
+            }
+            compress = known
+        }
         return Recipe(name: name, path: path, source: source,
                       build: try top.required("build").string("a build command"),
                       module: try top.required("module").string("the module file the build makes"),
                       output: try top.required("output").string("the published module name"),
                       strip: try top["strip"]?.bool("'strip'") ?? true,
-                      requires: requires)
+                      requires: requires, compress: compress)
     }
 }

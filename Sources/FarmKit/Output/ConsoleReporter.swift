@@ -66,6 +66,8 @@ public final class ConsoleReporter: BuildReporter, @unchecked Sendable {
         case let .completed(summary):
             clearLine()
             print(Self.describe(summary))
+        case let .published(_, summary):
+            print("farm: " + summary)
         }
     }
 

@@ -32,6 +32,8 @@ public final class JSONReporter: BuildReporter, @unchecked Sendable {
                       "failed": summary.failed, "skipped": summary.skipped, "not_run": summary.notRun,
                       "would_run": summary.wouldRun, "duration": summary.duration, "database_writes": summary.databaseWrites,
                       "failures": summary.failures]
+        case let .published(directory, summary):
+            object = ["event": "published", "directory": directory, "summary": summary]
         }
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
         lock.lock()

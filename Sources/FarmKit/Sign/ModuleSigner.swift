@@ -17,6 +17,8 @@ public enum ModuleSigner {
     public static let magic = Data("~Module signature appended~\n".utf8)
     /// `PKEY_ID_PKCS7` in `struct module_signature`.
     static let pkcs7IdType: UInt8 = 2
+    /// The `CONFIG_MODULE_SIG_HASH` values of the kernel's Kconfig that farm signs with.
+    public static let knownHashes = ["sha1", "sha224", "sha256", "sha384", "sha512", "sha3-256", "sha3-384", "sha3-512"]
 
     /// The module with its signature appended. `key` is a PEM private key file, `certificate` a PEM
     /// or DER X.509 certificate, `hash` an OpenSSL digest name as `CONFIG_MODULE_SIG_HASH` gives it.

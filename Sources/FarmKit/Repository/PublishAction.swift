@@ -1,0 +1,122 @@
+import Foundation
+
+/// What a publication consists of: every file of the repository, by path, as a CAS object.
+/// The publish task stores it (output `files`); `Publisher.install` makes a directory match it.
+public struct PublicationFiles: Sendable, Codable, Equatable {
+    public struct File: Sendable, Codable, Equatable {
+        public var path: String
+        public var digest: Digest
+        public var size: Int64
+    }
+    public var revision: Int
+    public var files: [File]
+
+    public func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
+
+    public static func decode(_ data: Data) throws -> PublicationFiles {
+        try JSONDecoder().decode(PublicationFiles.self, from: data)
+    }
+}
+
+/// Task kind `publish`: the repository of every module that was signed. Inputs: `module.<release>`
+/// (the sign tasks' `module` and `signature`), optional, so under `-k` a kernel that failed is
+/// left out instead of stopping the publication. Output `files`: the publication, which
+/// `Publisher.install` writes to the directory. The task itself makes `primary.xml.gz`,
+/// `repomd.xml` and its OpenPGP signature; it reads the directory only to keep each published
+/// module's path stable (a module's bytes never change under a path once published).
+public struct PublishAction: TaskAction {
+    public let directory: String
+    /// `uname -m` per kernel release.
+    public let machines: [String: String]
+    /// The published file name per recipe (`lime-{release}.ko`); the recipe's name is the module's `type`.
+    public let outputs: [String: String]
+    public let repositoryKey: RepositoryKey
+    public let repositoryKeyPaths: RepositoryKey.Paths
+
+    public init(directory: String, machines: [String: String], outputs: [String: String], repositoryKey: RepositoryKey,
+                repositoryKeyPaths: RepositoryKey.Paths) {
+        self.directory = directory
+        self.machines = machines
+        self.outputs = outputs
+        self.repositoryKey = repositoryKey
+        self.repositoryKeyPaths = repositoryKeyPaths
+    }
+
+    public var kind: String { "publish" }
+    public var version: Int { 1 }
+    public var parameters: [(name: String, value: String)] {
+        [("directory", directory), ("openpgp-key", repositoryKey.fingerprint)]
+            + outputs.sorted { $0.key < $1.key }.map { ("output:" + $0.key, $0.value) }
+            + machines.sorted { $0.key < $1.key }.map { ("machine:" + $0.key, $0.value) }
+    }
+
+    public static func role(recipe: String, release: String) -> String { "module.\(recipe)/\(release)" }
+
+    public func run(_ context: TaskContext) async throws -> [String: Digest] {
+        try await Blocking.run { try publish(context) }
+    }
+
+    private func publish(_ context: TaskContext) throws -> [String: Digest] {
+        let published = Publisher.currentModules(in: directory)
+        var modules: [RepositoryModule] = []
+        var files: [PublicationFiles.File] = []
+        func add(_ path: String, _ digest: Digest) throws {
+            guard let size = context.objects.size(of: digest) else {
+                throw RepositoryError("publish: \(path) (\(digest.short)) is not in the store")
+            }
+            files.append(.init(path: path, digest: digest, size: size))
+        }
+        for role in context.roles(withPrefix: "module.") {
+            let parts = role.dropFirst("module.".count).split(separator: "/", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let output = outputs[parts[0]] else { continue }
+            let (recipe, release) = (parts[0], parts[1])
+            let module = try context.input(role, "module"), signature = try context.input(role, "signature")
+            let name = output.replacingOccurrences(of: "{release}", with: release)
+            let location = Publisher.location(for: name, checksum: module.hex, published: published, directory: directory)
+            modules.append(RepositoryModule(type: recipe, name: name, arch: machines[release] ?? "x86_64", checksum: module.hex,
+                                            version: release, location: location, signature: location + ".sig"))
+            try add(location, module)
+            try add(location + ".sig", signature)
+        }
+        guard !modules.isEmpty else {
+            throw RepositoryError("no module was signed, so there is nothing to publish to \(directory); 'farm build -k' lists the failures")
+        }
+        let missing = outputs.keys.flatMap { recipe in
+            machines.keys.filter { context.inputs[PublishAction.role(recipe: recipe, release: $0)] == nil }.map { "\(recipe)/\($0)" }
+        }.sorted()
+        if !missing.isEmpty { context.log.append("left out (their modules did not build): \(missing.joined(separator: ", "))\n") }
+
+        let primary = RepositoryFormat.primaryXML(modules)
+        let primaryFile = context.workDirectory + "/primary.xml"
+        try AtomicFile.write(primary, to: primaryFile, sync: false)
+        let gzip = try Publisher.gzip(primaryFile)
+        let openChecksum = SHA256.hash(primary).hex
+        let gzipped = try context.store(file: gzip)
+        let primaryPath = "repodata/\(openChecksum)-primary.xml.gz"
+        try add(primaryPath, gzipped)
+
+        let now = Int(Date().timeIntervalSince1970)
+        let index = RepositoryIndex(revision: now, checksum: gzipped.hex, openChecksum: openChecksum, location: primaryPath,
+                                    timestamp: now, size: Int(context.objects.size(of: gzipped) ?? 0), openSize: primary.count)
+        let repomd = context.workDirectory + "/repomd.xml"
+        try AtomicFile.write(RepositoryFormat.repomdXML(index), to: repomd, sync: false)
+        try GnuPG.detachSign(file: repomd, output: repomd + ".sig", keyHome: repositoryKeyPaths.home, fingerprint: repositoryKey.fingerprint)
+
+        guard let armored = FileManager.default.contents(atPath: repositoryKeyPaths.publicKey) else {
+            throw KeyError("no public repository key at \(repositoryKeyPaths.publicKey); run 'farm keys init'")
+        }
+        try add(RepositoryFormat.keyPath, try context.store(armored))
+        try add(RepositoryFormat.keyDescriptionPath, try context.store(try repositoryKey.encoded()))
+        // repomd.xml and its signature come last: `install` writes files in this order.
+        try add(RepositoryFormat.repomdPath, try context.store(file: repomd))
+        try add(RepositoryFormat.repomdSignaturePath, try context.store(file: repomd + ".sig"))
+
+        context.log.append("repository revision \(now): \(modules.count) module(s), primary \(openChecksum.prefix(12))\n")
+        let publication = PublicationFiles(revision: now, files: files)
+        return ["files": try context.store(try publication.encoded())]
+    }
+}

@@ -1,0 +1,158 @@
+import Foundation
+
+/// Where a repository is read from: a directory, or an http(s):// or file:// URL.
+public struct RepositorySource: Sendable, CustomStringConvertible {
+    public let location: String
+    let isURL: Bool
+
+    public init(_ location: String) {
+        isURL = location.contains("://")
+        self.location = location.hasSuffix("/") && location.count > 1 ? String(location.dropLast()) : location
+    }
+
+    public var description: String { location }
+
+    /// How errors name a file of the repository: its path or URL.
+    public func name(_ path: String) -> String { location + "/" + path }
+
+    /// The file's bytes, or nil when the repository does not have it.
+    public func read(_ path: String) throws -> Data? {
+        try RepositoryFormat.checkRelative(path, name: location)
+        guard isURL else { return FileManager.default.contents(atPath: name(path)) }
+        var template = Array("/tmp/farm-fetch-XXXXXX".utf8CString)
+        let descriptor = mkstemp(&template)
+        guard descriptor >= 0 else { throw FileSystemError.io(operation: "mkstemp", path: "/tmp", errno: errno) }
+        let temporary = String(cString: template)
+        defer {
+            close(descriptor)
+            unlink(temporary)
+        }
+        do {
+            _ = try HTTPClient.get(name(path), into: descriptor)
+        } catch let error as HTTPError where error.status == 404 || error.status == 410 {
+            return nil
+        } catch let error as HTTPError where name(path).hasPrefix("file://") && error.status == nil && !FileManager.default.fileExists(atPath: String(name(path).dropFirst(7))) {
+            return nil
+        }
+        return FileManager.default.contents(atPath: temporary)
+    }
+
+    /// Like `read`, for files the repository must have.
+    public func require(_ path: String, because reason: String) throws -> Data {
+        guard let data = try read(path) else { throw RepositoryError("\(name(path)): missing (\(reason))") }
+        return data
+    }
+}
+
+/// Checks a repository as a careful client does: `repomd.xml`'s OpenPGP signature against the
+/// pinned key, the manifest's two checksums and sizes, then every module's checksum and
+/// signature (and, given the certificate, its Linux module signature).
+public struct RepositoryVerifier: Sendable {
+    public struct Report: Sendable {
+        public var revision: Int
+        public var modules: [RepositoryModule]
+        /// One line per file that failed, naming it; empty when the repository checks out.
+        public var problems: [String]
+    }
+
+    public let source: RepositorySource
+    /// The repository key's fingerprint the user trusts.
+    public let fingerprint: String
+    /// The module-signing certificate, to check the modules' appended signatures too.
+    public let certificate: String?
+
+    public init(source: RepositorySource, fingerprint: String, certificate: String? = nil) {
+        self.source = source
+        self.fingerprint = fingerprint.uppercased().replacingOccurrences(of: " ", with: "")
+        self.certificate = certificate
+    }
+
+    /// The signed index and manifest; throws, naming the file, when either does not check out.
+    public func index(using verifier: GnuPG.Verifier, scratch: String) throws -> (RepositoryIndex, [RepositoryModule]) {
+        let repomd = try source.require(RepositoryFormat.repomdPath, because: "every repository has one")
+        let signature = try source.require(RepositoryFormat.repomdSignaturePath, because: "the signature of repomd.xml")
+        try repomd.write(to: URL(fileURLWithPath: scratch + "/repomd.xml"))
+        try signature.write(to: URL(fileURLWithPath: scratch + "/repomd.xml.sig"))
+        do {
+            try verifier.check(signature: scratch + "/repomd.xml.sig", of: scratch + "/repomd.xml")
+        } catch {
+            throw RepositoryError("\(source.name(RepositoryFormat.repomdPath)): \(error)")
+        }
+        let index = try RepositoryFormat.parseRepomd(repomd, name: source.name(RepositoryFormat.repomdPath))
+        let gzipped = try source.require(index.location, because: "repomd.xml names it")
+        let gzName = source.name(index.location)
+        guard SHA256.hash(gzipped).hex == index.checksum.lowercased(), gzipped.count == index.size else {
+            throw RepositoryError("\(gzName): its sha256 or size (\(gzipped.count) bytes) is not what repomd.xml says (\(index.checksum), \(index.size) bytes)")
+        }
+        let xml: Data
+        do { xml = try Archive.decompress(gzipped) } catch { throw RepositoryError("\(gzName): not a gzip file (\(error))") }
+        guard SHA256.hash(xml).hex == index.openChecksum.lowercased(), xml.count == index.openSize else {
+            throw RepositoryError("\(gzName): the decompressed manifest's sha256 or size is not repomd.xml's open_checksum/open_size")
+        }
+        let modules = try RepositoryFormat.parsePrimary(xml, name: gzName)
+        for module in modules {
+            try RepositoryFormat.checkRelative(module.location, name: gzName)
+            try RepositoryFormat.checkRelative(module.signature, name: gzName)
+        }
+        return (index, modules)
+    }
+
+    /// A verifier for the pinned key, which the repository's `REPO_SIGNING_KEY.asc` must hold.
+    public func withVerifier<T>(_ key: Data, _ body: (GnuPG.Verifier) throws -> T) throws -> T {
+        var entered = false
+        do {
+            return try GnuPG.withVerifier(publicKey: key, fingerprint: fingerprint) { verifier in
+                entered = true
+                return try body(verifier)
+            }
+        } catch let error as OpenPGPError where !entered {
+            throw RepositoryError("\(source.name(RepositoryFormat.keyPath)): \(error); the key you trust is \(fingerprint)")
+        }
+    }
+
+    /// Checks one module's bytes and signatures; returns the module's bytes.
+    public func check(_ module: RepositoryModule, using verifier: GnuPG.Verifier, scratch: String) throws -> Data {
+        let name = source.name(module.location)
+        let bytes = try source.require(module.location, because: "the manifest lists it")
+        guard SHA256.hash(bytes).hex == module.checksum.lowercased() else {
+            throw RepositoryError("\(name): sha256 \(SHA256.hash(bytes).hex) is not the manifest's \(module.checksum)")
+        }
+        let signature = try source.require(module.signature, because: "the signature of \(module.name)")
+        let file = scratch + "/" + module.checksum
+        try bytes.write(to: URL(fileURLWithPath: file))
+        try signature.write(to: URL(fileURLWithPath: file + ".sig"))
+        defer {
+            unlink(file)
+            unlink(file + ".sig")
+        }
+        do {
+            try verifier.check(signature: file + ".sig", of: file)
+        } catch {
+            throw RepositoryError("\(source.name(module.signature)): \(error)")
+        }
+        if let certificate {
+            do {
+                _ = try ModuleVerifier.verify(bytes, name: name, certificate: certificate)
+            } catch {
+                throw RepositoryError("\(error)")
+            }
+        }
+        return bytes
+    }
+
+    /// The whole repository. Throws when the index cannot be trusted; module problems are listed.
+    public func verify() throws -> Report {
+        let key = try source.require(RepositoryFormat.keyPath, because: "the repository's public key")
+        return try withVerifier(key) { verifier in
+            try GnuPG.withScratch { scratch in
+                let (index, modules) = try self.index(using: verifier, scratch: scratch)
+                var problems: [String] = []
+                var seen = Set<String>()
+                for module in modules where seen.insert(module.location).inserted {
+                    do { _ = try check(module, using: verifier, scratch: scratch) } catch { problems.append("\(error)") }
+                }
+                return Report(revision: index.revision, modules: modules, problems: problems)
+            }
+        }
+    }
+}

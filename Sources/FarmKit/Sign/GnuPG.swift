@@ -1,0 +1,187 @@
+import Foundation
+
+public struct OpenPGPError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// OpenPGP through the gpg binary, each use in its own isolated GNUPGHOME (never the user's
+/// keyring), read through `--status-fd`. farm writes no OpenPGP itself.
+public enum GnuPG {
+    static func gpg() throws -> String {
+        guard let path = Executable.find("gpg") else {
+            throw ToolMissing(tool: "gpg", package: "gnupg", purpose: "OpenPGP signing and checking of the repository")
+        }
+        return path
+    }
+
+    /// A throw-away GNUPGHOME under /tmp (short, so the agent's socket path fits), mode 0700.
+    /// Its agent is stopped and the directory removed when `body` returns.
+    static func withHome<T>(copying source: String? = nil, _ body: (String) throws -> T) throws -> T {
+        var template = Array("/tmp/farm-gpg-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw FileSystemError.io(operation: "mkdtemp", path: "/tmp", errno: errno) }
+        let home = String(cString: made)
+        defer {
+            if let gpgconf = Executable.find("gpgconf") { _ = try? Executable.run(gpgconf, ["--homedir", home, "--kill", "all"]) }
+            try? FileManager.default.removeItem(atPath: home)
+        }
+        chmod(home, 0o700)
+        if let source {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: source)) ?? []
+            where ["pubring.kbx", "trustdb.gpg", "private-keys-v1.d"].contains(entry) {
+                try FileManager.default.copyItem(atPath: source + "/" + entry, toPath: home + "/" + entry)
+            }
+        }
+        return try body(home)
+    }
+
+    /// A private scratch directory under /tmp, removed when `body` returns.
+    public static func withScratch<T>(_ body: (String) throws -> T) throws -> T {
+        var template = Array("/tmp/farm-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw FileSystemError.io(operation: "mkdtemp", path: "/tmp", errno: errno) }
+        let directory = String(cString: made)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        return try body(directory)
+    }
+
+    /// Runs gpg in `home` without a terminal; returns the status lines (`[GNUPG:] ...` without the prefix).
+    static func run(home: String, _ arguments: [String]) throws -> (status: Int32, lines: [String], stderr: String) {
+        let result = try Executable.run(try gpg(), ["--homedir", home, "--batch", "--no-tty", "--status-fd", "1",
+                                                    "--pinentry-mode", "loopback", "--passphrase", ""] + arguments,
+                                        environment: ["PATH": "/usr/bin:/bin", "GNUPGHOME": home, "LC_ALL": "C"])
+        let lines = result.stdout.split(separator: "\n").compactMap { line in
+            line.hasPrefix("[GNUPG:] ") ? String(line.dropFirst(9)) : nil
+        }
+        return (result.status, lines, result.stderr)
+    }
+
+    static func tail(_ text: String) -> String {
+        text.split(separator: "\n").suffix(3).joined(separator: "; ")
+    }
+
+    // MARK: keys
+
+    /// Makes a signing-only key in a fresh home and moves that home to `directory` (mode 0700).
+    /// Returns the key's fingerprint (40 uppercase hex).
+    public static func generateKey(into directory: String, uid: String, algorithm: String) throws -> String {
+        guard !FileManager.default.fileExists(atPath: directory) else {
+            throw KeyError("\(directory) exists already; move it away to make a new repository key")
+        }
+        try ModuleKey.makePrivateDirectory((directory as NSString).deletingLastPathComponent)
+        let staging = directory + ".new-\(getpid())"
+        try? FileManager.default.removeItem(atPath: staging)
+        let fingerprint: String = try withHome { home in
+            let made = try run(home: home, ["--quick-generate-key", uid, algorithm, "sign", "never"])
+            guard made.status == 0, let created = made.lines.first(where: { $0.hasPrefix("KEY_CREATED ") }),
+                  let fingerprint = created.split(separator: " ").last else {
+                throw OpenPGPError("gpg could not make the repository key (\(algorithm)): \(tail(made.stderr))")
+            }
+            try ModuleKey.makePrivateDirectory(staging)
+            for entry in ["pubring.kbx", "trustdb.gpg", "private-keys-v1.d"]
+            where FileManager.default.fileExists(atPath: home + "/" + entry) {
+                try FileManager.default.copyItem(atPath: home + "/" + entry, toPath: staging + "/" + entry)
+            }
+            return String(fingerprint).uppercased()
+        }
+        try AtomicFile.rename(staging, to: directory)
+        return fingerprint
+    }
+
+    /// The ASCII-armored public key of `fingerprint` from the key home `directory`.
+    public static func exportPublicKey(from directory: String, fingerprint: String) throws -> Data {
+        try withHome(copying: directory) { home in
+            let result = try Executable.run(try gpg(), ["--homedir", home, "--batch", "--armor", "--export", fingerprint],
+                                            environment: ["PATH": "/usr/bin:/bin", "GNUPGHOME": home, "LC_ALL": "C"])
+            guard result.status == 0, result.stdout.contains("BEGIN PGP PUBLIC KEY BLOCK") else {
+                throw OpenPGPError("gpg could not export the key \(fingerprint) from \(directory): \(tail(result.stderr))")
+            }
+            return Data(result.stdout.utf8)
+        }
+    }
+
+    /// The fingerprints and user ids of the keys in an armored public key.
+    public static func inspect(publicKey: Data) throws -> [(fingerprint: String, uids: [String])] {
+        try withHome { home in
+            let file = home + "/key.asc"
+            try publicKey.write(to: URL(fileURLWithPath: file))
+            let result = try Executable.run(try gpg(), ["--homedir", home, "--batch", "--with-colons", "--show-keys", file],
+                                            environment: ["PATH": "/usr/bin:/bin", "GNUPGHOME": home, "LC_ALL": "C"])
+            guard result.status == 0 else { throw OpenPGPError("not an OpenPGP public key: \(tail(result.stderr))") }
+            var keys: [(fingerprint: String, uids: [String])] = []
+            var expectFingerprint = false
+            for line in result.stdout.split(separator: "\n") {
+                let fields = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+                switch fields.first {
+                case "pub": expectFingerprint = true
+                case "fpr" where expectFingerprint && fields.count > 9:
+                    keys.append((fields[9].uppercased(), []))
+                    expectFingerprint = false
+                case "uid" where !keys.isEmpty && fields.count > 9:
+                    keys[keys.count - 1].uids.append(fields[9].replacingOccurrences(of: "\\x3a", with: ":"))
+                default: break
+                }
+            }
+            return keys
+        }
+    }
+
+    // MARK: signatures
+
+    /// A binary detached signature of `file` by `fingerprint`, made in a copy of the key home.
+    public static func detachSign(file: String, output: String, keyHome: String, fingerprint: String) throws {
+        try withHome(copying: keyHome) { home in
+            let result = try run(home: home, ["--local-user", fingerprint, "--digest-algo", "SHA256",
+                                              "--output", output, "--detach-sign", file])
+            guard result.status == 0, result.lines.contains(where: { $0.hasPrefix("SIG_CREATED ") }) else {
+                throw OpenPGPError("gpg could not sign \((file as NSString).lastPathComponent) with the repository key \(fingerprint)"
+                                   + " from \(keyHome): \(tail(result.stderr))")
+            }
+        }
+    }
+
+    /// Checks a detached signature against one pinned key: the key file must hold the key with
+    /// that fingerprint, and the signature must be good and made by it (or its subkey).
+    public static func verify(signature: String, of file: String, publicKey: Data, fingerprint: String) throws {
+        try withVerifier(publicKey: publicKey, fingerprint: fingerprint) { try $0.check(signature: signature, of: file) }
+    }
+
+    /// A home holding only the pinned key, for checking many signatures.
+    public static func withVerifier<T>(publicKey: Data, fingerprint: String, _ body: (Verifier) throws -> T) throws -> T {
+        let pinned = fingerprint.uppercased().replacingOccurrences(of: " ", with: "")
+        return try withHome { home in
+            let keyFile = home + "/pinned.asc"
+            try publicKey.write(to: URL(fileURLWithPath: keyFile))
+            let imported = try run(home: home, ["--import", keyFile])
+            guard imported.lines.contains(where: { $0.hasPrefix("IMPORT_OK ") && $0.uppercased().hasSuffix(pinned) }) else {
+                throw OpenPGPError("the repository key does not have the pinned fingerprint \(pinned)")
+            }
+            return try body(Verifier(home: home, pinned: pinned))
+        }
+    }
+
+    public struct Verifier: Sendable {
+        let home: String
+        let pinned: String
+
+        public func check(signature: String, of file: String) throws {
+            let checked = try run(home: home, ["--verify", signature, file])
+            // VALIDSIG <signing key fpr> <date> <time> <expire> <ver> <reserved> <pk algo> <hash algo> <class> <primary fpr>
+            let valid = checked.lines.first { $0.hasPrefix("VALIDSIG ") }?.split(separator: " ").map(String.init) ?? []
+            let signer = valid.count >= 11 ? valid[10].uppercased() : (valid.count >= 2 ? valid[1].uppercased() : "")
+            guard checked.status == 0, signer == pinned else {
+                if checked.lines.contains(where: { $0.hasPrefix("BADSIG ") }) {
+                    throw OpenPGPError("bad signature: the file does not match its signature")
+                }
+                if checked.lines.contains(where: { $0.hasPrefix("ERRSIG ") || $0.hasPrefix("NO_PUBKEY ") }) || !signer.isEmpty {
+                    throw OpenPGPError("the signature was not made by the pinned key \(pinned)")
+                }
+                if checked.lines.contains(where: { $0.hasPrefix("NODATA ") }) {
+                    throw OpenPGPError("not an OpenPGP signature")
+                }
+                throw OpenPGPError("the signature does not check out against \(pinned): \(tail(checked.stderr))")
+            }
+        }
+    }
+}

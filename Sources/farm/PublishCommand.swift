@@ -1,0 +1,38 @@
+import ArgumentParser
+import FarmKit
+
+struct PublishCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "publish",
+        abstract: "Build, sign and publish every module of the manifest to its 'publish:' directory.",
+        discussion: """
+        The same as 'farm build -k' on the whole manifest: a kernel whose module fails is left out of \
+        the repository (and reported, exit 1) instead of stopping the publication. Readers of the \
+        directory see the old repository or the new one, never a mix; unchanged modules are not \
+        signed or written again.
+        """)
+
+    @OptionGroup var options: GlobalOptions
+
+    @Option(name: .short, help: "CPU tasks at once (default: cores + 1).")
+    var jobs: Int = BuildOptions.defaultJobs
+
+    @Option(name: .long, help: "Downloads at once.")
+    var netJobs: Int = 8
+
+    func run() async throws {
+        let summary: BuildSummary
+        do {
+            let session = try options.session()
+            guard session.manifest.publish != nil, session.manifest.signing != nil else {
+                throw ValidationError("\(session.manifest.path) needs 'signing:' and 'publish:' to publish a repository"
+                                      + " (e.g. signing: {module-key: keys/module, repo-key: keys/repo} and publish: {dir: repo})")
+            }
+            summary = try await session.build(patterns: [], options: BuildOptions(jobs: jobs, networkJobs: netJobs, keepGoing: true),
+                                              reporter: options.reporter(), command: "publish")
+        } catch {
+            throw exitReporting(error)
+        }
+        if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
+    }
+}
