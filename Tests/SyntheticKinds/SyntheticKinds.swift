@@ -126,7 +126,8 @@ public struct SyntheticRules: BuildRules {
                                     dependencies: [.init(role: "bundle", node: bundle), .init(role: "toolchain", node: toolchain)])
             let sign = graph.add(SyntheticSign(release: kernel.release), label: kernel.release,
                                  dependencies: [.init(role: "module", node: compile)])
-            signed.append(.init(role: "module.\(kernel.release)", node: sign))
+            // As the product's publish: a module that failed is left out, under -k, rather than stopping it.
+            signed.append(.init(role: "module.\(kernel.release)", node: sign, optional: true))
         }
         if publish, !signed.isEmpty {
             graph.add(SyntheticPublish(), label: "repository", dependencies: signed)

@@ -67,7 +67,7 @@ public struct SignAction: TaskAction {
     }
 
     /// `CONFIG_MODULE_SIG_HASH` from the kernel's `.config`, as `scripts/sign-file` is called by kbuild.
-    static func hash(config: KernelConfig?, release: String, log: TaskLog) throws -> String {
+    public static func hash(config: KernelConfig?, release: String, log: TaskLog) throws -> String {
         guard let hash = config?.values["CONFIG_MODULE_SIG_HASH"], !hash.isEmpty else {
             log.append("the .config of \(release) sets no CONFIG_MODULE_SIG_HASH (no module signing); signing with sha256 anyway\n")
             return "sha256"
@@ -81,7 +81,7 @@ public struct SignAction: TaskAction {
     }
 
     /// An ECDSA signature is only checkable by a kernel configured for ECDSA module keys.
-    static func checkKeyType(_ type: ModuleKey.KeyType, config: KernelConfig?, release: String, keyPath: String) throws {
+    public static func checkKeyType(_ type: ModuleKey.KeyType, config: KernelConfig?, release: String, keyPath: String) throws {
         guard type == .ecdsa else { return }
         guard config?.values["CONFIG_MODULE_SIG_KEY_TYPE_ECDSA"] == "y" else {
             throw SigningError("the module key \(keyPath) is ECDSA, but kernel \(release)'s .config does not set"
