@@ -47,6 +47,16 @@ public struct RepositoryIndex: Sendable, Hashable {
     public var timestamp: Int
     public var size: Int
     public var openSize: Int
+
+    public init(revision: Int, checksum: String, openChecksum: String, location: String, timestamp: Int, size: Int, openSize: Int) {
+        self.revision = revision
+        self.checksum = checksum
+        self.openChecksum = openChecksum
+        self.location = location
+        self.timestamp = timestamp
+        self.size = size
+        self.openSize = openSize
+    }
 }
 
 /// Writes and reads the repository's two XML files exactly as specs/repository.md says.

@@ -23,10 +23,7 @@ public enum GnuPG {
         var template = Array("/tmp/farm-gpg-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw FileSystemError.io(operation: "mkdtemp", path: "/tmp", errno: errno) }
         let home = String(cString: made)
-        defer {
-            if let gpgconf = Executable.find("gpgconf") { _ = try? Executable.run(gpgconf, ["--homedir", home, "--kill", "all"]) }
-            try? FileManager.default.removeItem(atPath: home)
-        }
+        defer { stopAgents(home) }
         chmod(home, 0o700)
         if let source {
             for entry in (try? FileManager.default.contentsOfDirectory(atPath: source)) ?? []
@@ -35,6 +32,28 @@ public enum GnuPG {
             }
         }
         return try body(home)
+    }
+
+    /// Stops the agent gpg started for `home`, waits until no process of it is left, and removes
+    /// the directory (the agent's sockets vanish as it exits, so removal is retried).
+    static func stopAgents(_ home: String) {
+        if let gpgconf = Executable.find("gpgconf") { _ = try? Executable.run(gpgconf, ["--homedir", home, "--kill", "all"]) }
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline, processUsing(home) { usleep(20_000) }
+        for _ in 0..<50 {
+            try? FileManager.default.removeItem(atPath: home)
+            if !FileManager.default.fileExists(atPath: home) { return }
+            usleep(20_000)
+        }
+    }
+
+    /// Whether a process's command line names `home` (the agent runs as `gpg-agent --homedir HOME`).
+    static func processUsing(_ home: String) -> Bool {
+        let needle = Data(home.utf8)
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where entry.first?.isNumber == true {
+            if let line = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), line.range(of: needle) != nil { return true }
+        }
+        return false
     }
 
     /// A private scratch directory under /tmp, removed when `body` returns.

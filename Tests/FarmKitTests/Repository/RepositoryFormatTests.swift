@@ -1,0 +1,61 @@
+import FarmKit
+import Foundation
+import Testing
+
+struct RepositoryFormatTests {
+    func module(_ release: String) -> RepositoryModule {
+        RepositoryModule(name: "lime-\(release).ko", arch: "x86_64", checksum: SHA256.hash(release).hex, version: release,
+                         location: "modules/lime-\(release).ko", signature: "modules/lime-\(release).ko.sig")
+    }
+
+    @Test func theManifestListsEveryModuleWithAllNineParts() throws {
+        let modules = [module("6.1.0-56-amd64"), module("5.10.0-43-amd64")]
+        let xml = RepositoryFormat.primaryXML(modules)
+        let text = String(decoding: xml, as: UTF8.self)
+        #expect(text.hasPrefix("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<modules>\n"))
+        for part in ["<module type=\"lime\">", "<name>", "<arch>x86_64</arch>", "<checksum>", "<version>", "<packager>farm</packager>",
+                     "<location href=\"modules/", "<signature href=\"modules/", "<platform>linux</platform>"] {
+            #expect(text.components(separatedBy: part).count == 3, "\(part) is not there once per module")
+        }
+        #expect(try RepositoryFormat.parsePrimary(xml, name: "primary.xml") == modules.sorted { $0.version < $1.version })
+    }
+
+    /// Margarita Shotgun 0.4.1 reads one `<module>` as a mapping and fails; a lone module is listed twice.
+    @Test func aLoneModuleIsListedTwiceForMargaritaShotgun() throws {
+        let lone = module("6.12.117+deb12-amd64")
+        let parsed = try RepositoryFormat.parsePrimary(RepositoryFormat.primaryXML([lone]), name: "primary.xml")
+        #expect(parsed == [lone, lone])
+    }
+
+    @Test func repomdCarriesTheChecksumsWithoutAttributes() throws {
+        let index = RepositoryIndex(revision: 1_795_376_283, checksum: SHA256.hash("gz").hex, openChecksum: SHA256.hash("xml").hex,
+                                    location: "repodata/\(SHA256.hash("xml").hex)-primary.xml.gz", timestamp: 1_795_376_283,
+                                    size: 100, openSize: 900)
+        let xml = RepositoryFormat.repomdXML(index)
+        let text = String(decoding: xml, as: UTF8.self)
+        #expect(text.contains("<checksum>\(index.checksum)</checksum>"))
+        #expect(text.contains("<open_checksum>\(index.openChecksum)</open_checksum>"))
+        #expect(text.contains("<open_size>900</open_size>"))
+        #expect(try RepositoryFormat.parseRepomd(xml, name: "repomd.xml") == index)
+    }
+
+    @Test func malformedFilesAreRefusedWithWhereAndWhat() throws {
+        let broken = #expect(throws: RepositoryError.self) {
+            try RepositoryFormat.parseRepomd(Data("<metadata>\n  <revision>1</revision>\n  <data type=\"primary\">\n</metadata>".utf8),
+                                             name: "repo/repodata/repomd.xml")
+        }
+        #expect(broken?.message.hasPrefix("repo/repodata/repomd.xml:4:") == true, "\(broken?.message ?? "")")
+        let noRevision = #expect(throws: RepositoryError.self) {
+            try RepositoryFormat.parseRepomd(Data("<metadata><data type=\"primary\"/></metadata>".utf8), name: "repomd.xml")
+        }
+        #expect(noRevision?.message.contains("<revision>") == true)
+        let missing = #expect(throws: RepositoryError.self) {
+            try RepositoryFormat.parsePrimary(Data("<modules><module type=\"lime\"><name>x.ko</name></module></modules>".utf8), name: "p.xml")
+        }
+        #expect(missing?.message.contains("module 1 has no <arch>") == true, "\(missing?.message ?? "")")
+        for href in ["../etc/passwd", "/etc/passwd", "http://elsewhere/x.ko", "modules//x.ko", ""] {
+            #expect(throws: RepositoryError.self, "\(href)") { try RepositoryFormat.checkRelative(href, name: "p.xml") }
+        }
+        try RepositoryFormat.checkRelative("modules/lime-6.1.0-56-amd64.ko", name: "p.xml")
+    }
+}
