@@ -43,7 +43,7 @@ actor CompileProject {
             throw TestFailure("the crawl found no bookworm amd64 kernel")
         }
         let out = directory + "/out"
-        let result = try runProcess(Products.farm, ["module", newest.release, "--manifest", manifest, "--cache", cache, "-o", out])
+        let result = try runProcess(Products.farm, ["module", newest.release, "--unsigned", "--manifest", manifest, "--cache", cache, "-o", out])
         guard result.status == 0 else { throw TestFailure("farm module \(newest.release) failed:\n\(result.stdout)\(result.stderr)") }
         let built = Built(directory: directory, manifest: manifest, cache: cache, release: newest.release,
                           module: out + "/lime-\(newest.release).ko")
@@ -59,6 +59,32 @@ actor CompileProject {
             try? FileManager.default.removeItem(atPath: temporary + name)
         }
     }
+}
+
+/// A manifest entry (to append under `kernels:`) for a kernel whose headers, packed by dpkg-deb,
+/// have a Makefile that cannot build anything.
+func brokenHeadersKernel(_ release: String, in scratch: Scratch) throws -> String {
+    try scratch.write("deb/DEBIAN/control", "Package: linux-headers-\(release)\nVersion: 6.1.999-1\nArchitecture: amd64\n"
+                      + "Maintainer: farm tests <t@farm.test>\nDescription: broken headers\n")
+    try scratch.write("deb/usr/src/linux-headers-\(release)/Makefile",
+                      "modules:\n\t@echo 'broken headers: include/generated/autoconf.h is missing' >&2; exit 2\n")
+    try scratch.write("deb/usr/src/linux-headers-\(release)/.config", "CONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14) 12.2.0\"\n")
+    let deb = scratch.file("linux-headers-\(release)_6.1.999-1_amd64.deb")
+    let pack = try runProcess("/usr/bin/dpkg-deb", ["--root-owner-group", "--build", scratch.file("deb"), deb])
+    guard pack.status == 0 else { throw TestFailure("dpkg-deb: \(pack.stderr)") }
+    let data = try #require(FileManager.default.contents(atPath: deb))
+    return """
+      - release: \(release)
+        upstream: debian
+        suite: bookworm
+        distribution: debian-12
+        compiler: linux-compiler-gcc-12-x86
+        packages:
+          - url: file://\(deb)
+            sha256: \(SHA256.hash(data).hex)
+            size: \(data.count)
+
+    """
 }
 
 /// Processes whose command line contains `marker`.
@@ -86,7 +112,7 @@ extension DebianArchiveTests {
             // A second cache, at a path of another length, in a directory of another name.
             let scratch = try Scratch()
             let other = scratch.file("elsewhere/second-cache-with-a-longer-name")
-            let result = try runProcess(Products.farm, ["module", project.release, "--manifest", project.manifest, "--cache", other,
+            let result = try runProcess(Products.farm, ["module", project.release, "--unsigned", "--manifest", project.manifest, "--cache", other,
                                                         "-o", scratch.file("out")])
             #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
             let second = try #require(FileManager.default.contents(atPath: scratch.file("out/lime-\(project.release).ko")))
@@ -101,29 +127,8 @@ extension DebianArchiveTests {
         @Test func brokenHeadersFailWithTheirLogTailAndKeepGoingBuildsTheRest() async throws {
             let project = try await CompileProject.shared.get()
             let scratch = try Scratch()
-            // Headers for a kernel whose Makefile cannot build anything, packed by dpkg-deb.
             let release = "6.1.0-99-amd64"
-            try scratch.write("deb/DEBIAN/control", "Package: linux-headers-\(release)\nVersion: 6.1.999-1\nArchitecture: amd64\n"
-                              + "Maintainer: farm tests <t@farm.test>\nDescription: broken headers\n")
-            try scratch.write("deb/usr/src/linux-headers-\(release)/Makefile",
-                              "modules:\n\t@echo 'broken headers: include/generated/autoconf.h is missing' >&2; exit 2\n")
-            try scratch.write("deb/usr/src/linux-headers-\(release)/.config", "CONFIG_CC_VERSION_TEXT=\"gcc-12 (Debian 12.2.0-14) 12.2.0\"\n")
-            let deb = scratch.file("linux-headers-\(release)_6.1.999-1_amd64.deb")
-            let pack = try runProcess("/usr/bin/dpkg-deb", ["--root-owner-group", "--build", scratch.file("deb"), deb])
-            #expect(pack.status == 0, "\(pack.stderr)")
-            let data = try #require(FileManager.default.contents(atPath: deb))
-            let text = try String(contentsOfFile: project.manifest, encoding: .utf8) + """
-              - release: \(release)
-                upstream: debian
-                suite: bookworm
-                distribution: debian-12
-                compiler: linux-compiler-gcc-12-x86
-                packages:
-                  - url: file://\(deb)
-                    sha256: \(SHA256.hash(data).hex)
-                    size: \(data.count)
-
-            """
+            let text = try String(contentsOfFile: project.manifest, encoding: .utf8) + (try brokenHeadersKernel(release, in: scratch))
             let manifest = try scratch.write("project/manifest.yml", text)
             try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("project/recipes"))
 
@@ -134,7 +139,7 @@ extension DebianArchiveTests {
             #expect(output.contains("FAILED: ") && output.contains("compile lime/\(release)"), "\(output)")
             #expect(output.contains("broken headers: include/generated/autoconf.h is missing"), "the log tail is not shown:\n\(output)")
             // The good kernel's module is there, and the broken kernel's log is kept.
-            let good = try runProcess(Products.farm, ["module", project.release, "--manifest", manifest, "--cache", project.cache, "-o", scratch.file("out")])
+            let good = try runProcess(Products.farm, ["module", project.release, "--unsigned", "--manifest", manifest, "--cache", project.cache, "-o", scratch.file("out")])
             #expect(good.status == 0, "\(good.stdout)\(good.stderr)")
             #expect(FileManager.default.fileExists(atPath: scratch.file("out/lime-\(project.release).ko")))
             let log = try runProcess(Products.farm, ["log", "compile:lime/\(release)", "--manifest", manifest, "--cache", project.cache])
