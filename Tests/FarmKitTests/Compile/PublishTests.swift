@@ -49,7 +49,8 @@ final class StaticServer {
     var url: String { "http://127.0.0.1:\(port)" }
 
     deinit {
-        process.terminate()
+        // SIGKILL: the child may inherit a signal mask that blocks SIGTERM from the test runner's thread.
+        kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
 }
