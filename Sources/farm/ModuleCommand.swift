@@ -36,8 +36,11 @@ struct ModuleCommand: AsyncParsableCommand {
             var buildOptions = BuildOptions(networkJobs: netJobs)
             if let jobs { buildOptions.jobs = jobs }
             let kind = session.manifest.signing == nil || unsigned ? "compile" : "sign"
+            let name = module.outputName(release: release)
+            // A recipe with `compress:` also gets the signed module compressed, written beside it.
+            let extras = module.compress.map { ["compressed": name + $0.suffix] } ?? [:]
             result = try await session.buildOne("\(kind):\(recipe)/\(release)", output: "module", into: output,
-                                                as: module.outputName(release: release),
+                                                as: name, extras: kind == "sign" ? extras : [:],
                                                 options: buildOptions, reporter: options.reporter())
         } catch {
             throw exitReporting(error)

@@ -80,8 +80,10 @@ public struct Session: Sendable {
     }
 
     /// Builds one task and what it needs, then copies its output `output` to `directory/name`
-    /// (atomically). For `farm bundle RELEASE -o DIR`.
+    /// (atomically), and each of `extras` (output name to file name) the task produced.
+    /// For `farm bundle RELEASE -o DIR` and `farm module`.
     public func buildOne(_ taskName: String, output: String, into directory: String, as name: String,
+                         extras: [String: String] = [:],
                          options: BuildOptions, reporter: any BuildReporter) async throws -> (summary: BuildSummary, path: String?) {
         let graph = try plan([])
         guard let node = graph.node(named: taskName) else {
@@ -94,13 +96,19 @@ public struct Session: Sendable {
         let definitionOutputs = try Explainer(cache: cache).cachedOutputs(of: node, in: graph)
         guard let digest = definitionOutputs?[output] else { throw PlanError("\(taskName) has no output '\(output)'") }
         try AtomicFile.makeDirectory(directory)
-        let target = directory + "/" + name
-        let temporary = directory + "/.\(name).tmp-\(getpid())"
-        unlink(temporary)
-        try FileManager.default.copyItem(atPath: try cache.objects.verifiedPath(of: digest), toPath: temporary)
-        chmod(temporary, 0o644)
-        try AtomicFile.rename(temporary, to: target)
-        return (summary, target)
+        func copy(_ digest: Digest, as name: String) throws -> String {
+            let target = directory + "/" + name
+            let temporary = directory + "/.\(name).tmp-\(getpid())"
+            unlink(temporary)
+            try FileManager.default.copyItem(atPath: try cache.objects.verifiedPath(of: digest), toPath: temporary)
+            chmod(temporary, 0o644)
+            try AtomicFile.rename(temporary, to: target)
+            return target
+        }
+        for (extra, file) in extras.sorted(by: { $0.key < $1.key }) {
+            if let digest = definitionOutputs?[extra] { _ = try copy(digest, as: file) }
+        }
+        return (summary, try copy(digest, as: name))
     }
 
     /// Why the named task would run now, or that it is up to date.

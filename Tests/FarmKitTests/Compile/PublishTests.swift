@@ -172,5 +172,25 @@ extension DebianArchiveTests.CompileTests {
         // Another repository key pinned: refused at REPO_SIGNING_KEY.asc.
         let pinnedElsewhere = try farm(["verify", repo, "--fingerprint", other.fingerprint])
         #expect(pinnedElsewhere.status == 1 && pinnedElsewhere.stderr.contains("REPO_SIGNING_KEY.asc"), "\(pinnedElsewhere.stderr)")
+    
+
+        // 5. A recipe that ships compressed modules: signed first, then compressed as modules_install does.
+        let recipe = try String(contentsOfFile: scratch.file("project/recipes/lime.yml"), encoding: .utf8)
+        for (compression, tool, suffix) in [("xz", "/usr/bin/xz", ".xz"), ("zstd", "/usr/bin/zstd", ".zst"), ("gzip", "/bin/gzip", ".gz")] {
+            try scratch.write("project/recipes/lime.yml", recipe + "compress: \(compression)\n")
+            let out = scratch.file("compressed-\(compression)")
+            let made = try farm(["module", newest.release, "--cache", project.cache, "-o", out])
+            #expect(made.status == 0, "\(made.stdout)\(made.stderr)")
+            let signed = out + "/lime-\(newest.release).ko"
+            let unpacked = try runProcess("/bin/sh", ["-c", "\(tool) -dc '\(signed + suffix)' > '\(out)/unpacked.ko'"])
+            #expect(unpacked.status == 0, "\(tool) -dc: \(unpacked.stderr)")
+            #expect(FileManager.default.contents(atPath: out + "/unpacked.ko") == FileManager.default.contents(atPath: signed),
+                    "\(compression): the compressed file is not the signed module")
+            #expect(try ModuleVerifier.verify(modulePath: out + "/unpacked.ko", certificate: scratch.file("project/keys/module.crt")).hash == "sha256")
+            if compression == "xz" {
+                let listed = try runProcess(tool, ["--robot", "-lvv", signed + suffix]).stdout
+                #expect(listed.contains("CRC32") && listed.contains("--lzma2=dict=1MiB"), "\(listed)")
+            }
+        }
     }
 }
