@@ -1,0 +1,178 @@
+import Foundation
+
+public struct LabError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// Task kind `initramfs`: what a lab VM boots for one kernel. Input `image` (the kernel's
+/// `linux-image-<release>` package, through the fetch task and the CAS). Outputs `kernel`
+/// (its vmlinuz) and `initramfs` (a gzipped newc cpio): busybox from `busybox-static`, dropbear
+/// from `dropbear-bin` with the libraries it links, the kernel's own NIC driver modules (virtio
+/// and e1000, with their dependencies, in load order), and an `/init` that brings up
+/// QEMU's user network (10.0.2.15) and keeps dropbear running. The lab's keys are not in it:
+/// `farm lab up` appends them as a second cpio archive.
+public struct InitramfsAction: TaskAction {
+    public let release: String
+    /// The host's busybox-static and dropbear-bin versions: their binaries go into the image.
+    public let tools: [String: String]
+
+    /// Modules loaded in this order when the kernel has them (builtins are simply not found).
+    static let modules = ["failover", "net_failover", "virtio_net", "e1000", "virtio-rng"]
+
+    public init(release: String) throws {
+        self.release = release
+        var tools: [String: String] = [:]
+        for package in ["busybox-static", "dropbear-bin"] {
+            let result = try? Executable.run("/usr/bin/dpkg-query", ["-W", "-f", "${Version}", package])
+            guard let result, result.status == 0, !result.stdout.isEmpty else {
+                throw ToolMissing(tool: package, package: package, purpose: "the lab's initramfs")
+            }
+            tools[package] = result.stdout
+        }
+        self.tools = tools
+    }
+
+    public var kind: String { "initramfs" }
+    public var version: Int { 4 }
+    public var parameters: [(name: String, value: String)] {
+        [("release", release), ("init", InitramfsAction.initScript)] + tools.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    public func run(_ context: TaskContext) async throws -> [String: Digest] {
+        try await Blocking.run { try build(context) }
+    }
+
+    static let initScript = """
+    #!/bin/sh
+    export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+    mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+    mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+    mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /run
+    hostname "$(cat /etc/lab-name 2>/dev/null || echo lab)"
+    for module in $(cat /lib/modules/load-order); do insmod /lib/modules/$module.ko 2>/dev/null; done
+    ip link set lo up
+    ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up; ip route add default via 10.0.2.2
+    echo "farm-lab: network up, starting dropbear" > /dev/console
+    while :; do
+      /usr/sbin/dropbear -F -E -s -g -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid
+      sleep 1
+    done
+
+    """
+
+    private func build(_ context: TaskContext) throws -> [String: Digest] {
+        let image = context.workDirectory + "/image"
+        _ = try PackageExtractor.extract(package: try context.inputPath("image", "package"), into: image)
+        let vmlinuz = image + "/boot/vmlinuz-" + release
+        guard FileManager.default.fileExists(atPath: vmlinuz) else {
+            throw LabError("the image package of \(release) has no /boot/vmlinuz-\(release)")
+        }
+        let tree = context.workDirectory + "/tree"
+        for directory in ["bin", "sbin", "usr/bin", "usr/sbin", "etc/dropbear", "proc", "sys", "dev", "tmp", "run", "var/log",
+                          "lib/modules", "root/.ssh"] {
+            try AtomicFile.makeDirectory(tree + "/" + directory)
+        }
+        chmod(tree + "/root", 0o700)
+        chmod(tree + "/root/.ssh", 0o700)
+
+        // busybox (static) and its applets.
+        try copy("/bin/busybox", to: tree + "/bin/busybox", mode: 0o755)
+        let applets = try Executable.run("/bin/busybox", ["--list-full"])
+        for applet in applets.stdout.split(separator: "\n").map(String.init) where !applet.isEmpty && applet != "bin/busybox" {
+            let target = tree + "/" + applet
+            try AtomicFile.makeDirectory((target as NSString).deletingLastPathComponent)
+            let depth = applet.split(separator: "/").count - 1
+            try? FileManager.default.createSymbolicLink(atPath: target, withDestinationPath: String(repeating: "../", count: depth) + "bin/busybox")
+        }
+        // dropbear and what it links.
+        try copy("/usr/sbin/dropbear", to: tree + "/usr/sbin/dropbear", mode: 0o755)
+        // The loader at its own path; the libraries in /lib, where it looks without an ld.so.cache.
+        for library in try sharedLibraries(of: "/usr/sbin/dropbear") {
+            let target = library.contains("/ld-linux") ? library : "/lib/" + (library as NSString).lastPathComponent
+            try AtomicFile.makeDirectory(tree + (target as NSString).deletingLastPathComponent)
+            guard let real = realpath(library, nil) else { throw LabError("\(library), which dropbear needs, is missing") }
+            defer { free(real) }
+            try copy(String(cString: real), to: tree + target, mode: 0o755)
+        }
+        // The kernel's NIC drivers, uncompressed.
+        let moduleRoot = image + "/lib/modules/" + release + "/kernel"
+        var found: [String: String] = [:]
+        if let walker = FileManager.default.enumerator(atPath: moduleRoot) {
+            while let entry = walker.nextObject() as? String {
+                let name = (entry as NSString).lastPathComponent
+                for module in InitramfsAction.modules where [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].contains(where: { name == module + $0 }) {
+                    found[module] = moduleRoot + "/" + entry
+                }
+            }
+        }
+        var order: [String] = []
+        for module in InitramfsAction.modules {
+            guard let path = found[module] else { continue }
+            let target = tree + "/lib/modules/\(module).ko"
+            switch (path as NSString).pathExtension {
+            case "xz": try decompress("xz", path, to: target)
+            case "zst": try decompress("zstd", path, to: target)
+            case "gz": try decompress("gzip", path, to: target)
+            default: try copy(path, to: target, mode: 0o644)
+            }
+            order.append(module)
+        }
+        guard order.contains("virtio_net") || builtin(image: image, module: "virtio_net") else {
+            throw LabError("kernel \(release) has no virtio_net driver (neither a module nor built in); the lab needs it")
+        }
+        context.log.append("NIC modules: \(order.joined(separator: " "))\n")
+        try Data((order.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: tree + "/lib/modules/load-order"))
+        try Data(InitramfsAction.initScript.utf8).write(to: URL(fileURLWithPath: tree + "/init"))
+        chmod(tree + "/init", 0o755)
+        try Data("root:x:0:0:root:/root:/bin/sh\n".utf8).write(to: URL(fileURLWithPath: tree + "/etc/passwd"))
+        try Data("root:x:0:\n".utf8).write(to: URL(fileURLWithPath: tree + "/etc/group"))
+        try Data("/bin/sh\n".utf8).write(to: URL(fileURLWithPath: tree + "/etc/shells"))
+
+        let archive = context.workDirectory + "/initramfs.cpio.gz"
+        try InitramfsAction.pack(tree, into: archive)
+        context.log.append("busybox-static \(tools["busybox-static"] ?? ""), dropbear-bin \(tools["dropbear-bin"] ?? "")\n")
+        let kernel = context.workDirectory + "/vmlinuz"
+        try FileManager.default.copyItem(atPath: vmlinuz, toPath: kernel)
+        return ["kernel": try context.store(file: kernel), "initramfs": try context.store(file: archive)]
+    }
+
+    /// `find | sort | cpio -o -H newc -R 0:0 --reproducible | gzip -n`: every file owned by root.
+    public static func pack(_ tree: String, into archive: String) throws {
+        guard Executable.find("cpio") != nil else { throw ToolMissing(tool: "cpio", package: "cpio", purpose: "the lab's initramfs") }
+        let script = "set -eo pipefail; cd \"$1\"; find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet | gzip -n -6 > \"$2\""
+        let absolute = archive.hasPrefix("/") ? archive : FileManager.default.currentDirectoryPath + "/" + archive
+        let result = try Executable.run("/bin/bash", ["-c", script, "pack", tree, absolute])
+        guard result.status == 0 else { throw LabError("packing the initramfs failed: \(result.stderr)") }
+    }
+
+    private func copy(_ source: String, to target: String, mode: mode_t) throws {
+        try? FileManager.default.removeItem(atPath: target)
+        guard FileManager.default.fileExists(atPath: source) else { throw LabError("\(source) is missing; the lab's initramfs needs it") }
+        try FileManager.default.copyItem(atPath: source, toPath: target)
+        chmod(target, mode)
+    }
+
+    private func decompress(_ tool: String, _ source: String, to target: String) throws {
+        let result = try Executable.run("/bin/sh", ["-c", "\(tool) -dc \"$1\" > \"$2\"", "sh", source, target])
+        guard result.status == 0 else { throw LabError("\(tool) could not unpack \(source): \(result.stderr)") }
+    }
+
+    private func builtin(image: String, module: String) -> Bool {
+        let list = (try? String(contentsOfFile: image + "/lib/modules/\(release)/modules.builtin", encoding: .utf8)) ?? ""
+        return list.split(separator: "\n").contains { $0.hasSuffix("/\(module).ko") }
+    }
+
+    /// The libraries `ldd` lists for a binary, and its loader.
+    private func sharedLibraries(of binary: String) throws -> [String] {
+        let result = try Executable.run("/usr/bin/ldd", [binary])
+        guard result.status == 0 else { throw LabError("ldd \(binary) failed: \(result.stderr)") }
+        var libraries: [String] = []
+        for line in result.stdout.split(separator: "\n") {
+            for word in line.split(whereSeparator: \.isWhitespace) where word.hasPrefix("/") { libraries.append(String(word)) }
+        }
+        return libraries
+    }
+}

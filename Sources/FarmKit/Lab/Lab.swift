@@ -1,0 +1,289 @@
+import Foundation
+
+/// A lab VM: one distribution kernel booted under QEMU with farm's initramfs, reachable by SSH on
+/// a port of 127.0.0.1 with per-lab keys. Its state lives in `<cache>/labs/<name>/`: `lab.json`,
+/// `qemu.pid`, `console.log`, the client key `id_ed25519` (0600), `known_hosts` and the initrd.
+public struct Lab: Sendable, Codable {
+    public var name: String
+    public var release: String
+    public var port: Int
+    public var memoryMiB: Int
+    /// `kvm` or `tcg`: what the VM runs on after the KVM attempt.
+    public var accelerator: String
+    public var started: Date
+    public var directory: String
+
+    public var identity: String { directory + "/id_ed25519" }
+    public var knownHosts: String { directory + "/known_hosts" }
+    public var pidFile: String { directory + "/qemu.pid" }
+    public var console: String { directory + "/console.log" }
+
+    /// OpenSSH options that reach the lab with strict host key checking against its own known_hosts.
+    public var sshOptions: [String] {
+        ["-p", "\(port)", "-i", identity, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=\(knownHosts)",
+         "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR"]
+    }
+
+    public var destination: String { "root@127.0.0.1" }
+
+    /// The QEMU process, when it is alive (not a zombie, and really this lab's QEMU).
+    public var pid: Int32? {
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
+        return Lab.alive(pid, mentioning: directory) ? pid : nil
+    }
+
+    static func alive(_ pid: Int32, mentioning marker: String) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(close, offsetBy: 2)...].prefix(1)
+        guard state != "Z", state != "X" else { return false }
+        guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        return cmdline.range(of: Data(marker.utf8)) != nil
+    }
+}
+
+/// The labs of one cache: `up`, `down`, `list`.
+public struct Labs: Sendable {
+    public let root: String
+
+    public init(cacheDirectory: String) { root = cacheDirectory + "/labs" }
+
+    public func directory(_ name: String) -> String { root + "/" + name }
+
+    public func list() -> [Lab] {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted()
+        return names.compactMap { load($0) }
+    }
+
+    public func load(_ name: String) -> Lab? {
+        guard let data = FileManager.default.contents(atPath: directory(name) + "/lab.json") else {
+            // A directory without its description: what a farm killed early in `up` leaves.
+            guard FileManager.default.fileExists(atPath: directory(name)) else { return nil }
+            return Lab(name: name, release: "?", port: 0, memoryMiB: 0, accelerator: "?", started: Date(timeIntervalSince1970: 0),
+                       directory: directory(name))
+        }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try? decoder.decode(Lab.self, from: data)
+    }
+
+    /// The lab a command means: the one named, or the only one there is.
+    public func resolve(_ name: String?) throws -> Lab {
+        if let name {
+            guard let lab = load(name) else {
+                throw LabError("no lab named '\(name)' in \(root); 'farm lab list' shows the labs")
+            }
+            return lab
+        }
+        let labs = list()
+        guard labs.count == 1, let lab = labs.first else {
+            throw LabError(labs.isEmpty ? "no lab is up; start one with 'farm lab up RELEASE'"
+                           : "several labs are up (\(labs.map(\.name).joined(separator: ", "))); name one")
+        }
+        return lab
+    }
+
+    /// Ends the lab's QEMU (TERM, then KILL) and removes its directory. Also finds a lab left by
+    /// a farm that was killed while bringing it up.
+    @discardableResult
+    public func down(_ lab: Lab) -> Bool {
+        var ended = false
+        if let pid = lab.pid {
+            kill(pid, SIGTERM)
+            let deadline = Date().addingTimeInterval(5)
+            while Date() < deadline, Lab.alive(pid, mentioning: lab.directory) { usleep(50_000) }
+            if Lab.alive(pid, mentioning: lab.directory) {
+                kill(pid, SIGKILL)
+                while Lab.alive(pid, mentioning: lab.directory) { usleep(20_000) }
+            }
+            ended = true
+        }
+        try? FileManager.default.removeItem(atPath: lab.directory)
+        return ended
+    }
+
+    public struct UpOptions: Sendable {
+        public var name: String
+        public var memoryMiB: Int
+        /// `auto` (KVM when it answers, else TCG), `kvm` or `tcg`.
+        public var accelerator: String
+        public var port: Int?
+        public var bootTimeout: Double
+        public init(name: String, memoryMiB: Int = 512, accelerator: String = "auto", port: Int? = nil, bootTimeout: Double = 120) {
+            self.name = name
+            self.memoryMiB = memoryMiB
+            self.accelerator = accelerator
+            self.port = port
+            self.bootTimeout = bootTimeout
+        }
+    }
+
+    /// Boots `kernel` with `initramfs` plus the lab's own keys, and waits until SSH answers.
+    public func up(release: String, kernel: String, initramfs: String, options: UpOptions, log: (String) -> Void) throws -> Lab {
+        guard options.name.allSatisfy({ $0.isLetter || $0.isNumber || "._+-".contains($0) }), !options.name.hasPrefix(".") else {
+            throw LabError("'\(options.name)' is not a lab name (letters, digits, . _ + - only)")
+        }
+        guard let qemu = Executable.find("qemu-system-x86_64") else {
+            throw ToolMissing(tool: "qemu-system-x86_64", package: "qemu-system-x86", purpose: "farm lab")
+        }
+        for (tool, package) in [("ssh", "openssh-client"), ("ssh-keygen", "openssh-client"), ("dropbearkey", "dropbear-bin")]
+        where Executable.find(tool) == nil {
+            throw ToolMissing(tool: tool, package: package, purpose: "farm lab")
+        }
+        if let existing = load(options.name) {
+            if existing.pid != nil {
+                throw LabError("lab '\(options.name)' is already up (\(existing.release), port \(existing.port)); 'farm lab down \(options.name)' first")
+            }
+            down(existing)
+        }
+        let directory = self.directory(options.name)
+        try ModuleKey.makePrivateDirectory(root)
+        try ModuleKey.makePrivateDirectory(directory)
+        var lab = Lab(name: options.name, release: release, port: try options.port ?? Labs.freePort(), memoryMiB: options.memoryMiB,
+                      accelerator: "tcg", started: Date(), directory: directory)
+        do {
+            try makeKeys(lab)
+            let initrd = directory + "/initrd.img"
+            try appendKeys(of: lab, to: initramfs, into: initrd)
+            var accelerators = ["tcg"]
+            if options.accelerator == "kvm" || (options.accelerator == "auto" && access("/dev/kvm", R_OK | W_OK) == 0) {
+                accelerators = options.accelerator == "kvm" ? ["kvm"] : ["kvm", "tcg"]
+            }
+            for (index, accelerator) in accelerators.enumerated() {
+                lab.accelerator = accelerator
+                lab.started = Date()
+                try save(lab)
+                try boot(lab, qemu: qemu, kernel: kernel, initrd: initrd)
+                // KVM gets a few seconds to show progress; a VM that makes none falls back to TCG.
+                let last = index == accelerators.count - 1
+                let timeout = last ? options.bootTimeout : 20
+                if try waitForSSH(lab, timeout: timeout) { return lab }
+                if let pid = lab.pid { kill(pid, SIGKILL); while Lab.alive(pid, mentioning: directory) { usleep(20_000) } }
+                if !last { log("farm: KVM made no progress in \(Int(timeout)) s; booting \(release) again under software emulation (TCG)") }
+            }
+            let tail = ((try? String(contentsOfFile: lab.console, encoding: .utf8)) ?? "").split(separator: "\n").suffix(15).joined(separator: "\n")
+            throw LabError("lab '\(options.name)': \(release) did not answer on SSH within \(Int(options.bootTimeout)) s;"
+                           + " the console's last lines:\n\(tail)")
+        } catch {
+            down(lab)
+            throw error
+        }
+    }
+
+    func save(_ lab: Lab) throws {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(lab), to: lab.directory + "/lab.json")
+    }
+
+    /// A host key for dropbear and an ed25519 key for root, both new for this lab.
+    func makeKeys(_ lab: Lab) throws {
+        let directory = lab.directory
+        let host = try Executable.run(Executable.find("dropbearkey")!, ["-t", "ed25519", "-f", directory + "/host_key"])
+        guard host.status == 0 else { throw LabError("dropbearkey failed: \(host.stderr)") }
+        guard let publicLine = host.stdout.split(separator: "\n").first(where: { $0.hasPrefix("ssh-") }) else {
+            throw LabError("dropbearkey printed no public key")
+        }
+        let fields = publicLine.split(separator: " ")
+        try AtomicFile.write(Data("[127.0.0.1]:\(lab.port) \(fields[0]) \(fields[1])\n".utf8), to: lab.knownHosts, mode: 0o600)
+        let client = try Executable.run(Executable.find("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-C", "farm-lab-\(lab.name)",
+                                                                            "-f", lab.identity])
+        guard client.status == 0 else { throw LabError("ssh-keygen failed: \(client.stderr)") }
+        chmod(lab.identity, 0o600)
+    }
+
+    /// The initramfs followed by a second archive with this lab's keys (the kernel reads both).
+    func appendKeys(of lab: Lab, to initramfs: String, into initrd: String) throws {
+        let tree = lab.directory + "/overlay"
+        try? FileManager.default.removeItem(atPath: tree)
+        for directory in ["etc/dropbear", "root/.ssh"] { try AtomicFile.makeDirectory(tree + "/" + directory) }
+        chmod(tree + "/root", 0o700)
+        chmod(tree + "/root/.ssh", 0o700)
+        try FileManager.default.copyItem(atPath: lab.directory + "/host_key", toPath: tree + "/etc/dropbear/dropbear_ed25519_host_key")
+        chmod(tree + "/etc/dropbear/dropbear_ed25519_host_key", 0o600)
+        try FileManager.default.copyItem(atPath: lab.identity + ".pub", toPath: tree + "/root/.ssh/authorized_keys")
+        chmod(tree + "/root/.ssh/authorized_keys", 0o600)
+        try Data((lab.name + "\n").utf8).write(to: URL(fileURLWithPath: tree + "/etc/lab-name"))
+        let overlay = lab.directory + "/overlay.cpio.gz"
+        try InitramfsAction.pack(tree, into: overlay)
+        try? FileManager.default.removeItem(atPath: tree)
+        var data = try Data(contentsOf: URL(fileURLWithPath: initramfs))
+        data.append(try Data(contentsOf: URL(fileURLWithPath: overlay)))
+        try AtomicFile.write(data, to: initrd, mode: 0o600)
+        unlink(overlay)
+    }
+
+    func boot(_ lab: Lab, qemu: String, kernel: String, initrd: String) throws {
+        unlink(lab.pidFile)
+        unlink(lab.console)
+        let arguments = ["-name", "farm-lab-\(lab.name)", "-accel", lab.accelerator, "-m", "\(lab.memoryMiB)M", "-smp", "1",
+                         "-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1 quiet",
+                         "-display", "none", "-monitor", "none", "-serial", "file:\(lab.console)",
+                         "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:\(lab.port)-:22", "-device", "virtio-net-pci,netdev=n0",
+                         "-device", "virtio-rng-pci", "-no-reboot", "-daemonize", "-pidfile", lab.pidFile]
+        // QEMU's daemon keeps every descriptor its parent had: it is spawned with nothing but
+        // /dev/null and a log file, so no pipe of farm's stays open in it.
+        let output = lab.directory + "/qemu.log"
+        var actions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // Only the three descriptors above reach QEMU (glibc 2.34+ knows this flag).
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        let argv = ([qemu] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, qemu, &actions, &attributes, argv, environ)
+        guard spawned == 0 else { throw LabError("could not start \(qemu): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        guard status == 0 else {
+            let text = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            throw LabError("qemu-system-x86_64 (\(lab.accelerator)) did not start: \(text)")
+        }
+    }
+
+    /// Polls `ssh true` until it succeeds, the VM dies, or the time is up.
+    func waitForSSH(_ lab: Lab, timeout: Double) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            guard lab.pid != nil else { return false }
+            // A VM that is not answering still has its port forwarded by QEMU: the connection is
+            // accepted and ssh waits for a banner, which ConnectTimeout does not bound.
+            let probe = try Executable.run("/usr/bin/timeout", ["--signal=KILL", "6", Executable.find("ssh")!]
+                                           + lab.sshOptions + ["-o", "ConnectTimeout=3", lab.destination, "true"])
+            if probe.status == 0 { return true }
+            if probe.stderr.contains("Host key verification failed") || probe.stderr.contains("REMOTE HOST IDENTIFICATION") {
+                throw LabError("the lab's host key does not match its known_hosts: \(probe.stderr)")
+            }
+            usleep(500_000)
+        }
+        return false
+    }
+
+    /// A TCP port of 127.0.0.1 nobody listens on now.
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw LabError("socket: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        guard bound == 0 else { throw LabError("bind: \(String(cString: strerror(errno)))") }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
