@@ -12,7 +12,7 @@ struct Farm: AsyncParsableCommand {
         3 a required tool or library is missing.
         """,
         version: FarmVersion.current,
-        subcommands: [CrawlCommand.self, PlanCommand.self, BuildCommand.self, BundleCommand.self, ModuleCommand.self, KeysCommand.self, PublishCommand.self, VerifyCommand.self, LabCommand.self, ExplainCommand.self, LogCommand.self,
+        subcommands: [CrawlCommand.self, PlanCommand.self, BuildCommand.self, BundleCommand.self, ModuleCommand.self, KeysCommand.self, PublishCommand.self, VerifyCommand.self, LabCommand.self, CaptureCommand.self, ExplainCommand.self, LogCommand.self,
                       StatusCommand.self, GCCommand.self]
     )
 }

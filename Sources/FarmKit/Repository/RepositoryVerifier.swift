@@ -68,15 +68,18 @@ public struct RepositoryVerifier: Sendable {
     }
 
     /// The signed index and manifest; throws, naming the file, when either does not check out.
-    public func index(using verifier: GnuPG.Verifier, scratch: String) throws -> (RepositoryIndex, [RepositoryModule]) {
+    /// Without a verifier (`--gpg-no-verify`) only the signatures are left unchecked.
+    public func index(using verifier: GnuPG.Verifier?, scratch: String) throws -> (RepositoryIndex, [RepositoryModule]) {
         let repomd = try source.require(RepositoryFormat.repomdPath, because: "every repository has one")
-        let signature = try source.require(RepositoryFormat.repomdSignaturePath, because: "the signature of repomd.xml")
-        try repomd.write(to: URL(fileURLWithPath: scratch + "/repomd.xml"))
-        try signature.write(to: URL(fileURLWithPath: scratch + "/repomd.xml.sig"))
-        do {
-            try verifier.check(signature: scratch + "/repomd.xml.sig", of: scratch + "/repomd.xml")
-        } catch {
-            throw RepositoryError("\(source.name(RepositoryFormat.repomdPath)): \(error)")
+        if let verifier {
+            let signature = try source.require(RepositoryFormat.repomdSignaturePath, because: "the signature of repomd.xml")
+            try repomd.write(to: URL(fileURLWithPath: scratch + "/repomd.xml"))
+            try signature.write(to: URL(fileURLWithPath: scratch + "/repomd.xml.sig"))
+            do {
+                try verifier.check(signature: scratch + "/repomd.xml.sig", of: scratch + "/repomd.xml")
+            } catch {
+                throw RepositoryError("\(source.name(RepositoryFormat.repomdPath)): \(error)")
+            }
         }
         let index = try RepositoryFormat.parseRepomd(repomd, name: source.name(RepositoryFormat.repomdPath))
         let gzipped = try source.require(index.location, because: "repomd.xml names it")
@@ -111,12 +114,13 @@ public struct RepositoryVerifier: Sendable {
     }
 
     /// Checks one module's bytes and signatures; returns the module's bytes.
-    public func check(_ module: RepositoryModule, using verifier: GnuPG.Verifier, scratch: String) throws -> Data {
+    public func check(_ module: RepositoryModule, using verifier: GnuPG.Verifier?, scratch: String) throws -> Data {
         let name = source.name(module.location)
         let bytes = try source.require(module.location, because: "the manifest lists it")
         guard SHA256.hash(bytes).hex == module.checksum.lowercased() else {
             throw RepositoryError("\(name): sha256 \(SHA256.hash(bytes).hex) is not the manifest's \(module.checksum)")
         }
+        guard let verifier else { return bytes }
         let signature = try source.require(module.signature, because: "the signature of \(module.name)")
         let file = scratch + "/" + module.checksum
         try bytes.write(to: URL(fileURLWithPath: file))

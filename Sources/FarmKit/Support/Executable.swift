@@ -19,7 +19,7 @@ public enum Executable {
 
     /// Runs to the end. Blocking: call from `Blocking.run` inside tasks.
     public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-                           directory: String? = nil) throws -> Result {
+                           directory: String? = nil, input: String? = nil) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -28,7 +28,12 @@ public enum Executable {
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        process.standardInput = FileHandle.nullDevice
+        if let input {
+            guard let handle = FileHandle(forReadingAtPath: input) else { throw FileSystemError.io(operation: "open", path: input, errno: errno) }
+            process.standardInput = handle
+        } else {
+            process.standardInput = FileHandle.nullDevice
+        }
         try process.run()
         final class Box: @unchecked Sendable { var data = Data() }
         let errors = Box()

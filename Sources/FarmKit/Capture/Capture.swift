@@ -1,0 +1,331 @@
+import Foundation
+
+public struct CaptureError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// Set by SIGINT/SIGTERM: a capture stops streaming and cleans up.
+nonisolated(unsafe) private var interrupted: sig_atomic_t = 0
+
+/// One host to capture, reached with the OpenSSH client (so the user's ssh config, agent and
+/// known_hosts apply; host keys are checked, never accepted blindly).
+public struct CaptureTarget: Sendable, CustomStringConvertible {
+    public var user: String?
+    public var host: String
+    public var port: Int?
+    public var identity: String?
+    public var sshOptions: [String]
+
+    /// `[user@]host[:port]`.
+    public init(parsing text: String, identity: String? = nil, sshOptions: [String] = []) throws {
+        var rest = Substring(text)
+        if let at = rest.lastIndex(of: "@") {
+            user = String(rest[..<at])
+            rest = rest[rest.index(after: at)...]
+        }
+        if let colon = rest.lastIndex(of: ":"), !rest.hasPrefix("[") {
+            guard let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port) else {
+                throw CaptureError("'\(text)': the port after ':' is not a number from 1 to 65535")
+            }
+            self.port = port
+            rest = rest[..<colon]
+        }
+        guard !rest.isEmpty, !rest.hasPrefix("-") else { throw CaptureError("'\(text)' names no host ([user@]host[:port])") }
+        host = String(rest)
+        self.identity = identity
+        self.sshOptions = sshOptions
+    }
+
+    public var description: String { (user.map { $0 + "@" } ?? "") + host + (port.map { ":\($0)" } ?? "") }
+
+    var arguments: [String] {
+        var arguments = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=10"]
+        if let port { arguments += ["-p", "\(port)"] }
+        if let identity { arguments += ["-i", identity, "-o", "IdentitiesOnly=yes"] }
+        for option in sshOptions { arguments += ["-o", option] }
+        return arguments
+    }
+
+    var destination: String { (user.map { $0 + "@" } ?? "") + host }
+}
+
+/// What one capture produced.
+public struct CaptureReport: Sendable, Codable {
+    public var host: String
+    public var release: String
+    public var machine: String
+    public var image: String
+    public var size: UInt64
+    public var sha256: String
+    public var module: String
+    public var moduleSHA256: String
+    public var repository: String
+    public var ranges: [LimeImage.Range]
+    public var started: Date
+    public var seconds: Double
+    public var bytesPerSecond: Double
+}
+
+/// `farm capture`: per host, the module for its kernel from a verified repository, LiME loaded
+/// over SSH, memory streamed home through an SSH forward, the image checked; and the host left
+/// as it was, also on failure or Ctrl-C.
+public struct Capture: Sendable {
+    public let repository: RepositorySource
+    /// The repository key the user trusts; nil with `--gpg-no-verify` (checksums are still checked).
+    public let fingerprint: String?
+    public let output: String
+    public let progress: @Sendable (String) -> Void
+
+    public init(repository: RepositorySource, fingerprint: String?, output: String, progress: @escaping @Sendable (String) -> Void) {
+        self.repository = repository
+        self.fingerprint = fingerprint
+        self.output = output
+        self.progress = progress
+    }
+
+    /// Makes SIGINT and SIGTERM stop a capture (which then cleans up) instead of killing farm.
+    public static func catchInterrupts() {
+        signal(SIGINT) { _ in interrupted = 1 }
+        signal(SIGTERM) { _ in interrupted = 1 }
+    }
+
+    public static var wasInterrupted: Bool { interrupted != 0 }
+
+    /// Quotes one word for a POSIX shell on the host.
+    static func quote(_ word: String) -> String { "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+
+    func ssh(_ target: CaptureTarget, _ command: String, input: String? = nil, timeout: Int = 60) throws -> Executable.Result {
+        guard let ssh = Executable.find("ssh") else { throw ToolMissing(tool: "ssh", package: "openssh-client", purpose: "farm capture") }
+        return try Executable.run("/usr/bin/timeout", ["--signal=KILL", "\(timeout)", ssh] + target.arguments + [target.destination, command],
+                                  input: input)
+    }
+
+    func checked(_ target: CaptureTarget, _ what: String, _ command: String, input: String? = nil, timeout: Int = 60) throws -> String {
+        let result = try ssh(target, command, input: input, timeout: timeout)
+        guard result.status == 0 else {
+            let detail = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+            throw CaptureError("\(target): \(what) failed (ssh exit \(result.status))\(detail.isEmpty ? "" : ": " + detail)")
+        }
+        return result.stdout
+    }
+
+    public func run(_ target: CaptureTarget) throws -> CaptureReport {
+        // 1. What the host runs.
+        let facts = try checked(target, "reading uname and /proc/iomem",
+                                "uname -r; uname -m; id -u; cat /proc/iomem").split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard facts.count >= 3 else { throw CaptureError("\(target): uname printed nothing usable") }
+        let (release, machine) = (facts[0], facts[1])
+        let sudo = facts[2] == "0" ? "" : "sudo -n "
+        let ram = LimeImage.systemRAM(iomem: facts.dropFirst(3).joined(separator: "\n"))
+        guard !ram.isEmpty else { throw CaptureError("\(target): /proc/iomem lists no System RAM (reading it needs root)") }
+        progress("\(target): \(release) \(machine), \(ram.reduce(0) { $0 + $1.size } >> 20) MiB of System RAM")
+
+        // 2. The module, checked before anything touches the host.
+        let (module, moduleBytes) = try GnuPG.withScratch { scratch in try fetchModule(release: release, machine: machine, target: target, scratch: scratch) }
+        let remote = "/tmp/farm-lime-\(UInt32.random(in: 0...UInt32.max)).ko"
+        let port = Int.random(in: 20_000...60_000)
+        var uploaded = false
+        var forwarder: Process?
+        defer {
+            forwarder.map { stop($0) }
+            if uploaded { cleanUp(target, remote: remote, port: port, sudo: sudo) }
+        }
+
+        // 3. Upload, checked on the host.
+        let local = try GnuPG.withScratch { scratch -> String in
+            let file = scratch + "/lime.ko"
+            try moduleBytes.write(to: URL(fileURLWithPath: file))
+            uploaded = true
+            _ = try checked(target, "uploading the module", "umask 077; cat > \(Capture.quote(remote))", input: file)
+            return file
+        }
+        _ = local
+        let sum = try checked(target, "checking the upload", "sha256sum \(Capture.quote(remote))")
+        guard sum.hasPrefix(module.checksum) else { throw CaptureError("\(target): the uploaded module's sha256 is not the repository's") }
+
+        // 4. insmod in the background (LiME's init only returns when the image is sent).
+        let parameters = "path=tcp:\(port) format=lime localhostonly=1"
+        let load = "(\(sudo)insmod \(Capture.quote(remote)) \(Capture.quote(parameters)); echo $? > \(Capture.quote(remote + ".rc"))) "
+            + "</dev/null >\(Capture.quote(remote + ".log")) 2>&1 &"
+        _ = try checked(target, "loading LiME", load)
+        let listening = String(format: "0100007F:%04X 00000000:0000 0A", port)
+        let wait = """
+        i=0; while [ $i -lt 150 ]; do grep -q \(Capture.quote(listening)) /proc/net/tcp && exit 0; \
+        [ -e \(Capture.quote(remote + ".rc")) ] && { cat \(Capture.quote(remote + ".log")); exit 3; }; sleep 0.2; i=$((i+1)); done; exit 4
+        """
+        let waited = try ssh(target, wait, timeout: 60)
+        guard waited.status == 0 else {
+            let why = waited.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            throw CaptureError("\(target): LiME did not start listening on port \(port)"
+                               + (why.isEmpty ? "" : ": insmod said: \(why)") + (waited.status == 4 ? " (30 s)" : ""))
+        }
+
+        // 5. Forward the port to 127.0.0.1 here and stream.
+        let localPort = try Labs.freePort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Executable.find("ssh")!)
+        process.arguments = target.arguments + ["-N", "-o", "ExitOnForwardFailure=yes",
+                                                "-L", "127.0.0.1:\(localPort):127.0.0.1:\(port)", target.destination]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        forwarder = process
+        let started = Date()
+        let stamp = ISO8601DateFormatter().string(from: started).replacingOccurrences(of: ":", with: "")
+        try AtomicFile.makeDirectory(output)
+        let image = output + "/\(target.host)-\(release)-\(stamp).lime"
+        let expected = ram.reduce(UInt64(0)) { $0 + 32 + $1.size }
+        let written = try stream(from: localPort, forwarder: process, into: image + ".part", expected: expected, target: target)
+        let seconds = Date().timeIntervalSince(started)
+
+        // 6. The image must be what the host's RAM says.
+        let ranges = try LimeImage.ranges(of: image + ".part")
+        guard ranges == ram else {
+            throw CaptureError("\(target): the image's ranges (\(ranges.count), \(written) bytes) are not the host's System RAM (\(ram.count) ranges);"
+                               + " kept as \(image).part")
+        }
+        try AtomicFile.rename(image + ".part", to: image)
+        let (digest, size) = try SHA256.hash(fileAt: image)
+        let report = CaptureReport(host: target.description, release: release, machine: machine, image: image, size: UInt64(size),
+                                   sha256: digest.hex, module: repository.name(module.location), moduleSHA256: module.checksum,
+                                   repository: repository.location, ranges: ranges, started: started, seconds: seconds,
+                                   bytesPerSecond: Double(size) / max(seconds, 0.001))
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(report), to: image + ".json", mode: 0o600)
+        return report
+    }
+
+    /// The module for this release and machine, its checksum (always) and signature (unless
+    /// `--gpg-no-verify`) checked.
+    func fetchModule(release: String, machine: String, target: CaptureTarget, scratch: String) throws -> (RepositoryModule, Data) {
+        func pick(_ verifier: GnuPG.Verifier?, _ checker: RepositoryVerifier) throws -> (RepositoryModule, Data) {
+            let (_, modules) = try checker.index(using: verifier, scratch: scratch)
+            guard let module = modules.first(where: { $0.version == release && $0.arch == machine }) else {
+                let versions = Set(modules.map(\.version)).sorted()
+                throw CaptureError("\(target): \(repository) has no module for \(release) (\(machine)); it has \(versions.count) kernel(s)"
+                                   + (versions.isEmpty ? "" : ", e.g. \(versions.suffix(3).joined(separator: ", "))")
+                                   + "; build one with 'farm build' and publish it")
+            }
+            return (module, try checker.check(module, using: verifier, scratch: scratch))
+        }
+        guard let fingerprint else {
+            return try pick(nil, RepositoryVerifier(source: repository, fingerprint: String(repeating: "0", count: 40)))
+        }
+        let checker = RepositoryVerifier(source: repository, fingerprint: fingerprint)
+        let key = try repository.require(RepositoryFormat.keyPath, because: "the repository's public key")
+        return try checker.withVerifier(key) { try pick($0, checker) }
+    }
+
+    /// Reads the forwarded port into `path` (mode 0600) with progress, until LiME closes it.
+    func stream(from port: Int, forwarder: Process, into path: String, expected: UInt64, target: CaptureTarget) throws -> UInt64 {
+        var socketFD: Int32 = -1
+        let deadline = Date().addingTimeInterval(30)
+        while socketFD < 0 {
+            guard forwarder.isRunning else { throw CaptureError("\(target): the SSH port forward ended before streaming began") }
+            if Capture.wasInterrupted { throw CaptureError("\(target): interrupted") }
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if connected == 0 { socketFD = fd } else {
+                close(fd)
+                guard Date() < deadline else { throw CaptureError("\(target): could not connect to the forwarded port 127.0.0.1:\(port)") }
+                usleep(100_000)
+            }
+        }
+        defer { close(socketFD) }
+        let file = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard file >= 0 else { throw FileSystemError.io(operation: "create", path: path, errno: errno) }
+        defer { close(file) }
+        fchmod(file, 0o600)
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var total: UInt64 = 0
+        let started = Date()
+        var shown = Date.distantPast
+        while true {
+            if Capture.wasInterrupted { throw CaptureError("\(target): interrupted after \(total >> 20) MiB; LiME is unloaded, \(path) is partial") }
+            var poller = pollfd(fd: socketFD, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, 200)
+            if ready < 0, errno == EINTR { continue }
+            guard ready > 0 else {
+                if Date().timeIntervalSince(shown) > 60 && total == 0 { throw CaptureError("\(target): LiME sent nothing for a minute") }
+                continue
+            }
+            let count = buffer.withUnsafeMutableBytes { read(socketFD, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { break }
+            var offset = 0
+            while offset < count {
+                let n = buffer.withUnsafeBytes { write(file, $0.baseAddress! + offset, count - offset) }
+                guard n > 0 else { throw FileSystemError.io(operation: "write", path: path, errno: errno) }
+                offset += n
+            }
+            total += UInt64(count)
+            if Date().timeIntervalSince(shown) >= 1 {
+                shown = Date()
+                let rate = Double(total) / max(Date().timeIntervalSince(started), 0.001)
+                let left = expected > total ? Double(expected - total) / max(rate, 1) : 0
+                progress(String(format: "%@: %.0f / %.0f MiB, %.1f MiB/s, ETA %.0f s", target.description,
+                                Double(total) / 1_048_576, Double(expected) / 1_048_576, rate / 1_048_576, left))
+            }
+        }
+        fsync(file)
+        return total
+    }
+
+    func stop(_ process: Process) {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// Unloads LiME (once its insmod has returned) and removes what was uploaded.
+    func cleanUp(_ target: CaptureTarget, remote: String, port: Int, sudo: String) {
+        // An insmod still waiting for a reader is released by a connection that closes at once.
+        let script = """
+        if [ ! -e \(Capture.quote(remote + ".rc")) ]; then \
+        { bash -c 'exec 3<>/dev/tcp/127.0.0.1/\(port)' || nc 127.0.0.1 \(port) </dev/null; } >/dev/null 2>&1; fi; \
+        i=0; while [ $i -lt 50 ] && [ ! -e \(Capture.quote(remote + ".rc")) ]; do sleep 0.2; i=$((i+1)); done; \
+        if grep -q '^lime ' /proc/modules; then \(sudo)rmmod lime; fi; \
+        rm -f \(Capture.quote(remote)) \(Capture.quote(remote + ".rc")) \(Capture.quote(remote + ".log"))
+        """
+        let result = try? ssh(target, script, timeout: 60)
+        if result?.status != 0 {
+            progress("\(target): cleaning up may be incomplete (\(result?.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ?? "ssh failed")):"
+                     + " check with 'lsmod' and remove \(remote)")
+        }
+    }
+}
+
+extension CaptureTarget {
+    /// `--config hosts.yml`: `hosts:` lists `[user@]host[:port]` strings or mappings with
+    /// `host`, and optionally `identity` and `ssh-options`.
+    public static func load(config path: String, identity: String?, sshOptions: [String]) throws -> [CaptureTarget] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ManifestError("cannot read the host list", file: path) }
+        guard let root = try YAMLValue.parse(text, file: path) else { throw ManifestError("the host list is empty; it needs 'hosts:'", file: path) }
+        let top = try root.mapping("the host list", allowed: ["hosts"])
+        return try top.required("hosts").list("'hosts'").map { entry in
+            if let host = try? entry.string("a host") {
+                do { return try CaptureTarget(parsing: host, identity: identity, sshOptions: sshOptions) } catch { throw entry.fail("\(error)") }
+            }
+            let map = try entry.mapping("a host", allowed: ["host", "identity", "ssh-options"])
+            let hostValue = try map.required("host")
+            do {
+                return try CaptureTarget(parsing: try hostValue.string("[user@]host[:port]"),
+                                         identity: try map["identity"]?.string("a key file") ?? identity,
+                                         sshOptions: sshOptions + (try map["ssh-options"]?.stringList("ssh options") ?? []))
+            } catch let error as CaptureError {
+                throw hostValue.fail(error.message)
+            }
+        }
+    }
+}

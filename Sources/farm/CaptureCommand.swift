@@ -1,0 +1,116 @@
+import ArgumentParser
+import FarmKit
+import Foundation
+
+struct CaptureCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "capture",
+        abstract: "Capture hosts' memory with LiME from a farm repository, over SSH.",
+        discussion: """
+        Per host: uname -r and -m; the matching module from the repository, its checksum (always) and \
+        OpenPGP signature (against the key you pin) checked; uploaded; insmod'ed with path=tcp:PORT \
+        format=lime localhostonly=1; the port forwarded through SSH to 127.0.0.1 here; memory streamed \
+        to <output>/<host>-<release>-<UTC time>.lime (mode 0600) and checked against the host's \
+        System RAM, with a JSON sidecar. LiME is unloaded and the upload removed, also on failure or Ctrl-C. \
+        Uses the OpenSSH client: your ssh config, agent and known_hosts apply, and host keys are checked.
+        """)
+
+    @Argument(help: "Hosts as [user@]host[:port].")
+    var hosts: [String] = []
+
+    @Option(name: .long, help: "The repository: a directory or an http(s) URL.")
+    var repo: String
+
+    @Option(name: .customShort("i"), help: "The SSH identity (private key) file.")
+    var identity: String?
+
+    @Option(name: .long, help: "An ssh -o option (repeatable), e.g. 'UserKnownHostsFile=~/lab_hosts'.")
+    var sshOption: [String] = []
+
+    @Option(name: .long, help: "Where the images go.")
+    var output = "captures"
+
+    @Option(name: .long, help: "The repository key's fingerprint you trust (default: the manifest's repository key).")
+    var fingerprint: String?
+
+    @Flag(name: .long, help: "Do not check OpenPGP signatures (checksums are still checked).")
+    var gpgNoVerify = false
+
+    @Option(name: .long, help: "Hosts captured at once.")
+    var parallel = 1
+
+    @Option(name: .long, help: "A YAML file: 'hosts:' lists hosts as [user@]host[:port] or {host, identity, ssh-options}.")
+    var config: String?
+
+    @Option(name: .long, help: "Capture a lab of this cache (farm lab up) with its own key and known_hosts.")
+    var lab: String?
+
+    @Option(name: .long, help: "The manifest whose keys and cache are the defaults.")
+    var manifest = "manifest.yml"
+
+    @Option(name: .long, help: "The cache directory (for --lab).")
+    var cache: String?
+
+    func run() throws {
+        var targets: [CaptureTarget] = []
+        let pinned: String?
+        do {
+            targets = try hosts.map { try CaptureTarget(parsing: $0, identity: identity, sshOptions: sshOption) }
+            if let config { targets += try CaptureTarget.load(config: config, identity: identity, sshOptions: sshOption) }
+            if let lab {
+                let found = try Labs(cacheDirectory: Session.cacheDirectory(option: cache, manifestPath: manifest)).resolve(lab)
+                targets.append(try CaptureTarget(parsing: "root@127.0.0.1:\(found.port)", identity: found.identity,
+                                                 sshOptions: sshOption + ["UserKnownHostsFile=\(found.knownHosts)", "GlobalKnownHostsFile=/dev/null",
+                                                                          "StrictHostKeyChecking=yes", "LogLevel=ERROR"]))
+            }
+            guard !targets.isEmpty else { throw ValidationError("name at least one host, --config FILE or --lab NAME") }
+            if gpgNoVerify {
+                pinned = nil
+            } else {
+                let keys = FileManager.default.fileExists(atPath: manifest)
+                    ? (try? ManifestLoader.load(path: manifest)).flatMap { Signing.paths(manifest: $0) } : nil
+                guard let trusted = try fingerprint ?? keys.flatMap({ try RepositoryKey.load($0.repository) })?.fingerprint else {
+                    throw ValidationError("which repository key do you trust? pass --fingerprint (or --gpg-no-verify to check checksums only)")
+                }
+                pinned = trusted
+            }
+        } catch {
+            throw exitReporting(error)
+        }
+        Capture.catchInterrupts()
+        let capture = Capture(repository: RepositorySource(repo), fingerprint: pinned, output: output) { line in
+            FileHandle.standardError.write(Data(("farm: " + line + "\n").utf8))
+        }
+        final class Results: @unchecked Sendable {
+            let lock = NSLock()
+            var rows: [Int: Result<CaptureReport, any Error>] = [:]
+        }
+        let results = Results()
+        let queue = OperationQueue()
+        queue.maxConcurrentOperationCount = max(1, parallel)
+        for (index, target) in targets.enumerated() {
+            queue.addOperation {
+                let result = Result { try capture.run(target) }
+                results.lock.lock()
+                results.rows[index] = result
+                results.lock.unlock()
+            }
+        }
+        queue.waitUntilAllOperationsAreFinished()
+        var failed = 0
+        print("host\trelease\tresult\tsize\tMiB/s\timage")
+        for (index, target) in targets.enumerated() {
+            switch results.rows[index] {
+            case let .success(report)?:
+                print("\(target)\t\(report.release)\tok\t\(report.size)\t\(String(format: "%.1f", report.bytesPerSecond / 1_048_576))\t\(report.image)")
+            case let .failure(error)?:
+                failed += 1
+                print("\(target)\t-\tFAILED\t-\t-\t\(error)")
+            case nil:
+                failed += 1
+            }
+        }
+        if Capture.wasInterrupted { throw ExitCode(130) }
+        if failed > 0 { throw ExitCode(ExitStatus.failure) }
+    }
+}
