@@ -1,0 +1,109 @@
+import FarmKit
+import Foundation
+import Testing
+
+extension DebianArchiveTests.CompileTests {
+    /// End to end, for real: the newest bookworm kernel's LiME built, signed and published from a
+    /// fresh crawl; that kernel booted by `farm lab up` under QEMU; `farm capture` from the
+    /// published repository with signature checking on. The image is a LiME file covering the
+    /// lab's RAM and holds the kernel's banner. Then: a bad module signature and a repository
+    /// without the host's kernel fail clearly and leave nothing on the host, and Ctrl-C during
+    /// streaming unloads LiME.
+    @Test func labKernelIsCapturedFromThePublishedRepositoryAndLeftClean() async throws {
+        let project = try await CompileProject.shared.get()
+        let scratch = try Scratch()
+        let kernels = try ManifestLoader.load(path: project.manifest).kernels
+        let newest = try #require(kernels.first { $0.release == project.release })
+        let original = try String(contentsOfFile: project.manifest, encoding: .utf8)
+        let manifest = try scratch.write("project/manifest.yml",
+                                         ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [newest]), in: original))
+        try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("project/recipes"))
+        func farm(_ arguments: [String]) throws -> ProcessResult {
+            try runProcess(Products.farm, arguments + ["--manifest", manifest, "--cache", project.cache], environment: ["CI": "true"])
+        }
+        #expect(try runProcess(Products.farm, ["keys", "init", "--manifest", manifest]).status == 0)
+        let build = try farm(["build"])
+        #expect(build.status == 0 && build.stdout.contains("repository"), "\(build.stdout)\(build.stderr)")
+        let repo = scratch.file("project/repo")
+
+        let name = "e2e-\(getpid())"
+        let up = try farm(["lab", "up", newest.release, "--name", name, "--memory", "256"])
+        #expect(up.status == 0, "\(up.stdout)\(up.stderr)")
+        defer { _ = try? farm(["lab", "down", name]) }
+        func labShell(_ command: String) throws -> String {
+            let result = try runProcess(Products.farm, ["lab", "ssh", "--name", name, "--cache", project.cache, "--manifest", manifest, "--", command])
+            return result.stdout
+        }
+        #expect(try labShell("uname -r").trimmingCharacters(in: .whitespacesAndNewlines) == newest.release)
+        func hostIsClean() throws {
+            let state = try labShell("grep '^lime ' /proc/modules; ls /tmp")
+            #expect(state.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "left on the host: \(state)")
+        }
+
+        // The capture, with the repository's signatures checked against the manifest's key.
+        let output = scratch.file("captures")
+        let capture = try runProcess(Products.farm, ["capture", "--lab", name, "--repo", repo, "--output", output,
+                                                     "--manifest", manifest, "--cache", project.cache])
+        #expect(capture.status == 0, "\(capture.stdout)\(capture.stderr)")
+        let images = try FileManager.default.contentsOfDirectory(atPath: output).filter { $0.hasSuffix(".lime") }
+        let image = output + "/" + (try #require(images.first))
+        #expect(try FileManager.default.attributesOfItem(atPath: image)[.posixPermissions] as? NSNumber == 0o600)
+        let ranges = try LimeImage.ranges(of: image)
+        let ram = ranges.reduce(UInt64(0)) { $0 + $1.size }
+        #expect(ram <= 256 << 20 && ram > 240 << 20, "the image covers \(ram) bytes of a 256 MiB lab")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: image), options: .alwaysMapped)
+        #expect(bytes.range(of: Data("Linux version \(newest.release)".utf8)) != nil, "no kernel banner in the image")
+        let sidecar = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: image + ".json"))) as? [String: Any])
+        #expect((sidecar["sha256"] as? String) == SHA256.hash(bytes).hex)
+        #expect((sidecar["size"] as? NSNumber)?.intValue == bytes.count)
+        try hostIsClean()
+
+        // A module whose signature is bad: refused before anything reaches the host.
+        let bad = scratch.file("bad-repo")
+        #expect(try runProcess("/bin/cp", ["-a", repo, bad]).status == 0)
+        let module = "modules/lime-\(newest.release).ko"
+        var signature = try #require(FileManager.default.contents(atPath: bad + "/" + module + ".sig"))
+        signature[signature.count - 5] ^= 0x40
+        try signature.write(to: URL(fileURLWithPath: bad + "/" + module + ".sig"))
+        let refused = try runProcess(Products.farm, ["capture", "--lab", name, "--repo", bad, "--output", output, "--manifest", manifest,
+                                                     "--cache", project.cache])
+        #expect(refused.status == 1 && refused.stdout.contains(module + ".sig"), "\(refused.stdout)\(refused.stderr)")
+        try hostIsClean()
+
+        // A repository without the host's kernel.
+        let other = try #require(kernels.first { $0.release != newest.release && $0.release.hasSuffix("-cloud-amd64") && $0.suite == newest.suite }
+                                 ?? kernels.first { $0.release != newest.release && $0.suite == newest.suite })
+        let otherManifest = try scratch.write("other/manifest.yml",
+                                              ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [other]), in: original))
+        try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("other/recipes"))
+        #expect(try runProcess(Products.farm, ["keys", "init", "--manifest", otherManifest]).status == 0)
+        let otherBuild = try runProcess(Products.farm, ["build", "--manifest", otherManifest, "--cache", project.cache])
+        #expect(otherBuild.status == 0, "\(otherBuild.stdout)\(otherBuild.stderr)")
+        let missing = try runProcess(Products.farm, ["capture", "--lab", name, "--repo", scratch.file("other/repo"), "--output", output,
+                                                     "--manifest", otherManifest, "--cache", project.cache])
+        #expect(missing.status == 1 && missing.stdout.contains("has no module for \(newest.release)"), "\(missing.stdout)\(missing.stderr)")
+        try hostIsClean()
+
+        // Ctrl-C while memory streams: LiME is unloaded, the upload removed.
+        let interrupted = Process()
+        interrupted.executableURL = URL(fileURLWithPath: Products.farm)
+        interrupted.arguments = ["capture", "--lab", name, "--repo", repo, "--output", scratch.file("interrupted"),
+                                 "--manifest", manifest, "--cache", project.cache]
+        interrupted.standardOutput = FileHandle.nullDevice
+        interrupted.standardError = FileHandle.nullDevice
+        try interrupted.run()
+        let deadline = Date().addingTimeInterval(60)
+        func partialSize() -> Int {
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: scratch.file("interrupted"))) ?? []
+            return files.compactMap { try? FileManager.default.attributesOfItem(atPath: scratch.file("interrupted/" + $0))[.size] as? Int }.max() ?? 0
+        }
+        while Date() < deadline, interrupted.isRunning, partialSize() < 16 << 20 { usleep(100_000) }
+        #expect(partialSize() >= 16 << 20, "streaming never started")
+        kill(interrupted.processIdentifier, SIGINT)
+        interrupted.waitUntilExit()
+        #expect(interrupted.terminationStatus == 130)
+        let lsmod = try labShell("lsmod")
+        #expect(!lsmod.contains("lime"), "LiME is still loaded:\n\(lsmod)")
+        try hostIsClean()
+    }
+}
