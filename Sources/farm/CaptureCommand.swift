@@ -67,9 +67,7 @@ struct CaptureCommand: ParsableCommand {
             if gpgNoVerify {
                 pinned = nil
             } else {
-                let keys = FileManager.default.fileExists(atPath: manifest)
-                    ? (try? ManifestLoader.load(path: manifest)).flatMap { Signing.paths(manifest: $0) } : nil
-                guard let trusted = try fingerprint ?? keys.flatMap({ try RepositoryKey.load($0.repository) })?.fingerprint else {
+                guard let trusted = try RepositoryKey.trusted(given: fingerprint, own: Signing.paths(manifestAt: manifest)?.repository) else {
                     throw ValidationError("which repository key do you trust? pass --fingerprint (or --gpg-no-verify to check checksums only)")
                 }
                 pinned = trusted

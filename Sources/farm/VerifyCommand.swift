@@ -45,9 +45,8 @@ struct VerifyCommand: ParsableCommand {
     }
 
     func verifyRepository() throws {
-        let keys = FileManager.default.fileExists(atPath: manifest)
-            ? (try? ManifestLoader.load(path: manifest)).flatMap { Signing.paths(manifest: $0) } : nil
-        guard let pinned = try fingerprint ?? keys.flatMap({ try RepositoryKey.load($0.repository) })?.fingerprint else {
+        let keys = Signing.paths(manifestAt: manifest)
+        guard let pinned = try RepositoryKey.trusted(given: fingerprint, own: keys?.repository) else {
             throw ValidationError("which repository key do you trust? pass --fingerprint (40 hex digits; REPO_SIGNING_KEY.json in the repository"
                                   + " names it, but only you can vouch for it)")
         }

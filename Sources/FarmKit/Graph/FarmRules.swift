@@ -149,6 +149,13 @@ public struct UnbuildableAction: TaskAction {
 }
 
 extension Signing {
+    /// The keys the manifest at `path` names, when that manifest exists and has `signing:`: the
+    /// defaults `farm verify` and `farm capture` trust, since they are the user's own.
+    public static func paths(manifestAt path: String) -> (module: ModuleKey.Paths, repository: RepositoryKey.Paths)? {
+        guard FileManager.default.fileExists(atPath: path), let manifest = try? ManifestLoader.load(path: path) else { return nil }
+        return paths(manifest: manifest)
+    }
+
     /// Where the manifest's `signing:` keys live (relative paths from the manifest's directory);
     /// nil when the manifest has no `signing:`.
     public static func paths(manifest: Manifest) -> (module: ModuleKey.Paths, repository: RepositoryKey.Paths)? {

@@ -26,6 +26,12 @@ public struct RepositoryKey: Sendable, Codable, Equatable {
         return key
     }
 
+    /// The fingerprint a client pins: the one the user gave, else that of their own repository key.
+    public static func trusted(given: String?, own paths: Paths?) throws -> String? {
+        if let given { return given }
+        return try paths.flatMap { try load($0) }?.fingerprint
+    }
+
     public static func create(at paths: Paths, uid: String, algorithm: String = "rsa3072") throws -> RepositoryKey {
         let fingerprint = try GnuPG.generateKey(into: paths.home, uid: uid, algorithm: algorithm)
         let armored = try GnuPG.exportPublicKey(from: paths.home, fingerprint: fingerprint)
