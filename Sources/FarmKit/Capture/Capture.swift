@@ -135,14 +135,12 @@ public struct Capture: Sendable {
         }
 
         // 3. Upload, checked on the host.
-        let local = try GnuPG.withScratch { scratch -> String in
+        try GnuPG.withScratch { scratch in
             let file = scratch + "/lime.ko"
             try moduleBytes.write(to: URL(fileURLWithPath: file))
             uploaded = true
             _ = try checked(target, "uploading the module", "umask 077; cat > \(Capture.quote(remote))", input: file)
-            return file
         }
-        _ = local
         let sum = try checked(target, "checking the upload", "sha256sum \(Capture.quote(remote))")
         guard sum.hasPrefix(module.checksum) else { throw CaptureError("\(target): the uploaded module's sha256 is not the repository's") }
 

@@ -20,9 +20,7 @@ public enum GnuPG {
     /// A throw-away GNUPGHOME under /tmp (short, so the agent's socket path fits), mode 0700.
     /// Its agent is stopped and the directory removed when `body` returns.
     static func withHome<T>(copying source: String? = nil, _ body: (String) throws -> T) throws -> T {
-        var template = Array("/tmp/farm-gpg-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw FileSystemError.io(operation: "mkdtemp", path: "/tmp", errno: errno) }
-        let home = String(cString: made)
+        let home = try makeTemporaryDirectory("/tmp/farm-gpg-XXXXXX")
         defer { stopAgents(home) }
         chmod(home, 0o700)
         if let source {
@@ -58,11 +56,16 @@ public enum GnuPG {
 
     /// A private scratch directory under /tmp, removed when `body` returns.
     public static func withScratch<T>(_ body: (String) throws -> T) throws -> T {
-        var template = Array("/tmp/farm-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw FileSystemError.io(operation: "mkdtemp", path: "/tmp", errno: errno) }
-        let directory = String(cString: made)
+        let directory = try makeTemporaryDirectory("/tmp/farm-XXXXXX")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         return try body(directory)
+    }
+
+    /// `mkdtemp(template)`: a new directory of mode 0700.
+    static func makeTemporaryDirectory(_ template: String) throws -> String {
+        var bytes = Array(template.utf8CString)
+        guard let made = mkdtemp(&bytes) else { throw FileSystemError.io(operation: "mkdtemp", path: template, errno: errno) }
+        return String(cString: made)
     }
 
     /// Runs gpg in `home` without a terminal; returns the status lines (`[GNUPG:] ...` without the prefix).
