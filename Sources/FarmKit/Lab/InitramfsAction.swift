@@ -10,13 +10,15 @@ public struct LabError: Error, CustomStringConvertible, LocalizedError {
 /// Task kind `initramfs`: what a lab VM boots for one kernel. Input `image` (the kernel's
 /// `linux-image-<release>` package, through the fetch task and the CAS). Outputs `kernel`
 /// (its vmlinuz) and `initramfs` (a gzipped newc cpio): busybox from `busybox-static`, dropbear
-/// from `dropbear-bin` with the libraries it links, the kernel's own NIC driver modules (virtio
-/// and e1000, with their dependencies, in load order), and an `/init` that brings up
-/// QEMU's user network (10.0.2.15) and keeps dropbear running. The lab's keys are not in it:
+/// from `dropbear-bin` and `sftp-server` from `openssh-sftp-server` (so `scp`, `sftp` and SFTP
+/// clients such as Margarita Shotgun's work) with the libraries they link, a `sudo` that runs its
+/// command as the root it already is (for tools written to run `sudo insmod`), the kernel's own
+/// NIC driver modules (virtio and e1000, with their dependencies, in load order), and an `/init`
+/// that brings up QEMU's user network (10.0.2.15) and keeps dropbear running. The lab's keys are not in it:
 /// `farm lab up` appends them as a second cpio archive.
 public struct InitramfsAction: TaskAction {
     public let release: String
-    /// The host's busybox-static and dropbear-bin versions: their binaries go into the image.
+    /// The host's busybox-static, dropbear-bin and openssh-sftp-server versions: their binaries go into the image.
     public let tools: [String: String]
 
     /// Modules loaded in this order when the kernel has them (builtins are simply not found).
@@ -25,7 +27,7 @@ public struct InitramfsAction: TaskAction {
     public init(release: String) throws {
         self.release = release
         var tools: [String: String] = [:]
-        for package in ["busybox-static", "dropbear-bin"] {
+        for package in ["busybox-static", "dropbear-bin", "openssh-sftp-server"] {
             let result = try? Executable.run("/usr/bin/dpkg-query", ["-W", "-f", "${Version}", package])
             guard let result, result.status == 0, !result.stdout.isEmpty else {
                 throw ToolMissing(tool: package, package: package, purpose: "the lab's initramfs")
@@ -36,9 +38,9 @@ public struct InitramfsAction: TaskAction {
     }
 
     public var kind: String { "initramfs" }
-    public var version: Int { 4 }
+    public var version: Int { 5 }
     public var parameters: [(name: String, value: String)] {
-        [("release", release), ("init", InitramfsAction.initScript)] + tools.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        [("release", release), ("init", InitramfsAction.initScript), ("sudo", InitramfsAction.sudoScript)] + tools.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
@@ -60,6 +62,16 @@ public struct InitramfsAction: TaskAction {
       /usr/sbin/dropbear -F -E -s -g -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid
       sleep 1
     done
+
+    """
+
+    /// The lab logs in as root; `sudo [-n] [--] COMMAND...` runs COMMAND as it is.
+    static let sudoScript = """
+    #!/bin/sh
+    while [ "${1#-}" != "$1" ]; do
+      case "$1" in --) shift; break;; -n|-E|-H|-S) shift;; *) echo "sudo (farm lab): option $1 not supported" >&2; exit 1;; esac
+    done
+    exec "$@"
 
     """
 
@@ -87,10 +99,15 @@ public struct InitramfsAction: TaskAction {
             let depth = applet.split(separator: "/").count - 1
             try? FileManager.default.createSymbolicLink(atPath: target, withDestinationPath: String(repeating: "../", count: depth) + "bin/busybox")
         }
-        // dropbear and what it links.
+        // dropbear, the sftp-server at the path dropbear runs it from, and what they link.
         try copy("/usr/sbin/dropbear", to: tree + "/usr/sbin/dropbear", mode: 0o755)
+        try AtomicFile.makeDirectory(tree + "/usr/lib")
+        try copy("/usr/lib/openssh/sftp-server", to: tree + "/usr/lib/sftp-server", mode: 0o755)
+        try Data(InitramfsAction.sudoScript.utf8).write(to: URL(fileURLWithPath: tree + "/usr/bin/sudo"))
+        chmod(tree + "/usr/bin/sudo", 0o755)
         // The loader at its own path; the libraries in /lib, where it looks without an ld.so.cache.
-        for library in try sharedLibraries(of: "/usr/sbin/dropbear") {
+        let libraries = Set(try sharedLibraries(of: "/usr/sbin/dropbear") + sharedLibraries(of: "/usr/lib/openssh/sftp-server"))
+        for library in libraries.sorted() {
             let target = library.contains("/ld-linux") ? library : "/lib/" + (library as NSString).lastPathComponent
             try AtomicFile.makeDirectory(tree + (target as NSString).deletingLastPathComponent)
             guard let real = realpath(library, nil) else { throw LabError("\(library), which dropbear needs, is missing") }
@@ -133,7 +150,7 @@ public struct InitramfsAction: TaskAction {
 
         let archive = context.workDirectory + "/initramfs.cpio.gz"
         try InitramfsAction.pack(tree, into: archive)
-        context.log.append("busybox-static \(tools["busybox-static"] ?? ""), dropbear-bin \(tools["dropbear-bin"] ?? "")\n")
+        context.log.append(tools.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + "\n")
         let kernel = context.workDirectory + "/vmlinuz"
         try FileManager.default.copyItem(atPath: vmlinuz, toPath: kernel)
         return ["kernel": try context.store(file: kernel), "initramfs": try context.store(file: archive)]

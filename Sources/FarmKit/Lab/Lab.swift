@@ -17,6 +17,11 @@ public struct Lab: Sendable, Codable {
     public var knownHosts: String { directory + "/known_hosts" }
     public var pidFile: String { directory + "/qemu.pid" }
     public var console: String { directory + "/console.log" }
+    /// QEMU's QMP socket, when the lab directory's path fits in a socket address.
+    var monitor: QemuMonitor? {
+        let path = directory + "/qmp.sock"
+        return path.utf8.count <= QemuMonitor.maximumPathLength && !path.contains(",") ? QemuMonitor(socketPath: path) : nil
+    }
 
     /// OpenSSH options that reach the lab with strict host key checking against its own known_hosts.
     public var sshOptions: [String] {
@@ -47,7 +52,11 @@ public struct Lab: Sendable, Codable {
 public struct Labs: Sendable {
     public let root: String
 
-    public init(cacheDirectory: String) { root = cacheDirectory + "/labs" }
+    public init(cacheDirectory: String) {
+        // Absolute: a lab's key and known_hosts paths go into ssh options run from anywhere.
+        let cache = cacheDirectory.hasPrefix("/") ? cacheDirectory : FileManager.default.currentDirectoryPath + "/" + cacheDirectory
+        root = URL(fileURLWithPath: cache).standardizedFileURL.path + "/labs"
+    }
 
     public func directory(_ name: String) -> String { root + "/" + name }
 
@@ -65,7 +74,12 @@ public struct Labs: Sendable {
         }
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
-        return try? decoder.decode(Lab.self, from: data)
+        // Where it was found, whatever the description says.
+        return (try? decoder.decode(Lab.self, from: data)).map { lab in
+            var lab = lab
+            lab.directory = directory(name)
+            return lab
+        }
     }
 
     /// The lab a command means: the one named, or the only one there is.
@@ -155,12 +169,15 @@ public struct Labs: Sendable {
                 lab.started = Date()
                 try save(lab)
                 try boot(lab, qemu: qemu, kernel: kernel, initrd: initrd)
-                // KVM gets a few seconds to show progress; a VM that makes none falls back to TCG.
                 let last = index == accelerators.count - 1
-                let timeout = last ? options.bootTimeout : 20
-                if try waitForSSH(lab, timeout: timeout) { return lab }
+                // KVM that is not the last resort must show it answers: console output within a
+                // few seconds, its CPU never stopped by an internal error. Else TCG takes over.
+                let verdict = last ? nil : answers(lab, within: Labs.kvmWindow)
+                if verdict == nil, try waitForSSH(lab, timeout: options.bootTimeout) { return lab }
                 if let pid = lab.pid { kill(pid, SIGKILL); while Lab.alive(pid, mentioning: directory) { usleep(20_000) } }
-                if !last { log("farm: KVM made no progress in \(Int(timeout)) s; booting \(release) again under software emulation (TCG)") }
+                if !last {
+                    log("farm: KVM \(verdict ?? "did not bring up SSH"); booting \(release) again under software emulation (TCG)")
+                }
             }
             let tail = ((try? String(contentsOfFile: lab.console, encoding: .utf8)) ?? "").split(separator: "\n").suffix(15).joined(separator: "\n")
             throw LabError("lab '\(options.name)': \(release) did not answer on SSH within \(Int(options.bootTimeout)) s;"
@@ -218,11 +235,13 @@ public struct Labs: Sendable {
     func boot(_ lab: Lab, qemu: String, kernel: String, initrd: String) throws {
         unlink(lab.pidFile)
         unlink(lab.console)
+        unlink(lab.directory + "/qmp.sock")
         let arguments = ["-name", "farm-lab-\(lab.name)", "-accel", lab.accelerator, "-m", "\(lab.memoryMiB)M", "-smp", "1",
                          "-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1 quiet",
                          "-display", "none", "-monitor", "none", "-serial", "file:\(lab.console)",
                          "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:\(lab.port)-:22", "-device", "virtio-net-pci,netdev=n0",
                          "-device", "virtio-rng-pci", "-no-reboot", "-daemonize", "-pidfile", lab.pidFile]
+            + (lab.monitor.map { ["-qmp", "unix:\($0.socketPath),server=on,wait=off"] } ?? [])
         // QEMU's daemon keeps every descriptor its parent had: it is spawned with nothing but
         // /dev/null and a log file, so no pipe of farm's stays open in it.
         let output = lab.directory + "/qemu.log"
@@ -257,11 +276,31 @@ public struct Labs: Sendable {
         }
     }
 
+    /// How long KVM gets to show console output before farm falls back to TCG. A working KVM
+    /// prints the init's line in about a second; a broken one here stops within about 5 s.
+    static let kvmWindow = 8.0
+
+    /// Nil when the VM answers (it wrote to its console and QMP says its CPU runs); else why not,
+    /// as soon as that is known: QMP reports a stopped CPU, QEMU exits, or the window passes silent.
+    func answers(_ lab: Lab, within window: Double) -> String? {
+        let deadline = Date().addingTimeInterval(window)
+        while true {
+            guard lab.pid != nil else { return "exited" }
+            if let status = lab.monitor?.status(), status != "running", status != "prelaunch" {
+                return "stopped the VM (QEMU status '\(status)') after \(String(format: "%.1f", Date().timeIntervalSince(lab.started))) s"
+            }
+            if let info = try? FileManager.default.attributesOfItem(atPath: lab.console), (info[.size] as? Int ?? 0) > 0 { return nil }
+            guard Date() < deadline else { return "made no progress in \(Int(window)) s" }
+            usleep(250_000)
+        }
+    }
+
     /// Polls `ssh true` until it succeeds, the VM dies, or the time is up.
     func waitForSSH(_ lab: Lab, timeout: Double) throws -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             guard lab.pid != nil else { return false }
+            if let status = lab.monitor?.status(), status != "running", status != "prelaunch" { return false }
             // A VM that is not answering still has its port forwarded by QEMU: the connection is
             // accepted and ssh waits for a banner, which ConnectTimeout does not bound.
             let probe = try Executable.run("/usr/bin/timeout", ["--signal=KILL", "6", Executable.find("ssh")!]
