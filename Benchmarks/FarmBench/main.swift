@@ -8,12 +8,22 @@ import SyntheticKinds
 //   swift run -c release farm-bench [--kernels 10000] [--runs 5]
 //   swift run -c release farm-bench bundle [--release R]   (see BundleBenchmark.swift)
 //   swift run -c release farm-bench compile [--kernels 8]  (see CompileBenchmark.swift)
+//   swift run -c release farm-bench capture [--runs 3]     (see CaptureBenchmark.swift)
 //
 // Reports plan time, cold-cache dry-run time, and no-op build time (farm's whole process, the way
 // a user runs it) next to `ninja -n` and a no-op `ninja`, as ratios.
 
 if CommandLine.arguments.dropFirst().first == "compile" {
     try await compileBenchmark(Array(CommandLine.arguments.dropFirst(2)))
+    exit(0)
+}
+if CommandLine.arguments.dropFirst().first == "capture" {
+    do {
+        try await captureBenchmark(Array(CommandLine.arguments.dropFirst(2)))
+    } catch {
+        print("farm-bench capture: \(error)")
+        exit(1)
+    }
     exit(0)
 }
 if CommandLine.arguments.dropFirst().first == "bundle" {

@@ -1,0 +1,162 @@
+import FarmKit
+import Foundation
+
+/// `farm-bench capture [--manifest manifest.yml] [--release R] [--memory 256] [--runs 3]`: the
+/// same lab VM captured by `farm capture` and by Margarita Shotgun 0.4.1 (the peer, installed by
+/// scripts/install-margaritashotgun), both reading the same farm-published repository over HTTP
+/// with signature checking on, one after the other in each run (the order alternates).
+///
+/// The kernel's LiME is built, signed and published into a scratch project with its own keys;
+/// `farm lab up` boots the kernel; Margarita Shotgun logs in with an RSA key (the only kind it
+/// loads) that the benchmark adds to the lab, and finds farm's repository key in the keyring of
+/// a scratch HOME. Each capture is timed from start to exit, and both images are checked as LiME
+/// files covering the lab's RAM before their sizes count.
+func captureBenchmark(_ arguments: [String]) async throws {
+    var manifestPath = "manifest.yml"
+    var release: String?
+    var memory = 256
+    var runs = 3
+    var rest = arguments[...]
+    while let argument = rest.popFirst() {
+        switch argument {
+        case "--manifest": manifestPath = rest.popFirst() ?? manifestPath
+        case "--release": release = rest.popFirst()
+        case "--memory": memory = rest.popFirst().flatMap(Int.init) ?? memory
+        case "--runs": runs = max(1, rest.popFirst().flatMap(Int.init) ?? runs)
+        default:
+            FileHandle.standardError.write(Data("usage: farm-bench capture [--manifest PATH] [--release R] [--memory MiB] [--runs N]\n".utf8))
+            exit(2)
+        }
+    }
+    let farm = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("farm").path
+    let peers = ProcessInfo.processInfo.environment["FARM_PEERS"] ?? "/opt/farm-peers"
+    let peer = peers + "/margaritashotgun/bin/margaritashotgun"
+    guard access(peer, X_OK) == 0 else {
+        print("Margarita Shotgun is not installed at \(peer); run scripts/install-margaritashotgun")
+        exit(1)
+    }
+    let session = try Session(manifestPath: manifestPath, cacheDirectory: nil, rules: FarmRules())
+    let cache = URL(fileURLWithPath: session.cacheDirectory).standardizedFileURL.path
+    let bookworm = session.manifest.kernels.filter {
+        $0.distribution == "debian-12" && $0.release.hasSuffix("-amd64") && !$0.release.hasSuffix("-cloud-amd64") && !$0.release.hasSuffix("-rt-amd64")
+    }
+    let chosen = release.map { wanted in session.manifest.kernels.first { $0.release == wanted } }
+        ?? bookworm.max { DebianVersion.less($0.version ?? "", $1.version ?? "") }
+    guard let kernel = chosen else { print("no such kernel in \(manifestPath): \(release ?? "newest bookworm amd64")"); exit(1) }
+
+    // A scratch project: this one kernel, the manifest's recipes, its own keys and repository.
+    let work = NSTemporaryDirectory() + "farm-bench-capture-\(getpid())"
+    try AtomicFile.makeDirectory(work + "/project")
+    defer { try? FileManager.default.removeItem(atPath: work) }
+    let manifest = work + "/project/manifest.yml"
+    let original = try String(contentsOfFile: manifestPath, encoding: .utf8)
+    try Data(ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [kernel]), in: original).utf8)
+        .write(to: URL(fileURLWithPath: manifest))
+    try FileManager.default.copyItem(atPath: session.manifest.directory + "/recipes", toPath: work + "/project/recipes")
+    func farmRun(_ arguments: [String], passing command: [String] = [], input: String? = nil) throws -> Executable.Result {
+        try Executable.run(farm, arguments + ["--manifest", manifest, "--cache", cache] + command, input: input)
+    }
+    // Failures throw, so the lab, the server and the scratch directory are still cleaned up.
+    func require(_ result: Executable.Result, _ what: String) throws {
+        guard result.status != 0 else { return }
+        throw BenchFailure("\(what) failed (exit \(result.status)):\n\(result.stdout)\(result.stderr)")
+    }
+    try require(try Executable.run(farm, ["keys", "init", "--manifest", manifest]), "farm keys init")
+    try require(try farmRun(["build"]), "farm build")
+    let repository = work + "/project/repo"
+
+    let lab = "bench-capture-\(getpid())"
+    try require(try farmRun(["lab", "up", kernel.release, "--name", lab, "--memory", String(memory)]), "farm lab up")
+    defer { _ = try? farmRun(["lab", "down", lab]) }
+    let accelerator = Labs(cacheDirectory: cache).load(lab)?.accelerator ?? "?"
+
+    // The repository over HTTP, as Margarita Shotgun needs it (farm reads the same URL).
+    let port = try Labs.freePort()
+    let server = Process()
+    server.executableURL = URL(fileURLWithPath: try Executable.find("python3").unwrap("python3 is not installed"))
+    server.arguments = ["-m", "http.server", "--bind", "127.0.0.1", String(port), "--directory", repository]
+    server.standardOutput = FileHandle.nullDevice
+    server.standardError = FileHandle.nullDevice
+    try server.run()
+    defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
+    let url = "http://127.0.0.1:\(port)"
+    for _ in 0..<100 where (try? Executable.run("/usr/bin/curl", ["-sf", "-o", "/dev/null", url + "/repodata/repomd.xml"]))?.status != 0 {
+        usleep(100_000)
+    }
+
+    // Margarita Shotgun's way in: an RSA key in the lab, farm's repository key in its keyring.
+    let peerHome = work + "/peer-home"
+    try AtomicFile.makeDirectory(peerHome + "/.gnupg")
+    chmod(peerHome + "/.gnupg", 0o700)
+    try require(try Executable.run("/usr/bin/gpg", ["--homedir", peerHome + "/.gnupg", "--batch", "--quiet", "--import",
+                                                work + "/project/keys/repo.asc"]), "gpg --import")
+    let rsa = work + "/id_rsa"
+    try require(try Executable.run(try Executable.find("ssh-keygen").unwrap("ssh-keygen is not installed"),
+                               ["-q", "-t", "rsa", "-b", "3072", "-N", "", "-C", "farm-bench", "-f", rsa]), "ssh-keygen")
+    try require(try farmRun(["lab", "ssh", "--name", lab], passing: ["--", "cat >> /root/.ssh/authorized_keys"], input: rsa + ".pub"), "authorizing the RSA key")
+    let labPort = Labs(cacheDirectory: cache).load(lab)?.port ?? 0
+
+    /// Bytes of a captured image, after checking it is LiME covering the lab's RAM.
+    func checkedSize(of image: String, by who: String) throws -> Int {
+        let covered = try LimeImage.ranges(of: image).reduce(UInt64(0)) { $0 + $1.size }
+        guard covered > UInt64(memory - 16) << 20, covered <= UInt64(memory) << 20 else {
+            throw BenchFailure("\(who)'s image covers \(covered) bytes of a \(memory) MiB lab")
+        }
+        return (try FileManager.default.attributesOfItem(atPath: image)[.size] as? Int) ?? 0
+    }
+    func captureWithFarm(_ index: Int) throws -> (seconds: Double, bytes: Int) {
+        let output = work + "/farm-\(index)"
+        let start = ContinuousClock.now
+        let result = try farmRun(["capture", "--lab", lab, "--repo", url, "--output", output])
+        let elapsed = seconds(ContinuousClock.now - start)
+        try require(result, "farm capture")
+        let image = try FileManager.default.contentsOfDirectory(atPath: output).first { $0.hasSuffix(".lime") }.unwrap("farm wrote no image")
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        return (elapsed, try checkedSize(of: output + "/" + image, by: "farm"))
+    }
+    func captureWithPeer(_ index: Int) throws -> (seconds: Double, bytes: Int) {
+        let output = work + "/peer-\(index)"
+        try AtomicFile.makeDirectory(output)
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        var environment = ProcessInfo.processInfo.environment
+        environment["HOME"] = peerHome
+        environment["PYTHONWARNINGS"] = "ignore"
+        let start = ContinuousClock.now
+        let result = try Executable.run(peer, ["--server", "127.0.0.1", "--port", String(labPort), "--username", "root", "--key", rsa,
+                                               "--repository", "--repository-url", url, "--filename", output + "/memory.lime"],
+                                        environment: environment, directory: output)
+        let elapsed = seconds(ContinuousClock.now - start)
+        // It exits 0 whatever happened; its log says which hosts completed.
+        guard result.status == 0, (result.stdout + result.stderr).contains("completed: 1"),
+              FileManager.default.fileExists(atPath: output + "/memory.lime") else {
+            throw BenchFailure("Margarita Shotgun did not capture the lab (exit \(result.status)):\n\(result.stdout)\(result.stderr)")
+        }
+        return (elapsed, try checkedSize(of: output + "/memory.lime", by: "Margarita Shotgun"))
+    }
+
+    print("farm-bench capture: \(kernel.release) lab (\(accelerator), \(memory) MiB), repository over HTTP with signatures checked, \(runs) run(s) each")
+    func mib(_ bytes: Int) -> Double { Double(bytes) / 1_048_576 }
+    var farmRuns: [(seconds: Double, bytes: Int)] = []
+    var peerRuns: [(seconds: Double, bytes: Int)] = []
+    for index in 0..<runs {
+        if index % 2 == 0 {
+            farmRuns.append(try captureWithFarm(index))
+            peerRuns.append(try captureWithPeer(index))
+        } else {
+            peerRuns.append(try captureWithPeer(index))
+            farmRuns.append(try captureWithFarm(index))
+        }
+        let (f, p) = (farmRuns[index], peerRuns[index])
+        print(String(format: "run %d  farm capture %6.2f s (%.1f MiB, %5.2f MiB/s)   margaritashotgun %6.2f s (%.1f MiB, %5.2f MiB/s)",
+                     index + 1, f.seconds, mib(f.bytes), mib(f.bytes) / f.seconds, p.seconds, mib(p.bytes), mib(p.bytes) / p.seconds))
+    }
+    let farmSeconds = median(farmRuns.map(\.seconds)), peerSeconds = median(peerRuns.map(\.seconds))
+    let farmRate = mib(farmRuns[0].bytes) / farmSeconds, peerRate = mib(peerRuns[0].bytes) / peerSeconds
+    print(String(format: "median  farm capture %.2f s, %.2f MiB/s   Margarita Shotgun 0.4.1 %.2f s, %.2f MiB/s   throughput ratio farm/peer %.2fx",
+                 farmSeconds, farmRate, peerSeconds, peerRate, farmRate / peerRate))
+}
+
+struct BenchFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
