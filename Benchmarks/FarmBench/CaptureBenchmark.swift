@@ -88,6 +88,7 @@ func captureBenchmark(_ arguments: [String]) async throws {
     let peerHome = work + "/peer-home"
     try AtomicFile.makeDirectory(peerHome + "/.gnupg")
     chmod(peerHome + "/.gnupg", 0o700)
+    defer { _ = try? Executable.run("/usr/bin/gpgconf", ["--homedir", peerHome + "/.gnupg", "--kill", "all"]) }
     try require(try Executable.run("/usr/bin/gpg", ["--homedir", peerHome + "/.gnupg", "--batch", "--quiet", "--import",
                                                 work + "/project/keys/repo.asc"]), "gpg --import")
     let rsa = work + "/id_rsa"
@@ -95,6 +96,7 @@ func captureBenchmark(_ arguments: [String]) async throws {
                                ["-q", "-t", "rsa", "-b", "3072", "-N", "", "-C", "farm-bench", "-f", rsa]), "ssh-keygen")
     try require(try farmRun(["lab", "ssh", "--name", lab], passing: ["--", "cat >> /root/.ssh/authorized_keys"], input: rsa + ".pub"), "authorizing the RSA key")
     let labPort = Labs(cacheDirectory: cache).load(lab)?.port ?? 0
+    let labConsole = Labs(cacheDirectory: cache).directory(lab) + "/console.log"
 
     /// Bytes of a captured image, after checking it is LiME covering the lab's RAM.
     func checkedSize(of image: String, by who: String) throws -> Int {
@@ -114,24 +116,38 @@ func captureBenchmark(_ arguments: [String]) async throws {
         defer { try? FileManager.default.removeItem(atPath: output) }
         return (elapsed, try checkedSize(of: output + "/" + image, by: "farm"))
     }
+    /// Margarita Shotgun's attempts that failed, and why (its capture is retried, up to 3 times).
+    var peerFailures: [String] = []
     func captureWithPeer(_ index: Int) throws -> (seconds: Double, bytes: Int) {
         let output = work + "/peer-\(index)"
-        try AtomicFile.makeDirectory(output)
-        defer { try? FileManager.default.removeItem(atPath: output) }
         var environment = ProcessInfo.processInfo.environment
         environment["HOME"] = peerHome
         environment["PYTHONWARNINGS"] = "ignore"
-        let start = ContinuousClock.now
-        let result = try Executable.run(peer, ["--server", "127.0.0.1", "--port", String(labPort), "--username", "root", "--key", rsa,
-                                               "--repository", "--repository-url", url, "--filename", output + "/memory.lime"],
-                                        environment: environment, directory: output)
-        let elapsed = seconds(ContinuousClock.now - start)
-        // It exits 0 whatever happened; its log says which hosts completed.
-        guard result.status == 0, (result.stdout + result.stderr).contains("completed: 1"),
-              FileManager.default.fileExists(atPath: output + "/memory.lime") else {
-            throw BenchFailure("Margarita Shotgun did not capture the lab (exit \(result.status)):\n\(result.stdout)\(result.stderr)")
+        for _ in 0..<3 {
+            try AtomicFile.makeDirectory(output)
+            defer { try? FileManager.default.removeItem(atPath: output) }
+            let console = (try? FileManager.default.attributesOfItem(atPath: labConsole)[.size] as? Int) ?? 0
+            let start = ContinuousClock.now
+            // It can hang after a failure: `timeout` ends its whole process group (its workers too).
+            let result = try Executable.run("/usr/bin/timeout", ["--signal=KILL", "180", peer, "--server", "127.0.0.1", "--port", String(labPort),
+                                                                 "--username", "root", "--key", rsa, "--repository", "--repository-url", url,
+                                                                 "--filename", output + "/memory.lime"],
+                                            environment: environment, directory: output)
+            let elapsed = seconds(ContinuousClock.now - start)
+            // It exits 0 whatever happened; its log says which hosts completed.
+            if result.status == 0, (result.stdout + result.stderr).contains("completed: 1"), FileManager.default.fileExists(atPath: output + "/memory.lime") {
+                return (elapsed, try checkedSize(of: output + "/memory.lime", by: "Margarita Shotgun"))
+            }
+            // Why, in the lab's words (dropbear logs to the console), else in its own.
+            let added = (try? Data(contentsOf: URL(fileURLWithPath: labConsole)).dropFirst(console)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            let reason = added.split(separator: "\n").last { $0.contains("Exit (root)") && !$0.contains("Disconnect received") && !$0.contains("Exited normally") }
+                ?? (result.stdout + result.stderr).split(separator: "\n").last { $0.contains("CRITICAL") || $0.contains("ERROR") }
+                ?? "exit \(result.status)"
+            peerFailures.append(String(reason).trimmingCharacters(in: .whitespaces))
+            // Undo what it left: its own cleanup runs `pkill`, which the lab's busybox lacks.
+            _ = try farmRun(["lab", "ssh", "--name", lab], passing: ["--", "killall insmod; sleep 1; rmmod lime; rm -f /tmp/lime.ko; true"])
         }
-        return (elapsed, try checkedSize(of: output + "/memory.lime", by: "Margarita Shotgun"))
+        throw BenchFailure("Margarita Shotgun failed 3 times in a row:\n" + peerFailures.suffix(3).joined(separator: "\n"))
     }
 
     print("farm-bench capture: \(kernel.release) lab (\(accelerator), \(memory) MiB), repository over HTTP with signatures checked, \(runs) run(s) each")
@@ -152,6 +168,10 @@ func captureBenchmark(_ arguments: [String]) async throws {
     }
     let farmSeconds = median(farmRuns.map(\.seconds)), peerSeconds = median(peerRuns.map(\.seconds))
     let farmRate = mib(farmRuns[0].bytes) / farmSeconds, peerRate = mib(peerRuns[0].bytes) / peerSeconds
+    if !peerFailures.isEmpty {
+        print("Margarita Shotgun failed \(peerFailures.count) attempt(s), retried; the lab's dropbear said:")
+        for failure in peerFailures { print("  " + failure) }
+    }
     print(String(format: "median  farm capture %.2f s, %.2f MiB/s   Margarita Shotgun 0.4.1 %.2f s, %.2f MiB/s   throughput ratio farm/peer %.2fx",
                  farmSeconds, farmRate, peerSeconds, peerRate, farmRate / peerRate))
 }

@@ -38,6 +38,19 @@ public struct Lab: Sendable, Codable {
         return Lab.alive(pid, mentioning: directory) ? pid : nil
     }
 
+    /// Every live QEMU whose command line names this lab's directory: also one whose pid file a
+    /// killed farm never got to read.
+    var qemuProcesses: [Int32] {
+        let marker = Data((directory + "/").utf8)
+        let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
+        return pids.filter { pid in
+            guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+                  let program = cmdline.split(separator: 0).first,
+                  String(decoding: program, as: UTF8.self).hasSuffix("qemu-system-x86_64") else { return false }
+            return cmdline.range(of: marker) != nil && Lab.alive(pid, mentioning: directory)
+        }
+    }
+
     static func alive(_ pid: Int32, mentioning marker: String) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
               let close = stat.lastIndex(of: ")") else { return false }
@@ -102,17 +115,15 @@ public struct Labs: Sendable {
     /// a farm that was killed while bringing it up.
     @discardableResult
     public func down(_ lab: Lab) -> Bool {
-        var ended = false
-        if let pid = lab.pid {
-            kill(pid, SIGTERM)
-            let deadline = Date().addingTimeInterval(5)
-            while Date() < deadline, Lab.alive(pid, mentioning: lab.directory) { usleep(50_000) }
-            if Lab.alive(pid, mentioning: lab.directory) {
-                kill(pid, SIGKILL)
-                while Lab.alive(pid, mentioning: lab.directory) { usleep(20_000) }
-            }
-            ended = true
+        let pids = Set([lab.pid].compactMap { $0 } + lab.qemuProcesses)
+        for pid in pids { kill(pid, SIGTERM) }
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline, pids.contains(where: { Lab.alive($0, mentioning: lab.directory) }) { usleep(50_000) }
+        for pid in pids where Lab.alive(pid, mentioning: lab.directory) {
+            kill(pid, SIGKILL)
+            while Lab.alive(pid, mentioning: lab.directory) { usleep(20_000) }
         }
+        let ended = !pids.isEmpty
         try? FileManager.default.removeItem(atPath: lab.directory)
         return ended
     }

@@ -35,6 +35,12 @@ extension DebianArchiveTests.CompileTests {
             return result.stdout
         }
         #expect(try labShell("uname -r").trimmingCharacters(in: .whitespacesAndNewlines) == newest.release)
+        // scp (over SFTP) and sudo work in the lab, as tools written for ordinary hosts expect.
+        let lab = try #require(Labs(cacheDirectory: project.cache).load(name))
+        let note = try scratch.write("note.txt", "hello from farm\n")
+        let scp = try runProcess("/usr/bin/scp", lab.sshOptions.map { $0 == "-p" ? "-P" : $0 } + [note, lab.destination + ":/tmp/note.txt"])
+        #expect(scp.status == 0, "\(scp.stdout)\(scp.stderr)")
+        #expect(try labShell("sudo -n cat /tmp/note.txt && rm /tmp/note.txt") == "hello from farm\n")
         func hostIsClean() throws {
             let state = try labShell("grep '^lime ' /proc/modules; ls /tmp")
             #expect(state.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "left on the host: \(state)")
@@ -105,5 +111,34 @@ extension DebianArchiveTests.CompileTests {
         let lsmod = try labShell("lsmod")
         #expect(!lsmod.contains("lime"), "LiME is still loaded:\n\(lsmod)")
         try hostIsClean()
+
+        // A farm killed while its lab boots leaves QEMU running; the next 'farm lab down' ends it.
+        let orphan = "orphan-\(getpid())"
+        let orphanDirectory = Labs(cacheDirectory: project.cache).directory(orphan)
+        let starting = Process()
+        starting.executableURL = URL(fileURLWithPath: Products.farm)
+        starting.arguments = ["lab", "up", newest.release, "--name", orphan, "--memory", "128", "--accel", "tcg",
+                              "--manifest", manifest, "--cache", project.cache]
+        starting.standardOutput = FileHandle.nullDevice
+        starting.standardError = FileHandle.nullDevice
+        try starting.run()
+        func qemuOfOrphan() -> Int32? {
+            let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
+            return pids.first { pid in
+                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), !stat.contains(") Z ") else { return false }
+                return FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")?.range(of: Data(orphanDirectory.utf8)) != nil
+                    && pid != starting.processIdentifier
+            }
+        }
+        let bootDeadline = Date().addingTimeInterval(60)
+        while Date() < bootDeadline, qemuOfOrphan() == nil { usleep(100_000) }
+        #expect(qemuOfOrphan() != nil, "farm lab up never started QEMU")
+        kill(starting.processIdentifier, SIGKILL)
+        starting.waitUntilExit()
+        #expect(try farm(["lab", "list"]).stdout.contains(orphan))
+        let ended = try farm(["lab", "down", orphan])
+        #expect(ended.status == 0 && ended.stdout.contains("ended"), "\(ended.stdout)\(ended.stderr)")
+        #expect(qemuOfOrphan() == nil, "the orphaned lab's QEMU outlived 'farm lab down'")
+        #expect(!FileManager.default.fileExists(atPath: orphanDirectory))
     }
 }
