@@ -126,8 +126,10 @@ extension DebianArchiveTests.CompileTests {
             let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
             return pids.first { pid in
                 guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), !stat.contains(") Z ") else { return false }
-                return FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")?.range(of: Data(orphanDirectory.utf8)) != nil
-                    && pid != starting.processIdentifier
+                // QEMU itself: farm's key generation and SSH probes also name the lab's directory.
+                guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+                      String(decoding: cmdline.prefix { $0 != 0 }, as: UTF8.self).hasSuffix("qemu-system-x86_64") else { return false }
+                return cmdline.range(of: Data((orphanDirectory + "/").utf8)) != nil
             }
         }
         let bootDeadline = Date().addingTimeInterval(60)
