@@ -22,6 +22,11 @@ public struct Lab: Sendable, Codable {
         let path = directory + "/qmp.sock"
         return path.utf8.count <= QemuMonitor.maximumPathLength && !path.contains(",") ? QemuMonitor(socketPath: path) : nil
     }
+    /// QEMU's status when QMP says the CPU no longer runs (`internal-error`, `shutdown`, ...).
+    var stoppedStatus: String? {
+        guard let status = monitor?.status(), status != "running", status != "prelaunch" else { return nil }
+        return status
+    }
 
     /// OpenSSH options that reach the lab with strict host key checking against its own known_hosts.
     public var sshOptions: [String] {
@@ -41,14 +46,7 @@ public struct Lab: Sendable, Codable {
     /// Every live QEMU whose command line names this lab's directory: also one whose pid file a
     /// killed farm never got to read.
     var qemuProcesses: [Int32] {
-        let marker = Data((directory + "/").utf8)
-        let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
-        return pids.filter { pid in
-            guard let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
-                  let program = cmdline.split(separator: 0).first,
-                  String(decoding: program, as: UTF8.self).hasSuffix("qemu-system-x86_64") else { return false }
-            return cmdline.range(of: marker) != nil && Lab.alive(pid, mentioning: directory)
-        }
+        ProcessTable.processes(mentioning: directory + "/").filter { $0.program.hasSuffix("qemu-system-x86_64") }.map(\.pid)
     }
 
     static func alive(_ pid: Int32, mentioning marker: String) -> Bool {
@@ -115,7 +113,8 @@ public struct Labs: Sendable {
     /// a farm that was killed while bringing it up.
     @discardableResult
     public func down(_ lab: Lab) -> Bool {
-        let pids = Set([lab.pid].compactMap { $0 } + lab.qemuProcesses)
+        // The pid file's QEMU names the lab's directory too, so this finds it as well.
+        let pids = lab.qemuProcesses
         for pid in pids { kill(pid, SIGTERM) }
         let deadline = Date().addingTimeInterval(5)
         while Date() < deadline, pids.contains(where: { Lab.alive($0, mentioning: lab.directory) }) { usleep(50_000) }
@@ -297,7 +296,7 @@ public struct Labs: Sendable {
         let deadline = Date().addingTimeInterval(window)
         while true {
             guard lab.pid != nil else { return "exited" }
-            if let status = lab.monitor?.status(), status != "running", status != "prelaunch" {
+            if let status = lab.stoppedStatus {
                 return "stopped the VM (QEMU status '\(status)') after \(String(format: "%.1f", Date().timeIntervalSince(lab.started))) s"
             }
             if let info = try? FileManager.default.attributesOfItem(atPath: lab.console), (info[.size] as? Int ?? 0) > 0 { return nil }
@@ -311,7 +310,7 @@ public struct Labs: Sendable {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             guard lab.pid != nil else { return false }
-            if let status = lab.monitor?.status(), status != "running", status != "prelaunch" { return false }
+            if lab.stoppedStatus != nil { return false }
             // A VM that is not answering still has its port forwarded by QEMU: the connection is
             // accepted and ssh waits for a banner, which ConnectTimeout does not bound.
             let probe = try Executable.run("/usr/bin/timeout", ["--signal=KILL", "6", Executable.find("ssh")!]

@@ -46,13 +46,7 @@ public enum GnuPG {
     }
 
     /// Whether a process's command line names `home` (the agent runs as `gpg-agent --homedir HOME`).
-    static func processUsing(_ home: String) -> Bool {
-        let needle = Data(home.utf8)
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where entry.first?.isNumber == true {
-            if let line = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), line.range(of: needle) != nil { return true }
-        }
-        return false
-    }
+    static func processUsing(_ home: String) -> Bool { !ProcessTable.processes(mentioning: home).isEmpty }
 
     /// A private scratch directory under /tmp, removed when `body` returns.
     public static func withScratch<T>(_ body: (String) throws -> T) throws -> T {
