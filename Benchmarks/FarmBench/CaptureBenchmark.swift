@@ -68,7 +68,7 @@ func captureBenchmark(_ arguments: [String]) async throws {
     let lab = "bench-capture-\(getpid())"
     try require(try farmRun(["lab", "up", kernel.release, "--name", lab, "--memory", String(memory)]), "farm lab up")
     defer { _ = try? farmRun(["lab", "down", lab]) }
-    let accelerator = Labs(cacheDirectory: cache).load(lab)?.accelerator ?? "?"
+    let booted = try Labs(cacheDirectory: cache).load(lab).unwrap("farm lab up left no lab '\(lab)'")
 
     // The repository over HTTP, as Margarita Shotgun needs it (farm reads the same URL).
     let port = try Labs.freePort()
@@ -95,8 +95,6 @@ func captureBenchmark(_ arguments: [String]) async throws {
     try require(try Executable.run(try Executable.find("ssh-keygen").unwrap("ssh-keygen is not installed"),
                                ["-q", "-t", "rsa", "-b", "3072", "-N", "", "-C", "farm-bench", "-f", rsa]), "ssh-keygen")
     try require(try farmRun(["lab", "ssh", "--name", lab], passing: ["--", "cat >> /root/.ssh/authorized_keys"], input: rsa + ".pub"), "authorizing the RSA key")
-    let labPort = Labs(cacheDirectory: cache).load(lab)?.port ?? 0
-    let labConsole = Labs(cacheDirectory: cache).directory(lab) + "/console.log"
 
     /// Bytes of a captured image, after checking it is LiME covering the lab's RAM.
     func checkedSize(of image: String, by who: String) throws -> Int {
@@ -126,10 +124,10 @@ func captureBenchmark(_ arguments: [String]) async throws {
         for _ in 0..<3 {
             try AtomicFile.makeDirectory(output)
             defer { try? FileManager.default.removeItem(atPath: output) }
-            let console = (try? FileManager.default.attributesOfItem(atPath: labConsole)[.size] as? Int) ?? 0
+            let console = (try? FileManager.default.attributesOfItem(atPath: booted.console)[.size] as? Int) ?? 0
             let start = ContinuousClock.now
             // It can hang after a failure: `timeout` ends its whole process group (its workers too).
-            let result = try Executable.run("/usr/bin/timeout", ["--signal=KILL", "180", peer, "--server", "127.0.0.1", "--port", String(labPort),
+            let result = try Executable.run("/usr/bin/timeout", ["--signal=KILL", "180", peer, "--server", "127.0.0.1", "--port", String(booted.port),
                                                                  "--username", "root", "--key", rsa, "--repository", "--repository-url", url,
                                                                  "--filename", output + "/memory.lime"],
                                             environment: environment, directory: output)
@@ -139,7 +137,7 @@ func captureBenchmark(_ arguments: [String]) async throws {
                 return (elapsed, try checkedSize(of: output + "/memory.lime", by: "Margarita Shotgun"))
             }
             // Why, in the lab's words (dropbear logs to the console), else in its own.
-            let added = (try? Data(contentsOf: URL(fileURLWithPath: labConsole)).dropFirst(console)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            let added = (try? Data(contentsOf: URL(fileURLWithPath: booted.console)).dropFirst(console)).map { String(decoding: $0, as: UTF8.self) } ?? ""
             let reason = added.split(separator: "\n").last { $0.contains("Exit (root)") && !$0.contains("Disconnect received") && !$0.contains("Exited normally") }
                 ?? (result.stdout + result.stderr).split(separator: "\n").last { $0.contains("CRITICAL") || $0.contains("ERROR") }
                 ?? "exit \(result.status)"
@@ -150,7 +148,7 @@ func captureBenchmark(_ arguments: [String]) async throws {
         throw BenchFailure("Margarita Shotgun failed 3 times in a row:\n" + peerFailures.suffix(3).joined(separator: "\n"))
     }
 
-    print("farm-bench capture: \(kernel.release) lab (\(accelerator), \(memory) MiB), repository over HTTP with signatures checked, \(runs) run(s) each")
+    print("farm-bench capture: \(kernel.release) lab (\(booted.accelerator), \(memory) MiB), repository over HTTP with signatures checked, \(runs) run(s) each")
     func mib(_ bytes: Int) -> Double { Double(bytes) / 1_048_576 }
     var farmRuns: [(seconds: Double, bytes: Int)] = []
     var peerRuns: [(seconds: Double, bytes: Int)] = []
