@@ -5,12 +5,9 @@ struct BuildCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "build", abstract: "Build what the manifest asks for, reusing every cached result.")
 
     @OptionGroup var options: GlobalOptions
-
-    @Option(name: .short, help: "CPU tasks at once (default: cores + 1).")
-    var jobs: Int = BuildOptions.defaultJobs
-
-    @Option(name: .long, help: "Downloads at once.")
-    var netJobs: Int = 8
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var sandbox: SandboxOption
+    @OptionGroup var jobs: JobOptions
 
     @Flag(name: [.customShort("k"), .long], help: "Build everything that does not depend on a failure.")
     var keepGoing = false
@@ -22,15 +19,8 @@ struct BuildCommand: AsyncParsableCommand {
     var patterns: [String] = []
 
     func run() async throws {
-        let summary: BuildSummary
-        do {
-            let session = try options.session()
-            summary = try await session.build(patterns: patterns,
-                                              options: BuildOptions(jobs: jobs, networkJobs: netJobs, keepGoing: keepGoing, dryRun: dryRun),
-                                              reporter: options.reporter())
-        } catch {
-            throw exitReporting(error)
-        }
+        let summary = try await options.session(sandbox: sandbox.sandbox)
+            .build(patterns: patterns, options: jobs.buildOptions(keepGoing: keepGoing, dryRun: dryRun), reporter: output.reporter())
         if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
     }
 }

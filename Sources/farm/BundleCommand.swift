@@ -7,25 +7,21 @@ struct BundleCommand: AsyncParsableCommand {
         abstract: "Build one kernel's bundle (kernel-packer layout) and write it to a directory.")
 
     @OptionGroup var options: GlobalOptions
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var jobs: JobOptions
 
-    @Option(name: .shortAndLong, help: "The directory to write bundle-<release>.tgz into.")
-    var output: String = "."
-
-    @Option(name: .long, help: "Downloads at once.")
-    var netJobs: Int = 8
+    @Option(name: [.customShort("o"), .customLong("output")], help: "The directory to write bundle-<release>.tgz into.")
+    var directory: String = "."
 
     @Argument(help: "The kernel release, as the manifest lists it (e.g. 6.1.0-56-amd64).")
     var release: String
 
     func run() async throws {
-        let result: (summary: BuildSummary, path: String?)
-        do {
-            result = try await options.session().buildOne("bundle:\(release)", output: "bundle", into: output,
-                                                          as: "bundle-\(release).tgz",
-                                                          options: BuildOptions(networkJobs: netJobs), reporter: options.reporter())
-        } catch {
-            throw exitReporting(error)
-        }
+        let session = try options.session()
+        let kernel = try session.kernel(release)
+        let result = try await session.buildOne("bundle:\(kernel.release)", output: "bundle", into: directory,
+                                                as: "bundle-\(kernel.release).tgz",
+                                                          options: jobs.buildOptions(), reporter: output.reporter())
         guard let path = result.path else { throw ExitCode(ExitStatus.failure) }
         print(path)
     }

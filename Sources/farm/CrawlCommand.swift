@@ -9,18 +9,15 @@ struct CrawlCommand: AsyncParsableCommand {
 
     @OptionGroup var options: GlobalOptions
 
+    @Flag(name: .shortAndLong, help: "Print each index and file the crawl reads.")
+    var verbose = false
+
     @Flag(name: .long, help: "Remove kernels that are gone from a suite that was read.")
     var prune = false
 
     func run() async throws {
-        let outcome: (result: Crawler.Result, changed: Bool)
-        do {
-            let cache = Session.cacheDirectory(option: options.cache, manifestPath: options.manifest)
-            outcome = try await Crawler.updateManifest(at: options.manifest, cacheDirectory: cache, prune: prune) { line in
-                if options.verbose { FileHandle.standardError.write(Data(line.utf8)) }
-            }
-        } catch {
-            throw exitReporting(error)
+        let outcome = try await Crawler.updateManifest(at: options.manifest, cacheDirectory: options.cacheDirectory, prune: prune) { line in
+            if verbose { FileHandle.standardError.write(Data(line.utf8)) }
         }
         let result = outcome.result
         for release in result.added { print("new kernel: \(release)") }

@@ -2,6 +2,8 @@ import ArgumentParser
 import FarmKit
 import Foundation
 
+/// `--manifest` and `--cache`: the project and cache a command works on. Every other shared flag
+/// is its own group, declared only by the commands that honour it.
 struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "The manifest to read.")
     var manifest = "manifest.yml"
@@ -9,21 +11,47 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .long, help: "The cache directory (default: $FARM_CACHE, else cache/ beside the manifest).")
     var cache: String?
 
+    var cacheDirectory: String { Session.cacheDirectory(option: cache, manifestPath: manifest) }
+
+    func session(sandbox: SandboxBackend? = nil) throws -> Session {
+        try Session(manifestPath: manifest, cacheDirectory: cache, rules: FarmRules(sandbox: sandbox))
+    }
+}
+
+/// `--json` and `-v`: how a build's progress is shown.
+struct OutputOptions: ParsableArguments {
     @Flag(name: .long, help: "Print one JSON object per event, for machines.")
     var json = false
 
     @Flag(name: .shortAndLong, help: "Show each task's log as it finishes.")
     var verbose = false
 
-    @Option(name: .long, help: "Where builds run: bwrap (default), chroot (root only) or host (not reproducible). Overrides the manifest's 'sandbox:'.")
-    var sandbox: SandboxBackend?
-
-    func session() throws -> Session {
-        try Session(manifestPath: manifest, cacheDirectory: cache, rules: FarmRules(sandbox: sandbox))
-    }
-
     func reporter() -> any BuildReporter {
         json ? JSONReporter() : ConsoleReporter(style: ConsoleReporter.defaultStyle(), verbose: verbose)
+    }
+}
+
+/// `--sandbox`: for the commands whose plan holds compile tasks.
+struct SandboxOption: ParsableArguments {
+    @Option(name: .long, help: "Where builds run: bwrap (default), chroot (root only) or host (not reproducible). Overrides the manifest's 'sandbox:'.")
+    var sandbox: SandboxBackend?
+}
+
+/// `-j` and `--net-jobs`: how many tasks run at once.
+struct JobOptions: ParsableArguments {
+    @Option(name: .short, help: "CPU tasks at once (default: cores + 1).")
+    var jobs: Int = BuildOptions.defaultJobs
+
+    @Option(name: .long, help: "Downloads at once.")
+    var netJobs: Int = 8
+
+    func validate() throws {
+        guard jobs >= 1 else { throw ValidationError("-j takes a number of tasks of at least 1, not \(jobs)") }
+        guard netJobs >= 1 else { throw ValidationError("--net-jobs takes a number of downloads of at least 1, not \(netJobs)") }
+    }
+
+    func buildOptions(keepGoing: Bool = false, dryRun: Bool = false) -> BuildOptions {
+        BuildOptions(jobs: jobs, networkJobs: netJobs, keepGoing: keepGoing, dryRun: dryRun)
     }
 }
 

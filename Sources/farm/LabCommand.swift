@@ -13,6 +13,7 @@ struct LabCommand: AsyncParsableCommand {
             abstract: "Boot RELEASE's linux-image package with farm's initramfs (busybox, dropbear, the kernel's NIC drivers).")
 
         @OptionGroup var options: GlobalOptions
+        @OptionGroup var output: OutputOptions
 
         @Option(name: .long, help: "The lab's name (default: the release).")
         var name: String?
@@ -34,7 +35,7 @@ struct LabCommand: AsyncParsableCommand {
                 guard ["auto", "kvm", "tcg"].contains(accel) else { throw ValidationError("--accel is auto, kvm or tcg, not '\(accel)'") }
                 let session = try options.session()
                 let (kernel, initramfs) = try await session.labImage(release: release, options: BuildOptions(),
-                                                                     reporter: options.reporter())
+                                                                     reporter: output.reporter())
                 let labs = Labs(cacheDirectory: session.cacheDirectory)
                 let lab = try labs.up(release: release, kernel: kernel, initramfs: initramfs,
                                       options: .init(name: name ?? release, memoryMiB: memory, accelerator: accel, port: port)) {

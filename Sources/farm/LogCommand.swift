@@ -10,12 +10,8 @@ struct LogCommand: ParsableCommand {
     var task: String
 
     func run() throws {
-        do {
-            let (record, text) = try options.session().log(task)
-            print("# \(record.name) key \(record.key.hex) \(record.status == 0 ? "succeeded" : "failed") at \(record.started) in \(String(format: "%.2f", record.duration))s")
-            print(text, terminator: text.hasSuffix("\n") || text.isEmpty ? "" : "\n")
-        } catch {
-            throw exitReporting(error)
-        }
+        let (record, text) = try options.session().log(task)
+        print("# \(record.name) key \(record.key.hex) \(record.status == 0 ? "succeeded" : "failed") at \(record.started) in \(String(format: "%.2f", record.duration))s")
+        print(text, terminator: text.hasSuffix("\n") || text.isEmpty ? "" : "\n")
     }
 }

@@ -9,6 +9,7 @@ struct PlanCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "plan", abstract: "Show the tasks a build would consist of.")
 
     @OptionGroup var options: GlobalOptions
+    @OptionGroup var sandbox: SandboxOption
 
     @Option(name: .long, help: "text, json or dot.")
     var format: Format = .text
@@ -17,11 +18,7 @@ struct PlanCommand: ParsableCommand {
     var patterns: [String] = []
 
     func run() throws {
-        do {
-            let graph = try options.session().plan(patterns)
-            print(PlanFormatter.format(graph, as: format), terminator: "")
-        } catch {
-            throw exitReporting(error)
-        }
+        let graph = try options.session(sandbox: sandbox.sandbox).plan(patterns)
+        print(PlanFormatter.format(graph, as: format), terminator: "")
     }
 }

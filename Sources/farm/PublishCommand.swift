@@ -13,26 +13,18 @@ struct PublishCommand: AsyncParsableCommand {
         """)
 
     @OptionGroup var options: GlobalOptions
-
-    @Option(name: .short, help: "CPU tasks at once (default: cores + 1).")
-    var jobs: Int = BuildOptions.defaultJobs
-
-    @Option(name: .long, help: "Downloads at once.")
-    var netJobs: Int = 8
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var sandbox: SandboxOption
+    @OptionGroup var jobs: JobOptions
 
     func run() async throws {
-        let summary: BuildSummary
-        do {
-            let session = try options.session()
-            guard session.manifest.publish != nil, session.manifest.signing != nil else {
-                throw ValidationError("\(session.manifest.path) needs 'signing:' and 'publish:' to publish a repository"
-                                      + " (e.g. signing: {module-key: keys/module, repo-key: keys/repo} and publish: {dir: repo})")
-            }
-            summary = try await session.build(patterns: [], options: BuildOptions(jobs: jobs, networkJobs: netJobs, keepGoing: true),
-                                              reporter: options.reporter(), command: "publish")
-        } catch {
-            throw exitReporting(error)
+        let session = try options.session(sandbox: sandbox.sandbox)
+        guard session.manifest.publish != nil, session.manifest.signing != nil else {
+            throw ValidationError("\(session.manifest.path) needs 'signing:' and 'publish:' to publish a repository"
+                                  + " (e.g. signing: {module-key: keys/module, repo-key: keys/repo} and publish: {dir: repo})")
         }
+        let summary = try await session.build(patterns: [], options: jobs.buildOptions(keepGoing: true),
+                                              reporter: output.reporter(), command: "publish")
         if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
     }
 }

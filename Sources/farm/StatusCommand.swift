@@ -7,13 +7,20 @@ struct StatusCommand: ParsableCommand {
 
     @OptionGroup var options: GlobalOptions
 
+    @Flag(name: .long, help: "Print one JSON object, for machines.")
+    var json = false
+
     func run() throws {
         do {
             let directory = Session.cacheDirectory(option: options.cache, manifestPath: options.manifest)
-            let cache = try BuildCache(directory: directory)
+            guard FileManager.default.fileExists(atPath: directory + "/farm.sqlite") else {
+                print(json ? #"{"cache":"\#(directory)","tasks":0}"# : "cache:    \(directory) (empty: no build has used it yet)")
+                return
+            }
+            let cache = try BuildCache(directory: directory, access: .readOnly)
             let statistics = try cache.statistics()
             let last = cache.lastRun()
-            if options.json {
+            if json {
                 var object: [String: Any] = ["cache": directory, "tasks": statistics.results, "failed_tasks": statistics.failed,
                                              "objects": statistics.objects, "bytes": statistics.bytes]
                 if let last {

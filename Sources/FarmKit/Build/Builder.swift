@@ -175,6 +175,8 @@ public struct Builder: Sendable {
             }
 
             try settleReady()
+            // Everything not taken from the store now will run (or, in a dry run, would run).
+            try Builder.checkRequirements(of: selected.lazy.filter { if case .done = state[$0] { false } else { true } }.map { graph.nodes[$0] })
             launch()
             while let completion = try await group.next() {
                 let node = graph.nodes[completion.node]
@@ -214,6 +216,21 @@ public struct Builder: Sendable {
         summary.databaseWrites = cache.databaseChanges - writesBefore
         reporter.report(.completed(summary))
         return summary
+    }
+}
+
+extension Builder {
+    /// Checks, once per requirement, what the given tasks need from outside the graph; throws
+    /// every problem at once, so a user fixes them in one go.
+    static func checkRequirements<Nodes: Sequence>(of nodes: Nodes) throws where Nodes.Element == BuildGraph.Node {
+        var seen = Set<String>()
+        var problems: [any Error] = []
+        for node in nodes {
+            for requirement in node.action.requirements where seen.insert(requirement.id).inserted {
+                if let problem = requirement.check() { problems.append(problem) }
+            }
+        }
+        if !problems.isEmpty { throw RequirementsUnmet(problems: problems) }
     }
 }
 

@@ -30,6 +30,17 @@ public struct Session: Sendable {
         self.cacheDirectory = cacheDirectory
     }
 
+    /// The manifest's kernel of that release, or an error that names the manifest and the
+    /// releases that look alike (a typo, another flavour).
+    public func kernel(_ release: String) throws -> Kernel {
+        if let kernel = manifest.kernels.first(where: { $0.release == release }) { return kernel }
+        let stem = release.split(separator: "-").first.map(String.init) ?? release
+        let alike = manifest.kernels.map(\.release).filter { $0.hasPrefix(stem) }.prefix(5)
+        throw PlanError("no kernel \(release) in \(manifest.path)"
+                        + (alike.isEmpty ? "; 'farm plan' lists the kernels, 'farm crawl' finds new ones"
+                                         : "; it has \(alike.joined(separator: ", "))\(alike.count == 5 ? ", ..." : "")"))
+    }
+
     public func plan(_ patterns: [String]) throws -> BuildGraph {
         try Planner(rules: rules).plan(manifest: manifest, recipes: recipes, patterns: patterns.map(KernelPattern.init))
     }
@@ -117,14 +128,14 @@ public struct Session: Sendable {
         guard let node = graph.node(named: name) ?? graph.nodes.first(where: { $0.label == name }) else {
             throw PlanError("no task named '\(name)' in the plan; 'farm plan' lists tasks as kind:label")
         }
-        let cache = try openCache()
+        let cache = try openCache(.readOnly)
         defer { cache.close() }
         return try Explainer(cache: cache).explain(node, in: graph)
     }
 
     /// The log of the last run of a task, by `kind:label`, label or key prefix.
     public func log(_ name: String) throws -> (record: TaskRecord, text: String) {
-        let cache = try openCache()
+        let cache = try openCache(.readOnly)
         defer { cache.close() }
         let records = try cache.findRecords(name)
         guard !records.isEmpty else {

@@ -25,6 +25,10 @@ public struct CaptureTarget: Sendable, CustomStringConvertible {
         if let at = rest.lastIndex(of: "@") {
             user = String(rest[..<at])
             rest = rest[rest.index(after: at)...]
+            // ssh would read it as an option (-oProxyCommand=...), whatever separates it.
+            guard let user, !user.isEmpty, !user.hasPrefix("-") else {
+                throw CaptureError("'\(text)': the user before '@' must be a name, not empty or starting with '-'")
+            }
         }
         if let colon = rest.lastIndex(of: ":"), !rest.hasPrefix("[") {
             guard let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port) else {
@@ -77,6 +81,8 @@ public struct Capture: Sendable {
     /// The repository key the user trusts; nil with `--gpg-no-verify` (checksums are still checked).
     public let fingerprint: String?
     public let output: String
+    /// How long LiME may send nothing, before its first byte or after any other, before the capture fails.
+    public var stall: Double = 60
     public let progress: @Sendable (String) -> Void
 
     public init(repository: RepositorySource, fingerprint: String?, output: String, progress: @escaping @Sendable (String) -> Void) {
@@ -99,7 +105,7 @@ public struct Capture: Sendable {
 
     func ssh(_ target: CaptureTarget, _ command: String, input: String? = nil, timeout: Int = 60) throws -> Executable.Result {
         guard let ssh = Executable.find("ssh") else { throw ToolMissing(tool: "ssh", package: "openssh-client", purpose: "farm capture") }
-        return try Executable.run("/usr/bin/timeout", ["--signal=KILL", "\(timeout)", ssh] + target.arguments + [target.destination, command],
+        return try Executable.run("/usr/bin/timeout", ["--signal=KILL", "\(timeout)", ssh] + target.arguments + ["--", target.destination, command],
                                   input: input)
     }
 
@@ -166,7 +172,7 @@ public struct Capture: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Executable.find("ssh")!)
         process.arguments = target.arguments + ["-N", "-o", "ExitOnForwardFailure=yes",
-                                                "-L", "127.0.0.1:\(localPort):127.0.0.1:\(port)", target.destination]
+                                                "-L", "127.0.0.1:\(localPort):127.0.0.1:\(port)", "--", target.destination]
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
@@ -177,7 +183,8 @@ public struct Capture: Sendable {
         try AtomicFile.makeDirectory(output)
         let image = output + "/\(target.host)-\(release)-\(stamp).lime"
         let expected = ram.reduce(UInt64(0)) { $0 + 32 + $1.size }
-        let written = try stream(from: localPort, forwarder: process, into: image + ".part", expected: expected, target: target)
+        let receiver = MemoryStream(port: localPort, target: target.description, stall: stall, progress: progress)
+        let written = try receiver.receive(into: image + ".part", expected: expected) { process.isRunning }
         let seconds = Date().timeIntervalSince(started)
 
         // 6. The image must be what the host's RAM says.
@@ -218,67 +225,6 @@ public struct Capture: Sendable {
         let checker = RepositoryVerifier(source: repository, fingerprint: fingerprint)
         let key = try repository.require(RepositoryFormat.keyPath, because: "the repository's public key")
         return try checker.withVerifier(key) { try pick($0, checker) }
-    }
-
-    /// Reads the forwarded port into `path` (mode 0600) with progress, until LiME closes it.
-    func stream(from port: Int, forwarder: Process, into path: String, expected: UInt64, target: CaptureTarget) throws -> UInt64 {
-        var socketFD: Int32 = -1
-        let deadline = Date().addingTimeInterval(30)
-        while socketFD < 0 {
-            guard forwarder.isRunning else { throw CaptureError("\(target): the SSH port forward ended before streaming began") }
-            if Capture.wasInterrupted { throw CaptureError("\(target): interrupted") }
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            if connected == 0 { socketFD = fd } else {
-                close(fd)
-                guard Date() < deadline else { throw CaptureError("\(target): could not connect to the forwarded port 127.0.0.1:\(port)") }
-                usleep(100_000)
-            }
-        }
-        defer { close(socketFD) }
-        let file = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard file >= 0 else { throw FileSystemError.io(operation: "create", path: path, errno: errno) }
-        defer { close(file) }
-        fchmod(file, 0o600)
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var total: UInt64 = 0
-        let started = Date()
-        var shown = Date.distantPast
-        while true {
-            if Capture.wasInterrupted { throw CaptureError("\(target): interrupted after \(total >> 20) MiB; LiME is unloaded, \(path) is partial") }
-            var poller = pollfd(fd: socketFD, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&poller, 1, 200)
-            if ready < 0, errno == EINTR { continue }
-            guard ready > 0 else {
-                if Date().timeIntervalSince(shown) > 60 && total == 0 { throw CaptureError("\(target): LiME sent nothing for a minute") }
-                continue
-            }
-            let count = buffer.withUnsafeMutableBytes { read(socketFD, $0.baseAddress, $0.count) }
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { break }
-            var offset = 0
-            while offset < count {
-                let n = buffer.withUnsafeBytes { write(file, $0.baseAddress! + offset, count - offset) }
-                guard n > 0 else { throw FileSystemError.io(operation: "write", path: path, errno: errno) }
-                offset += n
-            }
-            total += UInt64(count)
-            if Date().timeIntervalSince(shown) >= 1 {
-                shown = Date()
-                let rate = Double(total) / max(Date().timeIntervalSince(started), 0.001)
-                let left = expected > total ? Double(expected - total) / max(rate, 1) : 0
-                progress(String(format: "%@: %.0f / %.0f MiB, %.1f MiB/s, ETA %.0f s", target.description,
-                                Double(total) / 1_048_576, Double(expected) / 1_048_576, rate / 1_048_576, left))
-            }
-        }
-        fsync(file)
-        return total
     }
 
     func stop(_ process: Process) {

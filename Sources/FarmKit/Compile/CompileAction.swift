@@ -173,3 +173,7 @@ public struct CompileAction: TaskAction {
         log.append("\(recipe.module): name=\(expectedName) vermagic=\(vermagic), \(size) bytes\n")
     }
 }
+
+extension CompileAction {
+    public var requirements: [Requirement] { [backend.requirement] }
+}

@@ -73,7 +73,8 @@ public struct FarmRules: BuildRules {
                                          repositoryKey: repositoryKey, repositoryKeyPaths: signing.repositoryPaths),
                               label: label, dependencies: dependencies)
                 case let .failure(error):
-                    graph.add(UnbuildableAction(kind: "sign", message: error.message), label: label, dependencies: dependencies)
+                    graph.add(UnbuildableAction(kind: "sign", message: error.message, missing: EnvironmentError(error.message)),
+                              label: label, dependencies: dependencies)
                 }
                 signed.append((recipe.name, kernel.release, node))
             }
@@ -95,7 +96,7 @@ public struct FarmRules: BuildRules {
                 .init(role: PublishAction.role(recipe: $0.recipe, release: $0.release), node: $0.node, optional: true)
             })
         case let .failure(error):
-            graph.add(UnbuildableAction(kind: "publish", message: error.message), label: publish.dir)
+            graph.add(UnbuildableAction(kind: "publish", message: error.message, missing: EnvironmentError(error.message)), label: publish.dir)
         }
     }
 
@@ -141,8 +142,12 @@ public struct FarmRules: BuildRules {
 public struct UnbuildableAction: TaskAction {
     public let kind: String
     public let message: String
+    /// A problem of the machine rather than of this one task (the signing keys are missing): then
+    /// the build stops before anything runs instead of failing this task minutes later.
+    public var missing: EnvironmentError?
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] { [("unbuildable", message)] }
+    public var requirements: [Requirement] { missing.map { [.unmet(kind + ":" + $0.message, $0)] } ?? [] }
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
         throw PlanError(message)
     }

@@ -96,9 +96,17 @@ public struct Kernel: Sendable, Hashable {
         return nil
     }
 
+    /// What `uname -r` can print and a file name can hold: ASCII letters, digits and `._+-~`
+    /// (Unicode digits such as '٣' are letters to Swift's `isNumber`, never to a kernel).
+    public static func isRelease(_ text: String) -> Bool {
+        !text.isEmpty && !text.hasPrefix(".") && text.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || "._+-~".utf8.contains(byte)
+        }
+    }
+
     /// The first three numeric parts of the release: 6.1.0-56-amd64 gives (6, 1, 0).
     public var versionNumbers: (major: Int, minor: Int, patch: Int) {
-        let numeric = release.split(whereSeparator: { !$0.isNumber }).prefix(3).map { Int($0) ?? 0 }
+        let numeric = release.split(whereSeparator: { !($0.isASCII && $0.isNumber) }).prefix(3).map { Int($0) ?? 0 }
         return (numeric.count > 0 ? numeric[0] : 0, numeric.count > 1 ? numeric[1] : 0, numeric.count > 2 ? numeric[2] : 0)
     }
 }

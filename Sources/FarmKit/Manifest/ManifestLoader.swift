@@ -141,8 +141,8 @@ public enum ManifestLoader {
     private static func kernel(_ value: YAMLValue, upstreams: Set<String>) throws -> Kernel {
         let map = try value.mapping("a kernel", allowed: kernelKeys)
         let release = try map.required("release").string("a kernel release")
-        guard release.allSatisfy({ $0.isLetter || $0.isNumber || "._+-~".contains($0) }), !release.hasPrefix(".") else {
-            throw map.entries["release"]!.value.fail("'\(release)' is not a kernel release (letters, digits and . _ + - ~ only)")
+        guard Kernel.isRelease(release) else {
+            throw map.entries["release"]!.value.fail("'\(release)' is not a kernel release (ASCII letters, digits and . _ + - ~ only, not starting with '.')")
         }
         let upstreamValue = try map.required("upstream")
         let upstream = try upstreamValue.string("an upstream name")

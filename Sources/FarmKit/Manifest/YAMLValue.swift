@@ -13,6 +13,7 @@ struct YAMLValue {
 
     /// Parses a whole file; a syntax error becomes a located `ManifestError`.
     static func parse(_ text: String, file: String) throws -> YAMLValue? {
+        try YAMLAliasCheck.check(text, file: file)
         do {
             // No tag resolution: farm reads scalars by text and style, and the default resolver runs
             // regular expressions over every key it hashes for the duplicate check.

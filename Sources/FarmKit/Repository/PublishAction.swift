@@ -120,3 +120,10 @@ public struct PublishAction: TaskAction {
         return ["files": try context.store(try publication.encoded())]
     }
 }
+
+extension PublishAction {
+    public var requirements: [Requirement] {
+        [.tool("gpg", package: "gnupg", purpose: "signing the repository's repomd.xml"),
+         .tool("gzip", package: "gzip", purpose: "publishing the repository manifest")]
+    }
+}

@@ -108,3 +108,32 @@ public struct SignAction: TaskAction {
         return try context.store(file: file + compression.suffix)
     }
 }
+
+extension SignAction {
+    /// The private halves are read only when a module is signed: check them before anything runs.
+    public var requirements: [Requirement] {
+        let (privateKey, home) = (moduleKeyPaths.privateKey, repositoryKeyPaths.home)
+        var requirements: [Requirement] = [
+            .tool("gpg", package: "gnupg", purpose: "signing modules for the repository"),
+            Requirement(id: "file:" + privateKey) {
+                access(privateKey, R_OK) == 0 ? nil
+                    : EnvironmentError("the module-signing key \(privateKey) is missing or unreadable; 'farm keys init' makes the keys"
+                                       + " (or restore it from your backup)")
+            },
+            Requirement(id: "file:" + home) {
+                FileManager.default.fileExists(atPath: home + "/private-keys-v1.d") ? nil
+                    : EnvironmentError("the repository key's home \(home) holds no private key; 'farm keys init' makes the keys"
+                                       + " (or restore it from your backup)")
+            },
+        ]
+        if let compression = recipe.compress {
+            let (tool, package) = switch compression {
+            case .xz: ("xz", "xz-utils")
+            case .zstd: ("zstd", "zstd")
+            case .gzip: ("gzip", "gzip")
+            }
+            requirements.append(.tool(tool, package: package, purpose: "compressing \(recipe.name) modules (compress: \(compression.rawValue))"))
+        }
+        return requirements
+    }
+}

@@ -15,11 +15,26 @@ public final class BuildCache: @unchecked Sendable {
     let database: Database
     private var lockDescriptor: Int32 = -1
 
-    public enum Access { case shared, exclusive }
+    /// `shared` for builds, `exclusive` for `farm gc`, `readOnly` for what only looks (`farm
+    /// status`, `log`, `explain`): it works on a cache this user cannot write.
+    public enum Access { case shared, exclusive, readOnly }
 
     public init(directory: String, access: Access = .shared) throws {
         self.directory = directory
+        if access == .readOnly {
+            guard FileManager.default.fileExists(atPath: directory + "/farm.sqlite") else {
+                throw CacheError(message: "\(directory) holds no farm cache (no farm.sqlite); --cache names another, 'farm build' makes one")
+            }
+            objects = ContentStore(reading: directory + "/cas")
+            database = try Database(path: directory + "/farm.sqlite", readOnly: true, immutable: Glibc.access(directory, W_OK) != 0)
+            try lock(access)
+            return
+        }
         try AtomicFile.makeDirectory(directory)
+        guard Glibc.access(directory, W_OK) == 0 else {
+            throw EnvironmentError("the cache \(directory) is not writable by this user (\(String(cString: strerror(errno))));"
+                                   + " pass --cache DIR (or set FARM_CACHE) to a directory you can write, or fix its permissions")
+        }
         objects = try ContentStore(root: directory + "/cas")
         database = try Database(path: directory + "/farm.sqlite")
         try lock(access)
@@ -42,11 +57,14 @@ public final class BuildCache: @unchecked Sendable {
 
     private func lock(_ access: Access) throws {
         let path = directory + "/lock"
-        lockDescriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        lockDescriptor = access == .readOnly ? open(path, O_RDONLY | O_CLOEXEC) : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // A read-only look at a cache without a lock file (or one this user cannot read) goes unlocked.
+        if lockDescriptor < 0, access == .readOnly { return }
         guard lockDescriptor >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }
-        if flock(lockDescriptor, (access == .shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 {
+        let mode = access == .exclusive ? LOCK_EX : LOCK_SH
+        if flock(lockDescriptor, mode | LOCK_NB) != 0 {
             FileHandle.standardError.write(Data("farm: waiting for another farm process to release \(directory) (farm gc runs alone)\n".utf8))
-            guard flock(lockDescriptor, access == .shared ? LOCK_SH : LOCK_EX) == 0 else {
+            guard flock(lockDescriptor, mode) == 0 else {
                 throw FileSystemError.io(operation: "lock", path: path, errno: errno)
             }
         }

@@ -30,6 +30,12 @@ public struct ContentStore: Sendable {
         try AtomicFile.makeDirectory(temporary)
     }
 
+    /// A store only read from: nothing is created.
+    public init(reading root: String) {
+        self.root = root
+        self.temporary = root + "/tmp"
+    }
+
     public func path(of digest: Digest) -> String { ContentStore.path(in: root, of: digest) }
 
     public static func path(in root: String, of digest: Digest) -> String {

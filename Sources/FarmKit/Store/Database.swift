@@ -18,11 +18,14 @@ public final class Database: @unchecked Sendable {
     private var statements: [String: Statement] = [:]
     private let lock = NSRecursiveLock()
 
-    public init(path: String, readOnly: Bool = false) throws {
+    /// `immutable`: the file cannot change while open (a cache on a read-only file system, or one
+    /// this user cannot write): SQLite then needs no `-shm` file, which it could not create.
+    public init(path: String, readOnly: Bool = false, immutable: Bool = false) throws {
         self.path = path
-        let flags = (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_FULLMUTEX
+        let flags = (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_URI
         var db: OpaquePointer?
-        let code = sqlite3_open_v2(path, &db, flags, nil)
+        let url = URL(fileURLWithPath: path).absoluteString + (immutable ? "?immutable=1" : "")
+        let code = sqlite3_open_v2(url, &db, flags, nil)
         handle = db
         guard code == SQLITE_OK else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Exit codes, as the README documents them.
 public enum ExitStatus {
     public static let success: Int32 = 0
@@ -10,6 +12,8 @@ public enum ExitStatus {
 
     public static func code(for error: any Error) -> Int32 {
         switch error {
+        case let unmet as RequirementsUnmet:
+            return unmet.problems.allSatisfy { $0 is BadInput } ? badInput : environment
         case is BadInput: return badInput
         case is EnvironmentMissing: return environment
         default: return failure
@@ -24,3 +28,12 @@ public protocol EnvironmentMissing: Error {}
 
 extension ManifestError: BadInput {}
 extension PlanError: BadInput {}
+
+/// Something farm needs from the machine is not there or does not work (exit 3): a key, a kernel
+/// feature, a writable cache. The message says what to do.
+public struct EnvironmentError: Error, CustomStringConvertible, LocalizedError, EnvironmentMissing {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}

@@ -65,3 +65,10 @@ public struct ToolchainAction: TaskAction {
         }
     }
 }
+
+extension ToolchainAction {
+    public var requirements: [Requirement] {
+        [.tool("mmdebstrap", package: "mmdebstrap", purpose: "making toolchain roots (recipes/toolchains/)"),
+         .tool("zstd", package: "zstd", purpose: "making toolchain roots (root.tar.zst)")]
+    }
+}

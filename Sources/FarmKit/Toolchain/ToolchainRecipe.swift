@@ -32,7 +32,7 @@ public struct ToolchainRecipe: Sendable, Hashable {
         }
         let packagesValue = try top.required("packages")
         let packages = try packagesValue.stringList("'packages'")
-        for package in packages where package.isEmpty || !package.allSatisfy({ $0.isLetter || $0.isNumber || "+-.:".contains($0) }) {
+        for package in packages where package.isEmpty || !package.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-.:".contains($0)) }) {
             throw packagesValue.fail("'\(package)' is not a Debian package name")
         }
         guard packages.contains(where: { $0 == compiler || $0.hasPrefix(compiler + "-") || $0.hasPrefix(compiler + ":") }) else {

@@ -71,7 +71,18 @@ let malformedCases: [MalformedCase] = [
                   location: "manifest.yml:9:1", message: "invalid YAML"),
     MalformedCase(name: "duplicate key", manifest: upstreamHeader + "modules: []\nmodules: []\n",
                   location: "manifest.yml:", message: "duplicate key 'modules'"),
+    MalformedCase(name: "alias as a mapping key", manifest: upstreamHeader + "x: &a [1, 2]\n*a : 1\n",
+                  location: "manifest.yml:8:1", message: "the alias *a is used as a mapping key"),
+    MalformedCase(name: "aliases that expand exponentially", manifest: upstreamHeader + aliasBomb,
+                  location: "manifest.yml:", message: "aliases expand this file past"),
+    MalformedCase(name: "release with non-ASCII digits", manifest: upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "release: 6.1.0-1-amd64", with: "release: 6.1.0-\u{0661}-amd64"),
+                  location: "manifest.yml:8:14", message: "is not a kernel release (ASCII letters"),
 ]
+
+/// Nine levels of nine aliases each, used as a key: before farm refused it, composing it ran for minutes.
+let aliasBomb = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + (1...8).map { level in
+    "a\(level): &a\(level) [" + Array(repeating: "*a\(level - 1)", count: 9).joined(separator: ", ") + "]\n"
+}.joined() + "? *a8\n: 1\n"
 
 @Suite("Manifest and recipes")
 struct ManifestTests {
