@@ -5,6 +5,20 @@ import Testing
 /// A project crawled from Debian's real archive once per test process, and a cache in which
 /// the newest bookworm amd64 kernel's LiME was built from nothing (toolchain by mmdebstrap,
 /// bundle, bwrap compile). The tests below share it; each kernel's toolchain is made once.
+/// The manifest's text without its `signing:` section (and so without sign and publish tasks):
+/// for tests of compiling, which need no keys; a build that signs checks for them before it runs.
+func withoutSigning(_ text: String) -> String {
+    var kept: [Substring] = []
+    var skipping = false
+    for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        if line.hasPrefix("signing:") || line.hasPrefix("publish:") { skipping = true; continue }
+        if skipping, line.hasPrefix(" ") || line.hasPrefix("#") || line.isEmpty { continue }
+        skipping = false
+        kept.append(line)
+    }
+    return kept.joined(separator: "\n")
+}
+
 actor CompileProject {
     static let shared = CompileProject()
 
@@ -128,7 +142,7 @@ extension DebianArchiveTests {
             let project = try await CompileProject.shared.get()
             let scratch = try Scratch()
             let release = "6.1.0-99-amd64"
-            let text = try String(contentsOfFile: project.manifest, encoding: .utf8) + (try brokenHeadersKernel(release, in: scratch))
+            let text = withoutSigning(try String(contentsOfFile: project.manifest, encoding: .utf8)) + (try brokenHeadersKernel(release, in: scratch))
             let manifest = try scratch.write("project/manifest.yml", text)
             try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("project/recipes"))
 
@@ -152,7 +166,7 @@ extension DebianArchiveTests {
             let scratch = try Scratch()
             let marker = "farm-sandbox-marker-\(UInt32.random(in: 0...UInt32.max))"
             try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("project/recipes"))
-            try FileManager.default.copyItem(atPath: project.manifest, toPath: scratch.file("project/manifest.yml"))
+            try scratch.write("project/manifest.yml", withoutSigning(try String(contentsOfFile: project.manifest, encoding: .utf8)))
             let recipe = try String(contentsOfFile: scratch.file("project/recipes/lime.yml"), encoding: .utf8)
             try scratch.write("project/recipes/lime.yml", recipe.replacingOccurrences(
                 of: "build: make", with: "build: sleep 317 # \(marker)\n  make").replacingOccurrences(of: "build: sleep", with: "build: |\n  sleep"))
