@@ -14,7 +14,13 @@ struct StatusCommand: ParsableCommand {
         do {
             let directory = Session.cacheDirectory(option: options.cache, manifestPath: options.manifest)
             guard FileManager.default.fileExists(atPath: directory + "/farm.sqlite") else {
-                print(json ? #"{"cache":"\#(directory)","tasks":0}"# : "cache:    \(directory) (empty: no build has used it yet)")
+                if json {
+                    let data = try JSONSerialization.data(withJSONObject: ["cache": directory, "tasks": 0, "objects": 0, "bytes": 0],
+                                                          options: [.sortedKeys, .withoutEscapingSlashes])
+                    print(String(decoding: data, as: UTF8.self))
+                } else {
+                    print("cache:    \(directory) (empty: no build has used it yet)")
+                }
                 return
             }
             let cache = try BuildCache(directory: directory, access: .readOnly)
