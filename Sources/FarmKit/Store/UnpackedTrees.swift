@@ -201,5 +201,9 @@ public struct UnpackedTrees: Sendable {
             }
             parent = directory
         }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw UnpackError(message: "\(path) exists in the unpacked tree \(tree) but is not a directory, so nothing can be mounted on it")
+        }
     }
 }
