@@ -230,4 +230,20 @@ extension FetchTests {
                 "\(String(describing: error))")
         #expect(!FileManager.default.fileExists(atPath: partial))
     }
+
+    @Test func anInReleaseThatNeverEndsIsCutOffAt64MiB() throws {
+        let scratch = try Scratch()
+        try FileManager.default.createDirectory(atPath: scratch.file("www"), withIntermediateDirectories: true)
+        let server = try FlakyServer(directory: scratch.file("www"), failures: 0, scratch: scratch)
+        defer { server.stop() }
+        let archive = AptArchive(baseURL: "http://127.0.0.1:\(server.port)/endless", keyrings: [])
+        let error = #expect(throws: DownloadError.self) {
+            try archive.packages(suite: "bookworm", component: "main", architecture: "amd64", workDirectory: scratch.path)
+        }
+        let url = "http://127.0.0.1:\(server.port)/endless/dists/bookworm/InRelease"
+        #expect(error?.description.contains("\(url): the server sent more than the 64 MiB farm allows for an InRelease file") == true,
+                "\(String(describing: error))")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("bookworm-InRelease")))
+    }
 }
+
