@@ -20,7 +20,7 @@ struct GCCommand: ParsableCommand {
         }
         print("removed \(report.removedObjects) objects (\(ByteCountFormatter.string(fromByteCount: report.removedBytes, countStyle: .binary))), \(report.removedResults) superseded results and \(report.removedTrees) unpacked trees")
         if verify {
-            print("verified \(report.checkedObjects) objects: \(report.corrupt.count) corrupt")
+            print("verified \(report.checkedObjects) objects and \(report.checkedTrees) unpacked trees: \(report.corrupt.count) corrupt")
             for path in report.corrupt { print("corrupt (removed; the next build remakes it): \(path)") }
             if !report.corrupt.isEmpty { throw ExitCode(ExitStatus.failure) }
         }

@@ -28,7 +28,8 @@ struct StatusCommand: ParsableCommand {
             let last = cache.lastRun()
             if json {
                 var object: [String: Any] = ["cache": directory, "tasks": statistics.results, "failed_tasks": statistics.failed,
-                                             "objects": statistics.objects, "bytes": statistics.bytes]
+                                             "objects": statistics.objects, "bytes": statistics.bytes,
+                                             "parts": Dictionary(statistics.parts.map { ($0.name, $0.bytes) }, uniquingKeysWith: +)]
                 if let last {
                     object["last_run"] = ["command": last.command, "started": ISO8601DateFormatter().string(from: last.started),
                                           "duration": last.duration, "total": last.total, "built": last.built,
@@ -39,7 +40,9 @@ struct StatusCommand: ParsableCommand {
                 return
             }
             print("cache:    \(directory)")
-            print("size:     \(ByteCountFormatter.string(fromByteCount: statistics.bytes, countStyle: .binary)) in \(statistics.objects) objects")
+            let size = { ByteCountFormatter.string(fromByteCount: $0, countStyle: .binary) }
+            print("size:     \(size(statistics.bytes)) on disk (\(statistics.objects) objects)")
+            print("          " + statistics.parts.map { "\($0.name) \(size($0.bytes))" }.joined(separator: ", "))
             print("tasks:    \(statistics.results) recorded, \(statistics.failed) failed")
             if let last {
                 print(String(format: "last run: %@ %@, %d tasks: %d built, %d cached, %d failed; hit rate %.1f%%",

@@ -47,6 +47,9 @@ public struct AptArchive: Sendable {
         self.keyrings = keyrings
     }
 
+    /// InRelease has no pin; Debian's are a few hundred KiB.
+    public static let inReleaseLimit = SizeLimit(bytes: 64 << 20, what: "the 64 MiB farm allows for an InRelease file")
+
     public struct Release: Sendable {
         public var suite: String
         public var codename: String?
@@ -60,7 +63,7 @@ public struct AptArchive: Sendable {
         let inReleaseURL = "\(baseURL)/dists/\(suite)/InRelease"
         let signed = workDirectory + "/\(suite)-InRelease"
         unlink(signed)
-        try downloader.download(inReleaseURL, to: signed, log: log)
+        try downloader.download(inReleaseURL, to: signed, limit: AptArchive.inReleaseLimit, log: log)
         let verified = try verify(signed, url: inReleaseURL, workDirectory: workDirectory)
         let release = try parseRelease(verified, suite: suite, url: inReleaseURL)
 

@@ -6,8 +6,22 @@ public struct DownloadError: Error, CustomStringConvertible, LocalizedError {
     public var errorDescription: String? { message }
 }
 
+/// The most bytes a download may bring, and what that bound is, for the error message.
+public struct SizeLimit: Sendable {
+    public var bytes: Int64
+    public var what: String
+
+    public init(bytes: Int64, what: String) {
+        self.bytes = bytes
+        self.what = what
+    }
+
+    public static func pinned(_ size: Int64) -> SizeLimit { SizeLimit(bytes: size, what: "the pinned size of \(size) bytes") }
+}
+
 /// Downloads with retries (backoff on 5xx and broken connections), resumes partial files, and
-/// checks size and sha256 before anything is used.
+/// checks size and sha256 before anything is used. Every download has a size bound, so a mirror
+/// that streams without end cannot fill the disk.
 public struct Downloader: Sendable {
     public var attempts = 5
     public var firstDelay: Duration = .milliseconds(500)
@@ -17,9 +31,10 @@ public struct Downloader: Sendable {
         self.firstDelay = firstDelay
     }
 
-    /// Downloads `url` to `path`, continuing from a partial file already there. Blocking: call it
+    /// Downloads `url` to `path`, continuing from a partial file already there. A body that would
+    /// make the file pass `limit` stops the transfer and removes the file. Blocking: call it
     /// through `Blocking.run`.
-    public func download(_ url: String, to path: String, log: TaskLog? = nil) throws {
+    public func download(_ url: String, to path: String, limit: SizeLimit, log: TaskLog? = nil) throws {
         var delay = firstDelay
         var lastError: HTTPError?
         for attempt in 1...attempts {
@@ -30,10 +45,16 @@ public struct Downloader: Sendable {
             }
             let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
             guard fd >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }
-            let existing = Int64(lseek(fd, 0, SEEK_END))
+            var existing = Int64(lseek(fd, 0, SEEK_END))
+            if existing > limit.bytes {
+                // Longer than the file can be: not a prefix of it.
+                ftruncate(fd, 0)
+                lseek(fd, 0, SEEK_SET)
+                existing = 0
+            }
             do {
                 defer { close(fd) }
-                let (status, written) = try HTTPClient.get(url, into: fd, offset: existing)
+                let (status, written) = try HTTPClient.get(url, into: fd, offset: existing, limit: limit.bytes)
                 switch status {
                 case 200 where existing > 0 && written > 0:
                     // Answered with the whole file after the partial one: start over from nothing.
@@ -53,6 +74,11 @@ public struct Downloader: Sendable {
             } catch let error as HTTPError where error.retryable {
                 if error.rangeIgnored { truncate(path, 0) }
                 lastError = error
+            } catch let error as HTTPError where error.tooLarge {
+                unlink(path)
+                throw DownloadError(message: "\(url): the server sent more than \(limit.what); the download was stopped there and"
+                                    + " its partial file removed. The mirror serves another file or is broken: try another mirror, or"
+                                    + " run 'farm crawl' if the pin is stale")
             }
         }
         throw lastError ?? HTTPError(url: url, status: nil, message: "download failed", retryable: false)
@@ -64,7 +90,7 @@ public struct Downloader: Sendable {
         var failures: [String] = []
         for url in urls {
             do {
-                try download(url, to: path, log: log)
+                try download(url, to: path, limit: .pinned(size), log: log)
             } catch {
                 failures.append("\(error)")
                 unlink(path)

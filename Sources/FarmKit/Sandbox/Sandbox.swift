@@ -64,7 +64,7 @@ public enum Sandbox {
             let path = spec.root + target
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue { continue }
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            try UnpackedTrees.makeMountPoint(path, inTree: spec.root)
         }
     }
 

@@ -223,7 +223,11 @@ public final class BuildCache: @unchecked Sendable {
         public var results: Int
         public var failed: Int
         public var objects: Int
+        /// Everything under the cache directory on disk, as `du` counts it.
         public var bytes: Int64
+        /// `bytes` by part: each directory of the cache by name (`cas`, `unpacked`, `git`,
+        /// `labs`, ...), and `files` for the database and the other files at the top.
+        public var parts: [(name: String, bytes: Int64)]
     }
 
     public func statistics() throws -> Statistics {
@@ -232,13 +236,21 @@ public final class BuildCache: @unchecked Sendable {
             results = Int($0.integer(0))
             failed = Int($0.integer(1))
         }
-        var count = 0
-        var bytes: Int64 = 0
-        for object in objects.allObjects() {
-            count += 1
-            bytes += objects.size(of: object.digest) ?? 0
+        var parts: [(name: String, bytes: Int64)] = []
+        var files: Int64 = 0
+        for name in ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted() {
+            let path = directory + "/" + name
+            var info = stat()
+            guard lstat(path, &info) == 0 else { continue }
+            if info.st_mode & S_IFMT == S_IFDIR {
+                parts.append((name, FileWalk.diskUsage(path)))
+            } else {
+                files += Int64(info.st_blocks) * 512
+            }
         }
-        return Statistics(results: results, failed: failed, objects: count, bytes: bytes)
+        parts.append(("files", files))
+        return Statistics(results: results, failed: failed, objects: objects.allObjects().count,
+                          bytes: parts.reduce(0) { $0 + $1.bytes }, parts: parts)
     }
 
     public struct CollectionReport: Sendable {
@@ -247,6 +259,8 @@ public final class BuildCache: @unchecked Sendable {
         public var removedResults = 0
         public var removedTrees = 0
         public var checkedObjects = 0
+        public var checkedTrees = 0
+        /// Paths of corrupt objects and unpacked trees (the latter saying what changed); all removed.
         public var corrupt: [String] = []
     }
 
@@ -285,8 +299,15 @@ public final class BuildCache: @unchecked Sendable {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: objects.temporary)) ?? [] {
             try? FileManager.default.removeItem(atPath: objects.temporary + "/" + name)
         }
-        // Unpacked roots and bundles whose tarball is gone.
-        report.removedTrees = UnpackedTrees(objects: objects).prune(keeping: Set(referenced.map(\.hex)))
+        // Unpacked roots and bundles whose tarball is gone or was found corrupt just now.
+        let kept = Set(referenced.map(\.hex)).subtracting(report.corrupt.map { ($0 as NSString).lastPathComponent })
+        let trees = UnpackedTrees(objects: objects)
+        report.removedTrees = trees.prune(keeping: kept)
+        if verify {
+            let (checked, corrupt) = trees.verify(keeping: kept)
+            report.checkedTrees = checked
+            report.corrupt += corrupt
+        }
         try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return report
     }

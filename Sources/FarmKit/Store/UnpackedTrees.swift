@@ -9,7 +9,9 @@ public struct UnpackError: Error, CustomStringConvertible, LocalizedError {
 /// `cache/unpacked/<sha256>`: a tarball from the CAS unpacked once per cache (toolchain roots,
 /// bundle trees) and shared by every task that needs it. A tree appears under its final name only
 /// when complete (unpacked beside it, then renamed), under a lock, so concurrent tasks and farm
-/// processes unpack it once. The sandboxes mount these trees read-only.
+/// processes unpack it once. The sandboxes mount these trees read-only, and the trees are
+/// read-only on disk too (no write bit anywhere); `<sha256>.manifest` beside each lists its files
+/// and links as unpacked, so `farm gc --verify` can find a tree edited behind farm's back.
 public struct UnpackedTrees: Sendable {
     public let root: String
     let objects: ContentStore
@@ -45,6 +47,14 @@ public struct UnpackedTrees: Sendable {
             try? FileManager.default.removeItem(atPath: staging)
             throw error
         }
+        do {
+            try UnpackedTrees.makeReadOnly(staging)
+            // Written before the rename: a tree under its final name always has its manifest.
+            try AtomicFile.write(try JSONEncoder().encode(UnpackedTrees.listing(of: staging)), to: final + ".manifest")
+        } catch {
+            UnpackedTrees.remove(staging)
+            throw error
+        }
         try AtomicFile.rename(staging, to: final)
         log.append("unpacked \(digest.short) into \(final)\n")
         return final
@@ -59,14 +69,141 @@ public struct UnpackedTrees: Sendable {
         }
     }
 
-    /// Removes the trees of objects that are no longer kept; returns how many.
+    /// Removes the trees of objects that are no longer kept, trees without a manifest (unpacked
+    /// by an older farm, and writable) and what killed unpacks left; returns how many trees.
+    /// Only while no build runs (`farm gc` holds the cache's lock exclusively).
     public func prune(keeping kept: Set<String>) -> Int {
         var removed = 0
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
-            let hex = name.hasSuffix(".lock") ? String(name.dropLast(5)) : name
-            guard hex.utf8.count == 64, !kept.contains(hex) else { continue }
-            if (try? FileManager.default.removeItem(atPath: root + "/" + name)) != nil, !name.hasSuffix(".lock") { removed += 1 }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        let present = Set(names)
+        for name in names {
+            if name.hasPrefix(".unpacking-") {
+                UnpackedTrees.remove(root + "/" + name)
+                continue
+            }
+            let hex = name.split(separator: ".", maxSplits: 1).first.map(String.init) ?? name
+            guard hex.utf8.count == 64 else { continue }
+            let tree = name == hex
+            if kept.contains(hex), tree ? present.contains(hex + ".manifest") : present.contains(hex) { continue }
+            // A kept tree's lock stays; a lock of a tree that is going goes with it.
+            if kept.contains(hex), name.hasSuffix(".lock") { continue }
+            UnpackedTrees.remove(root + "/" + name)
+            if tree { removed += 1 }
         }
         return removed
+    }
+
+    /// The kept trees (those whose object is in `kept`) whose files or links differ from their
+    /// manifest, each with what differs; those trees are removed, so the next use unpacks again.
+    public func verify(keeping kept: Set<String>) -> (checked: Int, corrupt: [String]) {
+        var checked = 0
+        var corrupt: [String] = []
+        for name in ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted()
+        where name.utf8.count == 64 && kept.contains(name) {
+            checked += 1
+            let tree = root + "/" + name
+            guard let difference = UnpackedTrees.difference(tree) else { continue }
+            corrupt.append("\(tree) (unpacked tree: \(difference))")
+            UnpackedTrees.remove(tree)
+            unlink(tree + ".manifest")
+        }
+        return (checked, corrupt)
+    }
+
+    /// One file, symlink or other non-directory of a tree. Directories are left out: farm adds
+    /// empty mount points to toolchain roots after unpacking (`Sandbox.prepareMountPoints`).
+    struct Entry: Codable, Equatable {
+        var path: String
+        var mode: UInt32
+        var size: Int64
+        /// A regular file's sha256, a symlink's target.
+        var content: String
+    }
+
+    static func listing(of tree: String) throws -> [Entry] {
+        var entries: [Entry] = []
+        try FileWalk.walk(tree) { relative, info in
+            let type = info.st_mode & S_IFMT
+            guard type != S_IFDIR else { return }
+            let path = tree + "/" + relative
+            var content = ""
+            if type == S_IFREG {
+                content = try SHA256.hash(fileAt: path).digest.hex
+            } else if type == S_IFLNK {
+                content = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? ""
+            }
+            entries.append(Entry(path: relative, mode: UInt32(info.st_mode), size: Int64(info.st_size), content: content))
+        }
+        return entries
+    }
+
+    /// What differs between a tree and its manifest, or nil when nothing does.
+    static func difference(_ tree: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: tree + ".manifest"),
+              let recorded = try? JSONDecoder().decode([Entry].self, from: data) else {
+            return "its manifest \(tree).manifest is missing or unreadable"
+        }
+        guard let current = try? listing(of: tree) else { return "a file in it cannot be read" }
+        let now = Dictionary(current.map { ($0.path, $0) }, uniquingKeysWith: { first, _ in first })
+        let then = Set(recorded.map(\.path))
+        for entry in recorded {
+            guard let found = now[entry.path] else { return "\(entry.path) was removed" }
+            if found.content != entry.content || found.size != entry.size { return "\(entry.path) was modified" }
+            if found.mode != entry.mode { return "\(entry.path) changed mode to \(String(found.mode & 0o7777, radix: 8))" }
+        }
+        if let added = current.first(where: { !then.contains($0.path) }) { return "\(added.path) was added" }
+        return nil
+    }
+
+    /// Takes every write bit away, contents before their directory.
+    static func makeReadOnly(_ tree: String) throws {
+        let strip = { (relative: String, info: stat) throws in
+            guard info.st_mode & S_IFMT != S_IFLNK, info.st_mode & 0o222 != 0 else { return }
+            let path = relative.isEmpty ? tree : tree + "/" + relative
+            guard chmod(path, info.st_mode & 0o7555) == 0 else { throw FileSystemError.io(operation: "chmod", path: path, errno: errno) }
+        }
+        try FileWalk.walk(tree, entering: { relative, info in
+            if info.st_mode & S_IFMT != S_IFDIR { try strip(relative, info) }
+        }, leaving: strip)
+    }
+
+    /// Removes a tree that may be read-only: a user other than root cannot delete entries of a
+    /// directory without its write bit.
+    static func remove(_ path: String) {
+        if geteuid() != 0 {
+            FileWalk.walk(path) { relative, info in
+                if info.st_mode & S_IFMT == S_IFDIR { chmod(relative.isEmpty ? path : path + "/" + relative, info.st_mode & 0o7777 | 0o700) }
+            }
+        }
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    /// Creates an empty directory (a mount point) inside the read-only tree `tree`, giving each
+    /// parent its write bit only for the moment it takes, under the tree's lock: two tasks may
+    /// add mount points to one toolchain root at once.
+    public static func makeMountPoint(_ path: String, inTree tree: String) throws {
+        if (try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)) != nil { return }
+        let lock = open(tree + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lock >= 0 else { throw FileSystemError.io(operation: "open", path: tree + ".lock", errno: errno) }
+        defer { close(lock) }
+        flock(lock, LOCK_EX)
+        var parent = tree
+        for component in path.dropFirst(tree.count).split(separator: "/") {
+            let directory = parent + "/" + component
+            var info = stat()
+            if lstat(directory, &info) != 0 {
+                guard stat(parent, &info) == 0 else { throw FileSystemError.io(operation: "stat", path: parent, errno: errno) }
+                chmod(parent, info.st_mode & 0o7777 | 0o200)
+                let made = mkdir(directory, 0o555)
+                let failure = errno
+                chmod(parent, info.st_mode & 0o7777)
+                guard made == 0 || failure == EEXIST else { throw FileSystemError.io(operation: "mkdir", path: directory, errno: failure) }
+            }
+            parent = directory
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw UnpackError(message: "\(path) exists in the unpacked tree \(tree) but is not a directory, so nothing can be mounted on it")
+        }
     }
 }

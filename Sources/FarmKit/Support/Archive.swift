@@ -67,6 +67,7 @@ public enum Archive {
         private var memory: UnsafeMutableRawBufferPointer?
         private var stream: EntryStream?
         private var current: String?
+        private var currentSize: Int64 = 0
 
         public convenience init(path: String) throws {
             try self.init(name: path) { handle in archive_read_open_filename(handle, path, 1 << 16) }
@@ -153,6 +154,7 @@ public enum Archive {
             }
             let path = String(cString: pathname)
             current = path
+            currentSize = archive_entry_size_is_set(entry) != 0 ? archive_entry_size(entry) : 0
             let hardlink = archive_entry_hardlink(entry).map { String(cString: $0) }
             let symlink = archive_entry_symlink(entry).map { String(cString: $0) }
             let type: EntryType
@@ -168,7 +170,7 @@ public enum Archive {
             case let unknown: type = .other("file of unknown type 0o\(String(unknown, radix: 8))")
             }
             return Entry(path: path, type: type, mode: UInt32(archive_entry_perm(entry)) & 0o7777,
-                         size: archive_entry_size_is_set(entry) != 0 ? archive_entry_size(entry) : 0,
+                         size: currentSize,
                          symlinkTarget: symlink, hardlinkTarget: hardlink)
         }
 
@@ -190,10 +192,17 @@ public enum Archive {
             }
         }
 
-        /// Streams the current entry's data into an open file.
+        /// Streams the current entry's data into an open file, holes of a sparse entry included.
         public func writeData(to descriptor: Int32) throws {
             guard archive_read_data_into_fd(handle, descriptor) >= ARCHIVE_WARN else {
                 throw ArchiveError(archive: name, entry: current, message: "cannot extract the data: \(failureMessage)")
+            }
+            // libarchive skips a hole by seeking, which never extends a file: a sparse entry that
+            // ends in a hole would come out short. The entry's size is the file's.
+            var info = stat()
+            guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG, Int64(info.st_size) < currentSize else { return }
+            guard ftruncate(descriptor, off_t(currentSize)) == 0 else {
+                throw ArchiveError(archive: name, entry: current, message: "cannot extend the file to its \(currentSize) bytes: \(String(cString: strerror(errno)))")
             }
         }
 

@@ -9,6 +9,8 @@ public struct HTTPError: Error, CustomStringConvertible, LocalizedError {
     public let retryable: Bool
     /// The server answered a resumed request with the whole file: start again from nothing.
     public var rangeIgnored = false
+    /// The body passed the size the caller allowed; the transfer was stopped there.
+    public var tooLarge = false
 
     public init(url: String, status: Int?, message: String, retryable: Bool, rangeIgnored: Bool = false) {
         self.url = url
@@ -32,9 +34,32 @@ enum HTTPClient {
 
     private final class Sink {
         let descriptor: Int32
+        let handle: UnsafeMutableRawPointer
+        let offset: Int64
+        let limit: Int64?
         var written: Int64 = 0
         var failed: Int32 = 0
-        init(descriptor: Int32) { self.descriptor = descriptor }
+        var tooLarge = false
+        init(descriptor: Int32, handle: UnsafeMutableRawPointer, offset: Int64, limit: Int64?) {
+            self.descriptor = descriptor
+            self.handle = handle
+            self.offset = offset
+            self.limit = limit
+        }
+
+        /// How many of `count` new bytes may still be written: the file (the resumed part
+        /// included) may grow to `limit` + 1 bytes, which proves the body too large.
+        func allowed(_ count: Int) -> Int {
+            guard let limit else { return count }
+            var status = 0
+            farm_curl_response_code(handle, &status)
+            // A 200 to a resumed request is the whole file again, so the partial part does not count.
+            let start = status == 200 ? 0 : offset
+            let room = limit + 1 - start - written
+            if Int64(count) < room { return count }
+            tooLarge = true
+            return Int(max(room, 0))
+        }
     }
 
     /// False only when the server says it does not have `url` (404 or 410; a missing file:// file).
@@ -66,15 +91,17 @@ enum HTTPClient {
     }
 
     /// GETs `url` and appends the body to `descriptor`, asking the server to start at `offset`.
-    /// Returns the HTTP status and the number of bytes written.
-    static func get(_ url: String, into descriptor: Int32, offset: Int64 = 0,
+    /// Returns the HTTP status and the number of bytes written. With `limit`, a file that would
+    /// pass `limit` bytes (counting `offset`) stops the transfer with a `tooLarge` error: a mirror
+    /// streaming without end must not fill the disk.
+    static func get(_ url: String, into descriptor: Int32, offset: Int64 = 0, limit: Int64? = nil,
                     connectTimeout: Int = 20, stallSeconds: Int = 60) throws -> (status: Int, written: Int64) {
         _ = setup
         guard let handle = curl_easy_init() else {
             throw HTTPError(url: url, status: nil, message: "libcurl could not start a transfer", retryable: false)
         }
         defer { curl_easy_cleanup(handle) }
-        let sink = Sink(descriptor: descriptor)
+        let sink = Sink(descriptor: descriptor, handle: handle, offset: offset, limit: limit)
         let context = Unmanaged.passRetained(sink)
         defer { context.release() }
 
@@ -88,7 +115,7 @@ enum HTTPClient {
         farm_curl_setopt_write(handle) { data, size, count, context in
             guard let data, let context else { return 0 }
             let sink = Unmanaged<Sink>.fromOpaque(context).takeUnretainedValue()
-            let total = size * count
+            let total = sink.allowed(size * count)
             var offset = 0
             while offset < total {
                 let n = write(sink.descriptor, data + offset, total - offset)
@@ -100,13 +127,19 @@ enum HTTPClient {
                 offset += n
             }
             sink.written += Int64(total)
-            return total
+            // Fewer bytes than libcurl handed over make it stop with CURLE_WRITE_ERROR.
+            return sink.tooLarge ? 0 : total
         }
         let code = curl_easy_perform(handle)
         var status = 0
         farm_curl_response_code(handle, &status)
         if sink.failed != 0 {
             throw HTTPError(url: url, status: nil, message: "writing the download failed: \(String(cString: strerror(sink.failed)))", retryable: false)
+        }
+        if sink.tooLarge, let limit {
+            var error = HTTPError(url: url, status: status == 0 ? nil : status, message: "the server sent more than \(limit) bytes", retryable: false)
+            error.tooLarge = true
+            throw error
         }
         guard code == CURLE_OK else {
             if code == CURLE_HTTP_RETURNED_ERROR, status == 416, offset > 0 {

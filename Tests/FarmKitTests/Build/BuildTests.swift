@@ -218,4 +218,86 @@ struct BuildTests {
         #expect(last["hit_rate"] as? Double == 1.0)
         #expect(object["tasks"] as? Int == 13)  // 2 kernels x 5, 2 toolchains, 1 publish
     }
+
+    /// A cache holding a real bundle (made from dpkg-deb packages by the bundle task) and its
+    /// tree unpacked the way compile and sign tasks unpack it.
+    func cacheWithAnUnpackedBundle(_ scratch: Scratch) async throws -> (cache: String, bundle: Digest, tree: String) {
+        let release = "6.1.0-47-amd64"
+        var graph = BuildGraph()
+        let inputs = try Fixtures.kernelPackages(in: scratch, release: release).enumerated().map { index, path in
+            BuildGraph.Dependency(role: "package.\(index)", node: graph.add(LocalPackage(path: path), label: path))
+        }
+        graph.add(BundleAction(release: release), label: release, dependencies: inputs)
+        let directory = scratch.file("cache")
+        let cache = try BuildCache(directory: directory)
+        defer { cache.close() }
+        let summary = try await Builder(cache: cache, options: BuildOptions(jobs: 2), reporter: EventLog()).build(graph)
+        try #require(summary.succeeded, "\(summary.failures)")
+        let bundle = try #require(try cache.latestRecord(kind: "bundle", label: release)?.output("bundle")).digest
+        let tree = try UnpackedTrees(objects: cache.objects).tree(of: bundle, log: TaskLog())
+        return (directory, bundle, tree)
+    }
+
+    @Test func unpackedTreesAreReadOnlyAndGcVerifyFindsAndRemovesAnEditedOne() async throws {
+        let scratch = try Scratch()
+        let (cache, bundle, tree) = try await cacheWithAnUnpackedBundle(scratch)
+        let header = "usr/src/linux-headers-6.1.0-47-common/include/linux/module.h"
+        var writable: [String] = []
+        for path in [""] + (FileManager.default.subpaths(atPath: tree) ?? []) {
+            var info = stat()
+            lstat(tree + "/" + path, &info)
+            if info.st_mode & S_IFMT != S_IFLNK, info.st_mode & 0o222 != 0 { writable.append(path) }
+        }
+        #expect(writable.isEmpty, "writable in the unpacked tree: \(writable)")
+
+        // Mount points farm adds before a sandbox starts are not a change; a stale unpack is removed.
+        try UnpackedTrees.makeMountPoint(tree + "/usr/src/linux-headers-6.1.0-47-amd64/mounted/here", inTree: tree)
+        let stale = scratch.file("cache/unpacked/.unpacking-\(bundle.hex)-999999")
+        try FileManager.default.createDirectory(atPath: stale + "/usr", withIntermediateDirectories: true)
+        chmod(stale + "/usr", 0o555)
+        let clean = try runProcess(Products.farm, ["gc", "--verify", "--cache", cache])
+        #expect(clean.status == 0, "\(clean.stdout)\(clean.stderr)")
+        #expect(clean.stdout.contains("1 unpacked trees: 0 corrupt"), "\(clean.stdout)")
+        #expect(FileManager.default.fileExists(atPath: tree + "/" + header))
+        #expect(!FileManager.default.fileExists(atPath: stale))
+
+        // An edit as a user would make it.
+        chmod(tree + "/" + header, 0o644)
+        try Data("#define MODULE 2\n".utf8).write(to: URL(fileURLWithPath: tree + "/" + header))
+        let dirty = try runProcess(Products.farm, ["gc", "--verify", "--cache", cache])
+        #expect(dirty.status == 1)
+        #expect(dirty.stdout.contains("1 corrupt"), "\(dirty.stdout)")
+        #expect(dirty.stdout.contains("\(tree) (unpacked tree: \(header) was modified)"), "\(dirty.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: tree))
+
+        // The next use unpacks the archive again.
+        let opened = try BuildCache(directory: cache)
+        defer { opened.close() }
+        let again = try UnpackedTrees(objects: opened.objects).tree(of: bundle, log: TaskLog())
+        #expect(try String(contentsOfFile: again + "/" + header, encoding: .utf8) == "#define MODULE\n")
+    }
+
+    @Test func statusCountsEverythingUnderTheCacheByPart() async throws {
+        let scratch = try Scratch()
+        let (cache, _, _) = try await cacheWithAnUnpackedBundle(scratch)
+        try FileManager.default.createDirectory(atPath: cache + "/labs/lab1", withIntermediateDirectories: true)
+        try Data(count: 300_000).write(to: URL(fileURLWithPath: cache + "/labs/lab1/initrd"))
+        let status = try runProcess(Products.farm, ["status", "--json", "--cache", cache])
+        #expect(status.status == 0, "\(status.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+        let parts = try #require(object["parts"] as? [String: Int64], "\(status.stdout)")
+        func du(_ part: String) throws -> Int64 {
+            let result = try runProcess("/usr/bin/du", ["-s", "-B1", cache + "/" + part])
+            return Int64(result.stdout.split(separator: "\t").first ?? "") ?? -1
+        }
+        for part in ["cas", "unpacked", "labs"] {
+            #expect(parts[part] == (try du(part)), "\(part): \(status.stdout)")
+        }
+        #expect(parts["unpacked"] ?? 0 > 0)
+        #expect(object["bytes"] as? Int64 == parts.values.reduce(0, +))
+
+        let text = try runProcess(Products.farm, ["status", "--cache", cache])
+        #expect(text.stdout.contains("unpacked "), "\(text.stdout)")
+        #expect(text.stdout.contains("labs "), "\(text.stdout)")
+    }
 }

@@ -158,6 +158,30 @@ struct BundleTests {
         #expect(names == names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) })
     }
 
+    @Test func sparseFilesKeepTheirSizeAndBytesInExtractionAndBundle() throws {
+        let scratch = try Scratch()
+        let path = "usr/src/linux-headers-\(Self.release)/sparse.bin"
+        let (deb, original) = try Fixtures.sparseDeb(in: scratch, path: path)
+        // The fixture must hold a real sparse entry (GNU type 'S'), or this test proves nothing.
+        let types = try Fixtures.run("python3", ["-c", """
+            import subprocess, tarfile, io
+            data = subprocess.run(['ar', 'p', '\(deb)', 'data.tar'], capture_output=True, check=True).stdout
+            print(''.join(m.type.decode() for m in tarfile.open(fileobj=io.BytesIO(data)) if m.name.endswith('sparse.bin')))
+            """])
+        #expect(types.trimmingCharacters(in: .whitespacesAndNewlines) == "S")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: original))
+        #expect(bytes.count == 1 << 20)
+
+        for package in try Fixtures.kernelPackages(in: scratch, release: Self.release) + [deb] {
+            try PackageExtractor.extract(package: package, into: scratch.file("staging"))
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("staging/" + path))) == bytes)
+        try BundleBuilder.build(stagingRoot: scratch.file("staging"), release: Self.release, distro: "debian",
+                                checksum: "0123abcd", output: scratch.file("bundle.tgz"))
+        let tree = try Fixtures.untar(scratch.file("bundle.tgz"), into: scratch.file("tree"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: tree + "/" + path)) == bytes)
+    }
+
     @Test func bundleIsByteReproducible() throws {
         let scratch = try Scratch()
         let packages = try Fixtures.kernelPackages(in: scratch, release: Self.release)
@@ -293,6 +317,22 @@ enum Fixtures {
         let output = scratch.file("\(name)_6.1.76-1_amd64.deb")
         try run("dpkg-deb", ["--root-owner-group", "-Z\(compression)", "--build", root, output])
         return output
+    }
+
+    /// A .deb whose data.tar (GNU tar --sparse, since dpkg-deb writes holes out as zeros) holds
+    /// `path`: 4 KiB of data followed by a hole up to 1 MiB. Returns the package and the file it was made from.
+    static func sparseDeb(in scratch: Scratch, path: String) throws -> (deb: String, original: String) {
+        let directory = scratch.file("sparse-src")
+        let original = try scratch.write("sparse-src/root/\(path)", String(repeating: "sparse!\n", count: 512))
+        try run("truncate", ["-s", "1M", original])
+        try scratch.write("sparse-src/control", "Package: sparse-fixture\nVersion: 1\nArchitecture: all\n")
+        try scratch.write("sparse-src/debian-binary", "2.0\n")
+        try run("tar", ["--create", "--sparse", "--format=gnu", "--owner=0", "--group=0", "--file", "data.tar", "-C", "root", "."],
+                directory: directory)
+        try run("tar", ["--create", "--format=gnu", "--file", "control.tar", "./control"], directory: directory)
+        let output = scratch.file("sparse-fixture_1_all.deb")
+        try run("ar", ["rcD", output, "debian-binary", "control.tar", "data.tar"], directory: directory)
+        return (output, original)
     }
 
     /// Over ustar's 100-byte name field, so the writer needs a pax header for it.

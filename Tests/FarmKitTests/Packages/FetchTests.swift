@@ -80,7 +80,8 @@ struct FetchTests {
 }
 
 /// An HTTP server on 127.0.0.1 that answers 503 to the first `failures` requests, then serves
-/// files from a directory (with ranges, as mirrors do). It stops when the test ends.
+/// files from a directory (with ranges, as mirrors do), and under `/endless/` streams zeros
+/// without end, as a broken mirror did. It stops when the test ends.
 final class FlakyServer {
     let process = Process()
     let port: Int
@@ -95,9 +96,23 @@ final class FlakyServer {
                     left[0] -= 1
                     self.send_error(503, "try later")
                     return
+                if self.path.startswith("/endless/"):
+                    self.send_response(200)
+                    self.end_headers()
+                    try:
+                        while True:
+                            self.wfile.write(bytes(1 << 16))
+                    except OSError:
+                        return
                 path = self.translate_path(self.path)
                 data = open(path, "rb").read()
-                self.send_response(200)
+                start = self.headers.get("Range", "bytes=0-")[len("bytes="):].split("-")[0]
+                if int(start) > 0:
+                    self.send_response(206)
+                    self.send_header("Content-Range", "bytes %s-%d/%d" % (start, len(data) - 1, len(data)))
+                    data = data[int(start):]
+                else:
+                    self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -158,3 +173,77 @@ extension FetchTests {
         #expect(error?.description.contains("\(url): HTTP 503") == true, "\(String(describing: error))")
     }
 }
+
+extension FetchTests {
+    @Test(.timeLimit(.minutes(1)))
+    func aMirrorStreamingWithoutEndIsCutOffAtThePinnedSizeAndLeavesNothing() async throws {
+        let scratch = try Scratch()
+        try FileManager.default.createDirectory(atPath: scratch.file("www"), withIntermediateDirectories: true)
+        let server = try FlakyServer(directory: scratch.file("www"), failures: 0, scratch: scratch)
+        defer { server.stop() }
+        let pin = SHA256.hash("the real package")
+        let manifest = try scratch.write("project/manifest.yml", """
+        farm: 1
+        upstreams:
+          local: {kind: apt, mirror: "http://127.0.0.1:\(server.port)", suites: [testsuite]}
+        kernels:
+          - release: 6.1.0-1-amd64
+            upstream: local
+            packages:
+              - {url: endless/e.deb, sha256: \(pin.hex), size: 300000}
+
+        """)
+        let started = ContinuousClock.now
+        let (summary, log) = try await build(manifest)
+        #expect(ContinuousClock.now - started < .seconds(20))
+        #expect(summary.failed == 1)
+        let error = try #require(log.failed["fetch:e.deb"]?.error)
+        #expect(error.contains("http://127.0.0.1:\(server.port)/endless/e.deb: the server sent more than the pinned size of 300000 bytes"),
+                "\(error)")
+
+        let cache = scratch.file("project/cache")
+        #expect(!FileManager.default.fileExists(atPath: cache + "/cas/tmp/partial-\(pin.hex)"))
+        // The store holds the failed task's log and nothing else.
+        let session = try Session(manifestPath: manifest, cacheDirectory: nil, rules: FarmRules())
+        let opened = try session.openCache()
+        defer { opened.close() }
+        let record = try #require(try opened.findRecords("fetch:e.deb").first)
+        #expect(opened.objects.allObjects().map(\.digest) == [record.log].compactMap { $0 })
+    }
+
+    @Test func aResumedDownloadCountsItsPartialFileAgainstThePin() throws {
+        let scratch = try Scratch()
+        try FileManager.default.createDirectory(atPath: scratch.file("www"), withIntermediateDirectories: true)
+        // The mirror's file is 500 bytes longer than the pin says.
+        try Data(count: 100_500).write(to: URL(fileURLWithPath: scratch.file("www/f.deb")))
+        let server = try FlakyServer(directory: scratch.file("www"), failures: 0, scratch: scratch)
+        defer { server.stop() }
+        // A partial file already holding 99,000 of the 100,000 pinned bytes leaves room for 1,000
+        // more; the 1,500 the server sends pass the pin.
+        let partial = scratch.file("partial")
+        try Data(count: 99_000).write(to: URL(fileURLWithPath: partial))
+        let url = "http://127.0.0.1:\(server.port)/f.deb"
+        let error = #expect(throws: DownloadError.self) {
+            try Downloader(attempts: 1).download(url, to: partial, limit: .pinned(100_000))
+        }
+        #expect(error?.description.contains("\(url): the server sent more than the pinned size of 100000 bytes") == true,
+                "\(String(describing: error))")
+        #expect(!FileManager.default.fileExists(atPath: partial))
+    }
+
+    @Test func anInReleaseThatNeverEndsIsCutOffAt64MiB() throws {
+        let scratch = try Scratch()
+        try FileManager.default.createDirectory(atPath: scratch.file("www"), withIntermediateDirectories: true)
+        let server = try FlakyServer(directory: scratch.file("www"), failures: 0, scratch: scratch)
+        defer { server.stop() }
+        let archive = AptArchive(baseURL: "http://127.0.0.1:\(server.port)/endless", keyrings: [])
+        let error = #expect(throws: DownloadError.self) {
+            try archive.packages(suite: "bookworm", component: "main", architecture: "amd64", workDirectory: scratch.path)
+        }
+        let url = "http://127.0.0.1:\(server.port)/endless/dists/bookworm/InRelease"
+        #expect(error?.description.contains("\(url): the server sent more than the 64 MiB farm allows for an InRelease file") == true,
+                "\(String(describing: error))")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("bookworm-InRelease")))
+    }
+}
+
