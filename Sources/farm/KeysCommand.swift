@@ -67,13 +67,17 @@ struct KeysCommand: ParsableCommand {
         func run() throws {
             do {
                 let paths = try options.paths()
-                if let key = try ModuleKey.load(paths.module) {
+                let (moduleKey, repositoryKey) = (try ModuleKey.load(paths.module), try RepositoryKey.load(paths.repository))
+                // Both tools before either key: a missing one must not leave half a key set.
+                if moduleKey == nil { try ModuleKey.requireTool() }
+                if repositoryKey == nil { try GnuPG.requireTool() }
+                if let key = moduleKey {
                     print("kept the existing " + KeysCommand.describe(key, paths.module))
                 } else {
                     let key = try ModuleKey.create(at: paths.module, type: type, bits: bits, hash: hash, refreshDays: refreshDays)
                     print("made " + KeysCommand.describe(key, paths.module))
                 }
-                if let key = try RepositoryKey.load(paths.repository) {
+                if let key = repositoryKey {
                     print("kept the existing " + KeysCommand.describe(key, paths.repository))
                 } else {
                     let key = try RepositoryKey.create(at: paths.repository, uid: uid, algorithm: repoAlgorithm)
