@@ -119,6 +119,9 @@ struct KeysCommand: ParsableCommand {
                 guard let old = try ModuleKey.load(paths.module) else {
                     throw ValidationError("no module key at \(paths.module.metadata) to rotate; run 'farm keys init'")
                 }
+                // The tools before any key is retired: a missing one must not leave no key at all.
+                try ModuleKey.requireTool()
+                if repo { try GnuPG.requireTool() }
                 if let reason = force ? "--force" : old.rotationReason(wantedHash: hash) {
                     let retired = try ModuleKey.retire(paths.module, key: old)
                     let key = try ModuleKey.create(at: paths.module, type: type ?? old.type, bits: bits ?? (type == nil ? old.bits : nil),

@@ -22,7 +22,7 @@ public struct RepositorySource: Sendable, CustomStringConvertible {
         var template = Array("/tmp/farm-fetch-XXXXXX".utf8CString)
         let descriptor = mkstemp(&template)
         guard descriptor >= 0 else { throw FileSystemError.io(operation: "mkstemp", path: "/tmp", errno: errno) }
-        let temporary = String(cString: template)
+        let temporary = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer {
             close(descriptor)
             unlink(temporary)

@@ -42,8 +42,7 @@ public enum GnuPG {
     static func base(for place: Place) throws -> String {
         switch place {
         case .publicOnly:
-            let temporary = NSTemporaryDirectory().hasSuffix("/") ? String(NSTemporaryDirectory().dropLast()) : NSTemporaryDirectory()
-            return fits(temporary + "/farm-gpg-pub") ? temporary : "/tmp"
+            return fits(temporaryDirectory + "/farm-gpg-pub") ? temporaryDirectory : "/tmp"
         case let .secret(keyHome):
             let beside = (keyHome as NSString).deletingLastPathComponent + "/.g"
             // A keys path too long for the agent's socket: a 0700 directory in a place only this
@@ -132,9 +131,15 @@ public enum GnuPG {
 
     /// A private scratch directory (mode 0700) under `$TMPDIR`, removed when `body` returns.
     public static func withScratch<T>(_ body: (String) throws -> T) throws -> T {
-        let directory = try makeTemporaryDirectory(NSTemporaryDirectory() + "/farm-XXXXXX")
+        let directory = try makeTemporaryDirectory(temporaryDirectory + "/farm-XXXXXX")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         return try body(directory)
+    }
+
+    /// `$TMPDIR` (else /tmp), without a trailing slash.
+    static var temporaryDirectory: String {
+        let directory = NSTemporaryDirectory()
+        return directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
     }
 
     /// `mkdtemp(template)`: a new directory of mode 0700.

@@ -174,6 +174,12 @@ struct KeysTests {
         // With gpg back, the whole set is made and shown.
         #expect(try keys(scratch, ["init"]).status == 0)
         #expect(try keys(scratch, ["show"]).status == 0)
+        // Rotating the repository key without gpg retires nothing.
+        let rotated = try runProcess(Products.farm, ["keys", "rotate", "--repo", "--manifest", scratch.file("manifest.yml")],
+                                     environment: ["PATH": scratch.file("bin")])
+        #expect(rotated.status == 3 && rotated.stderr.contains("apt-get install gnupg"), "\(rotated.stdout)\(rotated.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("keys/retired")))
+        #expect(try keys(scratch, ["show"]).status == 0)
     }
 
     /// A farm killed while gpg makes (or uses) the repository key leaves the key's scratch home
