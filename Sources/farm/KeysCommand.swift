@@ -67,13 +67,17 @@ struct KeysCommand: ParsableCommand {
         func run() throws {
             do {
                 let paths = try options.paths()
-                if let key = try ModuleKey.load(paths.module) {
+                let (moduleKey, repositoryKey) = (try ModuleKey.load(paths.module), try RepositoryKey.load(paths.repository))
+                // Both tools before either key: a missing one must not leave half a key set.
+                if moduleKey == nil { try ModuleKey.requireTool() }
+                if repositoryKey == nil { try GnuPG.requireTool() }
+                if let key = moduleKey {
                     print("kept the existing " + KeysCommand.describe(key, paths.module))
                 } else {
                     let key = try ModuleKey.create(at: paths.module, type: type, bits: bits, hash: hash, refreshDays: refreshDays)
                     print("made " + KeysCommand.describe(key, paths.module))
                 }
-                if let key = try RepositoryKey.load(paths.repository) {
+                if let key = repositoryKey {
                     print("kept the existing " + KeysCommand.describe(key, paths.repository))
                 } else {
                     let key = try RepositoryKey.create(at: paths.repository, uid: uid, algorithm: repoAlgorithm)
@@ -115,6 +119,9 @@ struct KeysCommand: ParsableCommand {
                 guard let old = try ModuleKey.load(paths.module) else {
                     throw ValidationError("no module key at \(paths.module.metadata) to rotate; run 'farm keys init'")
                 }
+                // The tools before any key is retired: a missing one must not leave no key at all.
+                try ModuleKey.requireTool()
+                if repo { try GnuPG.requireTool() }
                 if let reason = force ? "--force" : old.rotationReason(wantedHash: hash) {
                     let retired = try ModuleKey.retire(paths.module, key: old)
                     let key = try ModuleKey.create(at: paths.module, type: type ?? old.type, bits: bits ?? (type == nil ? old.bits : nil),

@@ -6,12 +6,15 @@ import SyntheticKinds
 // mid-way and run two builds at once on one cache:
 //   farm-test-driver --manifest M --cache C [-k] [-j N] [PATTERN...]
 // Prints the JSON event stream; exits 0, 1 (a task failed) or 2 (bad input) like farm.
+//   farm-test-driver --cache C --install PUBLICATION-DIGEST DIR
+// writes a publication the cache holds into DIR (Publisher.install alone, to kill it mid-way).
 
 var manifest = "manifest.yml"
 var cache: String?
 var keepGoing = false
 var jobs = BuildOptions.defaultJobs
 var patterns: [String] = []
+var install: (publication: String, directory: String)?
 var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     switch argument {
@@ -19,11 +22,19 @@ while let argument = arguments.popFirst() {
     case "--cache": cache = arguments.popFirst()
     case "-k": keepGoing = true
     case "-j": jobs = arguments.popFirst().flatMap(Int.init) ?? jobs
+    case "--install": install = (arguments.popFirst() ?? "", arguments.popFirst() ?? "")
     default: patterns.append(argument)
     }
 }
 
 do {
+    if let install, let cache, let digest = Digest(hex: install.publication) {
+        let store = try BuildCache(directory: cache)
+        let publication = try PublicationFiles.decode(try store.objects.read(digest))
+        let report = try Publisher.install(publication, objects: store.objects, into: install.directory)
+        print("\(report.written.count) written")
+        exit(0)
+    }
     let session = try Session(manifestPath: manifest, cacheDirectory: cache, rules: SyntheticRules())
     let summary = try await session.build(patterns: patterns, options: BuildOptions(jobs: jobs, keepGoing: keepGoing),
                                           reporter: JSONReporter())

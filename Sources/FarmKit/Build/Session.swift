@@ -64,7 +64,9 @@ public struct Session: Sendable {
             .build(graph, collecting: publish.map { [$0.id] } ?? [])
         timer.mark("build")
         if let publish, let action = publish.action as? PublishAction, let files = summary.collected[publish.id]?["files"] {
-            let text = try install(try PublicationFiles.decode(try cache.objects.read(files)), of: action, cache: cache)
+            let publication = try PublicationFiles.decode(try cache.objects.read(files))
+            // A dry run writes nothing anywhere: it says what the directory lacks.
+            let text = options.dryRun ? Session.wouldInstall(publication, of: action) : try install(publication, of: action, cache: cache)
             reporter.report(.published(directory: action.directory, summary: text))
             timer.mark("publish")
         }
@@ -88,6 +90,12 @@ public struct Session: Sendable {
             if !report.removed.isEmpty { text += ", \(report.removed.count) retired" }
         }
         return text
+    }
+
+    static func wouldInstall(_ publication: PublicationFiles, of action: PublishAction) -> String {
+        let pending = Publisher.pending(publication, in: action.directory)
+        return "repository \(action.directory): revision \(publication.revision), "
+            + (pending.isEmpty ? "up to date" : "would write \(pending.count) file(s) (dry run: nothing written)")
     }
 
     /// Builds one task and what it needs, then copies its output `output` to `directory/name`

@@ -1,16 +1,32 @@
 import Foundation
 
-/// Makes a directory hold a publication: new modules, signatures and manifest first, then
-/// `repomd.xml` and its signature, each by rename, so a reader sees the old repository or the
-/// new one. Files already there with the right bytes are left alone (incremental), and what
-/// neither this publication nor the one before it names is removed afterwards (a reader still
-/// holding the previous `repomd.xml` finds its files).
+/// Makes a directory hold a publication so that a reader sees the old repository or the new one,
+/// never a mix. `repodata/` is a symbolic link to `.revisions/<revision>/`, which holds one
+/// publication's `repomd.xml`, its signature and its manifest: a new publication's files are
+/// written into a new revision directory and the link is replaced by one rename(2), so the pair
+/// `repomd.xml` + `repomd.xml.sig` changes as one (two renames in a row are not one: a kill
+/// between them left a new `repomd.xml` beside the old signature). New modules and signatures are
+/// written first under `modules/`, each by rename; a path there never changes its bytes. Files
+/// already there with the right bytes are left alone (incremental). What neither this publication
+/// nor the one before it names is removed afterwards, and the new revision also holds the previous
+/// manifest, so a reader still holding the previous `repomd.xml` finds its files.
 public enum Publisher {
     public struct Report: Sendable, Equatable {
         public var written: [String] = []
         public var unchanged = 0
         public var removed: [String] = []
+        /// The revision directory `repodata` now points to, when this install switched it.
+        public var switchedTo: String?
+        /// Whether a `repodata/` directory of the old layout was turned into a revision.
+        public var migrated = false
     }
+
+    /// Where revision directories live, relative to the repository.
+    public static let revisionsDirectory = ".revisions"
+    static let repodata = "repodata"
+    /// `.revisions/previous` names the revision before the current one, kept for readers that
+    /// resolved `repodata` before the switch.
+    static let previousLink = "previous"
 
     /// Writes `publication` into `directory`. Cheap when the directory already matches.
     @discardableResult
@@ -21,33 +37,188 @@ public enum Publisher {
         guard lock >= 0 else { throw FileSystemError.io(operation: "open", path: directory, errno: errno) }
         defer { close(lock) }
         flock(lock, LOCK_EX)
+        // Under the lock, every temporary file is a killed publisher's.
+        removeTemporaryFiles(in: directory)
 
         let previous = Set(referencedPaths(in: directory))
         var report = Report()
-        let last: Set<String> = [RepositoryFormat.repomdPath, RepositoryFormat.repomdSignaturePath]
-        let ordered = publication.files.filter { !last.contains($0.path) } + publication.files.filter { last.contains($0.path) }
-        for file in ordered {
+        let (meta, rest) = (publication.files.filter(\.isRepodata), publication.files.filter { !$0.isRepodata })
+        for file in rest {
             try RepositoryFormat.checkRelative(file.path, name: "publication")
-            let target = directory + "/" + file.path
-            if holds(target, file) {
+            if try put(file, at: directory + "/" + file.path, objects: objects) {
+                report.written.append(file.path)
+            } else {
                 report.unchanged += 1
-                continue
             }
-            let parent = (target as NSString).deletingLastPathComponent
-            try AtomicFile.makeDirectory(parent)
-            let temporary = parent + "/.tmp-\(getpid())-" + (target as NSString).lastPathComponent
-            unlink(temporary)
-            try FileManager.default.copyItem(atPath: try objects.verifiedPath(of: file.digest), toPath: temporary)
-            chmod(temporary, 0o644)
-            try AtomicFile.rename(temporary, to: target)
-            AtomicFile.syncDirectory(parent)
-            report.written.append(file.path)
         }
+        try installRevision(meta, of: publication, objects: objects, into: directory, report: &report)
+        removeStaleRevisions(in: directory)
         // Only a new publication retires files: those that neither it nor the one before names.
         if !report.written.isEmpty {
             report.removed = try removeUnreferenced(in: directory, keeping: previous.union(publication.files.map(\.path)))
         }
         return report
+    }
+
+    /// The files `install` would write, without writing anything (for `farm build -n`).
+    public static func pending(_ publication: PublicationFiles, in directory: String) -> [String] {
+        publication.files.filter { !holds(directory + "/" + $0.path, $0) }.map(\.path)
+            + (currentRevision(in: directory) == .legacyDirectory ? [repodata + " (made a link to a revision)"] : [])
+    }
+
+    enum CurrentRevision: Equatable {
+        case none
+        /// `repodata/` is a directory, as farm wrote it before revisions.
+        case legacyDirectory
+        case link(String)
+    }
+
+    static func currentRevision(in directory: String) -> CurrentRevision {
+        let path = directory + "/" + repodata
+        if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: path) {
+            return .link((target as NSString).lastPathComponent)
+        }
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue ? .legacyDirectory : .none
+    }
+
+    /// Writes the publication's `repodata/` files into a revision directory and points `repodata` at it.
+    static func installRevision(_ files: [PublicationFiles.File], of publication: PublicationFiles, objects: ContentStore,
+                                into directory: String, report: inout Report) throws {
+        let current = currentRevision(in: directory)
+        let live = directory + "/" + repodata
+        if case .link = current, files.allSatisfy({ holds(directory + "/" + $0.path, $0) }) {
+            report.unchanged += files.count
+            return
+        }
+        let repomd = files.first { $0.path == RepositoryFormat.repomdPath }
+        var name = "\(publication.revision)-\(repomd?.digest.hex.prefix(16) ?? "none")"
+        // Never rewrite the live revision in place: a damaged one is replaced by a new directory.
+        if current == .link(name) { name += "-\(UInt32.random(in: 0...UInt32.max))" }
+        let revisions = directory + "/" + revisionsDirectory
+        let revision = revisions + "/" + name
+        try AtomicFile.makeDirectory(revision)
+        for file in files {
+            let name = String(file.path.dropFirst(repodata.count + 1))
+            try RepositoryFormat.checkRelative(name, name: "publication")
+            _ = try put(file, at: revision + "/" + name, objects: objects)
+        }
+        // A reader holding the previous repomd.xml fetches its manifest through the new link.
+        if let (index, _) = try? currentPublication(in: directory), index.location.hasPrefix(repodata + "/") {
+            let name = String(index.location.dropFirst(repodata.count + 1))
+            let (source, target) = (live + "/" + name, revision + "/" + name)
+            if !FileManager.default.fileExists(atPath: target), link(source, target) != 0 {
+                try? FileManager.default.copyItem(atPath: source, toPath: target)
+            }
+        }
+        AtomicFile.syncDirectory(revision)
+        AtomicFile.syncDirectory(revisions)
+
+        if case let .link(old) = current { try pointLink(revisions + "/" + previousLink, at: old) }
+        let fresh = directory + "/.tmp-\(getpid())-" + repodata
+        unlink(fresh)
+        guard symlink(revisionsDirectory + "/" + name, fresh) == 0 else {
+            throw FileSystemError.io(operation: "symlink", path: fresh, errno: errno)
+        }
+        if current == .legacyDirectory {
+            try migrate(live, replacingWith: fresh, revisions: revisions)
+            report.migrated = true
+        } else {
+            try AtomicFile.rename(fresh, to: live)
+        }
+        AtomicFile.syncDirectory(directory)
+        report.switchedTo = name
+        // For readers, every file behind the link is new, even when a killed run had written it.
+        report.written += files.map(\.path)
+    }
+
+    /// Turns the old layout's `repodata/` directory into a revision and puts the link in its place.
+    /// renameat2's RENAME_EXCHANGE swaps the directory and the link in one step, so a reader never
+    /// misses `repomd.xml`; where the file system cannot exchange, the directory is moved aside and
+    /// the link renamed in right after it (two renames: a reader may miss `repomd.xml` in between
+    /// for that one publication, which is better than a mixed pair).
+    static func migrate(_ live: String, replacingWith link: String, revisions: String) throws {
+        let old = "legacy-\(Int(Date().timeIntervalSince1970))"
+        if exchange(link, live) {
+            try AtomicFile.rename(link, to: revisions + "/" + old)
+        } else {
+            try AtomicFile.rename(live, to: revisions + "/" + old)
+            try AtomicFile.rename(link, to: live)
+        }
+        try pointLink(revisions + "/" + previousLink, at: old)
+    }
+
+    /// renameat2(2) with RENAME_EXCHANGE. glibc has it, but Swift's Glibc module does not declare
+    /// it (it is behind _GNU_SOURCE), so it is looked up by name.
+    static func exchange(_ first: String, _ second: String) -> Bool {
+        typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
+        guard let symbol = dlsym(nil, "renameat2") else { return false }
+        let renameExchange: UInt32 = 1 << 1
+        return unsafeBitCast(symbol, to: RenameAt2.self)(AT_FDCWD, first, AT_FDCWD, second, renameExchange) == 0
+    }
+
+    /// Replaces the link at `path` by one to `name` (a sibling), atomically.
+    static func pointLink(_ path: String, at name: String) throws {
+        let fresh = (path as NSString).deletingLastPathComponent + "/.tmp-\(getpid())-" + (path as NSString).lastPathComponent
+        unlink(fresh)
+        guard symlink(name, fresh) == 0 else { throw FileSystemError.io(operation: "symlink", path: fresh, errno: errno) }
+        try AtomicFile.rename(fresh, to: path)
+    }
+
+    /// Removes revision directories that are neither current nor previous: older ones, and those a
+    /// killed publisher made but never switched to.
+    static func removeStaleRevisions(in directory: String) {
+        let revisions = directory + "/" + revisionsDirectory
+        var keep: Set<String> = [previousLink]
+        if case let .link(current) = currentRevision(in: directory) { keep.insert(current) }
+        if let previous = try? FileManager.default.destinationOfSymbolicLink(atPath: revisions + "/" + previousLink) {
+            keep.insert(previous)
+        }
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: revisions)) ?? [] where !keep.contains(entry) {
+            try? FileManager.default.removeItem(atPath: revisions + "/" + entry)
+        }
+    }
+
+    /// Removes `.tmp-*` files (and links) a killed publisher left: at the top, under `modules/`
+    /// and in revision directories.
+    static func removeTemporaryFiles(in directory: String) {
+        var places = [directory, directory + "/" + revisionsDirectory]
+        places += ((try? FileManager.default.contentsOfDirectory(atPath: places[1])) ?? []).map { places[1] + "/" + $0 }
+        if let walker = FileManager.default.enumerator(atPath: directory + "/modules") {
+            places.append(directory + "/modules")
+            while let entry = walker.nextObject() as? String {
+                var isDirectory: ObjCBool = false
+                let path = directory + "/modules/" + entry
+                if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue { places.append(path) }
+            }
+        }
+        for place in places {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: place)) ?? []
+            where entry.hasPrefix(".tmp-") {
+                // A directory too: the old layout's repodata/ when a kill came mid-migration.
+                try? FileManager.default.removeItem(atPath: place + "/" + entry)
+            }
+        }
+    }
+
+    /// Makes `target` hold `file`'s bytes (temp + fsync + rename); false when it already did.
+    static func put(_ file: PublicationFiles.File, at target: String, objects: ContentStore) throws -> Bool {
+        if holds(target, file) { return false }
+        let parent = (target as NSString).deletingLastPathComponent
+        try AtomicFile.makeDirectory(parent)
+        let temporary = parent + "/.tmp-\(getpid())-" + (target as NSString).lastPathComponent
+        unlink(temporary)
+        try FileManager.default.copyItem(atPath: try objects.verifiedPath(of: file.digest), toPath: temporary)
+        chmod(temporary, 0o644)
+        // The bytes reach the disk before the name does: a crash must not leave a named, empty file.
+        let descriptor = open(temporary, O_RDONLY | O_CLOEXEC)
+        if descriptor >= 0 {
+            fsync(descriptor)
+            close(descriptor)
+        }
+        try AtomicFile.rename(temporary, to: target)
+        AtomicFile.syncDirectory(parent)
+        return true
     }
 
     /// Whether the file at `path` already has the publication's bytes.
@@ -96,10 +267,11 @@ public enum Publisher {
         return "modules/\(checksum)/\(name)"
     }
 
-    /// Removes files under `modules/` and `repodata/` that `keep` does not name, and emptied directories.
+    /// Removes files under `modules/` that `keep` does not name, and emptied directories (the
+    /// revision directories are retired whole).
     static func removeUnreferenced(in directory: String, keeping keep: Set<String>) throws -> [String] {
         var removed: [String] = []
-        for top in ["modules", "repodata"] {
+        for top in ["modules"] {
             guard let walker = FileManager.default.enumerator(atPath: directory + "/" + top) else { continue }
             var directories: [String] = []
             while let entry = walker.nextObject() as? String {
@@ -128,4 +300,9 @@ public enum Publisher {
         guard result.status == 0 else { throw RepositoryError("gzip failed on \(file): \(result.stderr)") }
         return file + ".gz"
     }
+}
+
+extension PublicationFiles.File {
+    /// Whether the file belongs in a revision directory (behind the `repodata` link).
+    var isRepodata: Bool { path.hasPrefix(Publisher.repodata + "/") }
 }

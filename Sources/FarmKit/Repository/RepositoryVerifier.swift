@@ -22,7 +22,7 @@ public struct RepositorySource: Sendable, CustomStringConvertible {
         var template = Array("/tmp/farm-fetch-XXXXXX".utf8CString)
         let descriptor = mkstemp(&template)
         guard descriptor >= 0 else { throw FileSystemError.io(operation: "mkstemp", path: "/tmp", errno: errno) }
-        let temporary = String(cString: template)
+        let temporary = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer {
             close(descriptor)
             unlink(temporary)
@@ -77,8 +77,13 @@ public struct RepositoryVerifier: Sendable {
             try signature.write(to: URL(fileURLWithPath: scratch + "/repomd.xml.sig"))
             do {
                 try verifier.check(signature: scratch + "/repomd.xml.sig", of: scratch + "/repomd.xml")
+            } catch let error as OpenPGPError where error.badSignature {
+                // A good signature of other bytes: either file may have been changed.
+                throw RepositoryError("\(source.name(RepositoryFormat.repomdPath)): bad signature: its bytes do not match"
+                                      + " \(source.name(RepositoryFormat.repomdSignaturePath)); one of the two was changed")
             } catch {
-                throw RepositoryError("\(source.name(RepositoryFormat.repomdPath)): \(error)")
+                // Not a signature, or not the pinned key's: the .sig file is at fault.
+                throw RepositoryError("\(source.name(RepositoryFormat.repomdSignaturePath)): \(error)")
             }
         }
         let index = try RepositoryFormat.parseRepomd(repomd, name: source.name(RepositoryFormat.repomdPath))
@@ -109,7 +114,8 @@ public struct RepositoryVerifier: Sendable {
                 return try body(verifier)
             }
         } catch let error as OpenPGPError where !entered {
-            throw RepositoryError("\(source.name(RepositoryFormat.keyPath)): \(error); the key you trust is \(fingerprint)")
+            throw RepositoryError("\(source.name(RepositoryFormat.keyPath)): \(error); if the repository's key was replaced on purpose,"
+                                  + " check the new fingerprint with its owner and pin it with --fingerprint")
         }
     }
 

@@ -2,7 +2,12 @@ import Foundation
 
 public struct OpenPGPError: Error, CustomStringConvertible, LocalizedError {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// A well-formed signature by the pinned key over other bytes: the file or its signature was changed.
+    public let badSignature: Bool
+    public init(_ message: String, badSignature: Bool = false) {
+        self.message = message
+        self.badSignature = badSignature
+    }
     public var description: String { message }
     public var errorDescription: String? { message }
 }
@@ -17,19 +22,95 @@ public enum GnuPG {
         return path
     }
 
-    /// A throw-away GNUPGHOME under /tmp (short, so the agent's socket path fits), mode 0700.
-    /// Its agent is stopped and the directory removed when `body` returns.
-    static func withHome<T>(copying source: String? = nil, _ body: (String) throws -> T) throws -> T {
-        let home = try makeTemporaryDirectory("/tmp/farm-gpg-XXXXXX")
-        defer { stopAgents(home) }
-        chmod(home, 0o700)
+    /// Whether gpg is installed, checked before anything is made with it.
+    public static func requireTool() throws { _ = try gpg() }
+
+    /// Where a throw-away GNUPGHOME goes. One that will hold a private key lives beside the key
+    /// (`<keys>/.g/`, mode 0700), never in a shared temporary directory, so a killed farm leaves
+    /// no key material where others look; one that holds public keys only goes to `$TMPDIR`.
+    enum Place {
+        case secret(keyHome: String)
+        case publicOnly
+    }
+
+    /// gpg-agent puts its sockets in the home (no /run/user/<uid> here, since we may run as root
+    /// without a login session), and a socket path has 108 bytes: the longest one is
+    /// `<home>/S.gpg-agent.browser`, and mkdtemp adds 7 bytes to the base.
+    static func fits(_ base: String) -> Bool { base.utf8.count + 7 + "/S.gpg-agent.browser".utf8.count < 108 }
+
+    /// The directory scratch homes of `place` go in, made mode 0700 when farm makes it.
+    static func base(for place: Place) throws -> String {
+        switch place {
+        case .publicOnly:
+            return fits(temporaryDirectory + "/farm-gpg-pub") ? temporaryDirectory : "/tmp"
+        case let .secret(keyHome):
+            let beside = (keyHome as NSString).deletingLastPathComponent + "/.g"
+            // A keys path too long for the agent's socket: a 0700 directory in a place only this
+            // user can write (the login session's runtime directory, or /run for root), still
+            // never world-readable and still swept for leftovers like the one beside the keys.
+            let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].map { $0 + "/farm-gpg" }
+            let candidates = [beside, runtime, getuid() == 0 ? "/run/farm-gpg" : nil].compactMap { $0 }
+            guard let base = candidates.first(where: fits) else {
+                throw OpenPGPError("the keys directory \((keyHome as NSString).deletingLastPathComponent) has too long a path for"
+                                   + " gpg-agent's socket (108 bytes) and there is no XDG_RUNTIME_DIR; move the keys to a shorter path")
+            }
+            try ModuleKey.makePrivateDirectory(base)
+            return base
+        }
+    }
+
+    static func prefix(for place: Place) -> String {
+        if case .publicOnly = place { return "farm-gpg-pub-" }
+        return ""
+    }
+
+    /// A throw-away GNUPGHOME (mode 0700) at `place`; its agent is stopped and the directory
+    /// removed when `body` returns. The home is flock'ed while in use: homes left by a killed
+    /// farm are the unlocked ones, and each new home first removes those (and stops their agents).
+    static func withHome<T>(_ place: Place, copying source: String? = nil, entries: [String] = ["pubring.kbx", "trustdb.gpg", "private-keys-v1.d"],
+                            _ body: (String) throws -> T) throws -> T {
+        let base = try base(for: place)
+        let prefix = prefix(for: place)
+        removeAbandonedHomes(in: base, prefix: prefix)
+        let (home, lock) = try makeLockedHome(base + "/" + prefix + "XXXXXX")
+        defer {
+            stopAgents(home)
+            close(lock)
+        }
         if let source {
-            for entry in (try? FileManager.default.contentsOfDirectory(atPath: source)) ?? []
-            where ["pubring.kbx", "trustdb.gpg", "private-keys-v1.d"].contains(entry) {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: source)) ?? [] where entries.contains(entry) {
                 try FileManager.default.copyItem(atPath: source + "/" + entry, toPath: home + "/" + entry)
             }
         }
         return try body(home)
+    }
+
+    /// mkdtemp, then an exclusive flock on the new directory; retried when another farm's sweep
+    /// removed it between the two (it saw it unlocked).
+    static func makeLockedHome(_ template: String) throws -> (String, Int32) {
+        for _ in 0..<5 {
+            let home = try makeTemporaryDirectory(template)
+            let lock = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard lock >= 0 else { continue }
+            flock(lock, LOCK_EX)
+            var held = stat(), named = stat()
+            if fstat(lock, &held) == 0, stat(home, &named) == 0, held.st_ino == named.st_ino { return (home, lock) }
+            close(lock)
+        }
+        throw OpenPGPError("could not make a GnuPG home under \((template as NSString).deletingLastPathComponent)")
+    }
+
+    /// Removes the homes under `base` that no live farm holds (a killed one's), stopping their agents first.
+    static func removeAbandonedHomes(in base: String, prefix: String) {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []
+        where entry.hasPrefix(prefix) && entry.utf8.count == prefix.utf8.count + 6 {
+            let home = base + "/" + entry
+            let lock = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)
+            guard lock >= 0 else { continue }
+            defer { close(lock) }
+            guard flock(lock, LOCK_EX | LOCK_NB) == 0 else { continue }
+            stopAgents(home)
+        }
     }
 
     /// Stops the agent gpg started for `home`, waits until no process of it is left, and removes
@@ -48,11 +129,17 @@ public enum GnuPG {
     /// Whether a process's command line names `home` (the agent runs as `gpg-agent --homedir HOME`).
     static func processUsing(_ home: String) -> Bool { !ProcessTable.processes(mentioning: home).isEmpty }
 
-    /// A private scratch directory under /tmp, removed when `body` returns.
+    /// A private scratch directory (mode 0700) under `$TMPDIR`, removed when `body` returns.
     public static func withScratch<T>(_ body: (String) throws -> T) throws -> T {
-        let directory = try makeTemporaryDirectory("/tmp/farm-XXXXXX")
+        let directory = try makeTemporaryDirectory(temporaryDirectory + "/farm-XXXXXX")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         return try body(directory)
+    }
+
+    /// `$TMPDIR` (else /tmp), without a trailing slash.
+    static var temporaryDirectory: String {
+        let directory = NSTemporaryDirectory()
+        return directory.count > 1 && directory.hasSuffix("/") ? String(directory.dropLast()) : directory
     }
 
     /// `mkdtemp(template)`: a new directory of mode 0700.
@@ -88,7 +175,7 @@ public enum GnuPG {
         try ModuleKey.makePrivateDirectory((directory as NSString).deletingLastPathComponent)
         let staging = directory + ".new-\(getpid())"
         try? FileManager.default.removeItem(atPath: staging)
-        let fingerprint: String = try withHome { home in
+        let fingerprint: String = try withHome(.secret(keyHome: directory)) { home in
             let made = try run(home: home, ["--quick-generate-key", uid, algorithm, "sign", "never"])
             guard made.status == 0, let created = made.lines.first(where: { $0.hasPrefix("KEY_CREATED ") }),
                   let fingerprint = created.split(separator: " ").last else {
@@ -107,7 +194,8 @@ public enum GnuPG {
 
     /// The ASCII-armored public key of `fingerprint` from the key home `directory`.
     public static func exportPublicKey(from directory: String, fingerprint: String) throws -> Data {
-        try withHome(copying: directory) { home in
+        // The public keyring alone: exporting needs no private key.
+        try withHome(.publicOnly, copying: directory, entries: ["pubring.kbx", "trustdb.gpg"]) { home in
             let result = try Executable.run(try gpg(), ["--homedir", home, "--batch", "--armor", "--export", fingerprint],
                                             environment: ["PATH": "/usr/bin:/bin", "GNUPGHOME": home, "LC_ALL": "C"])
             guard result.status == 0, result.stdout.contains("BEGIN PGP PUBLIC KEY BLOCK") else {
@@ -119,7 +207,7 @@ public enum GnuPG {
 
     /// The fingerprints and user ids of the keys in an armored public key.
     public static func inspect(publicKey: Data) throws -> [(fingerprint: String, uids: [String])] {
-        try withHome { home in
+        try withHome(.publicOnly) { home in
             let file = home + "/key.asc"
             try publicKey.write(to: URL(fileURLWithPath: file))
             let result = try Executable.run(try gpg(), ["--homedir", home, "--batch", "--with-colons", "--show-keys", file],
@@ -147,7 +235,7 @@ public enum GnuPG {
 
     /// A binary detached signature of `file` by `fingerprint`, made in a copy of the key home.
     public static func detachSign(file: String, output: String, keyHome: String, fingerprint: String) throws {
-        try withHome(copying: keyHome) { home in
+        try withHome(.secret(keyHome: keyHome), copying: keyHome) { home in
             let result = try run(home: home, ["--local-user", fingerprint, "--digest-algo", "SHA256",
                                               "--output", output, "--detach-sign", file])
             guard result.status == 0, result.lines.contains(where: { $0.hasPrefix("SIG_CREATED ") }) else {
@@ -166,12 +254,15 @@ public enum GnuPG {
     /// A home holding only the pinned key, for checking many signatures.
     public static func withVerifier<T>(publicKey: Data, fingerprint: String, _ body: (Verifier) throws -> T) throws -> T {
         let pinned = fingerprint.uppercased().replacingOccurrences(of: " ", with: "")
-        return try withHome { home in
+        return try withHome(.publicOnly) { home in
             let keyFile = home + "/pinned.asc"
             try publicKey.write(to: URL(fileURLWithPath: keyFile))
             let imported = try run(home: home, ["--import", keyFile])
-            guard imported.lines.contains(where: { $0.hasPrefix("IMPORT_OK ") && $0.uppercased().hasSuffix(pinned) }) else {
-                throw OpenPGPError("the repository key does not have the pinned fingerprint \(pinned)")
+            // IMPORT_OK <reason> <fingerprint>
+            let found = imported.lines.filter { $0.hasPrefix("IMPORT_OK ") }.compactMap { $0.split(separator: " ").last.map { $0.uppercased() } }
+            guard found.contains(pinned) else {
+                throw OpenPGPError(found.isEmpty ? "it holds no OpenPGP public key (the pinned key is \(pinned))"
+                                   : "it holds the key \(found.joined(separator: ", ")), not the pinned key \(pinned)")
             }
             return try body(Verifier(home: home, pinned: pinned))
         }
@@ -188,7 +279,7 @@ public enum GnuPG {
             let signer = valid.count >= 11 ? valid[10].uppercased() : (valid.count >= 2 ? valid[1].uppercased() : "")
             guard checked.status == 0, signer == pinned else {
                 if checked.lines.contains(where: { $0.hasPrefix("BADSIG ") }) {
-                    throw OpenPGPError("bad signature: the file does not match its signature")
+                    throw OpenPGPError("bad signature: the file does not match its signature", badSignature: true)
                 }
                 if checked.lines.contains(where: { $0.hasPrefix("ERRSIG ") || $0.hasPrefix("NO_PUBKEY ") }) || !signer.isEmpty {
                     throw OpenPGPError("the signature was not made by the pinned key \(pinned)")

@@ -71,9 +71,7 @@ public struct ModuleKey: Sendable, Codable, Equatable {
     public static func create(at paths: Paths, type: KeyType, bits: Int? = nil, hash: String, refreshDays: Int,
                               subject: String = "farm module signing key") throws -> ModuleKey {
         guard hashes.contains(hash) else { throw KeyError("unknown hash '\(hash)'; expected one of \(hashes.joined(separator: ", "))") }
-        guard let openssl = Executable.find("openssl") else {
-            throw ToolMissing(tool: "openssl", package: "openssl", purpose: "making a module-signing key")
-        }
+        let openssl = try requireTool()
         try makePrivateDirectory(paths.directory)
         let staging = paths.directory + "/.new-key-\(getpid())"
         try? FileManager.default.removeItem(atPath: staging)
@@ -132,6 +130,15 @@ public struct ModuleKey: Sendable, Codable, Equatable {
         chmod(paths.der, 0o644)
         try AtomicFile.write(try key.encoded(), to: paths.metadata, mode: 0o644)
         return key
+    }
+
+    /// The openssl tool, checked before anything is made with it.
+    @discardableResult
+    public static func requireTool() throws -> String {
+        guard let openssl = Executable.find("openssl") else {
+            throw ToolMissing(tool: "openssl", package: "openssl", purpose: "making a module-signing key")
+        }
+        return openssl
     }
 
     /// Moves the key's files to `keys/retired/<created>-<fingerprint>/`, so nothing is lost.

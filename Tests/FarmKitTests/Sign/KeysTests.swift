@@ -148,12 +148,86 @@ struct KeysTests {
         let pinnedElsewhere = #expect(throws: OpenPGPError.self) {
             try GnuPG.verify(signature: file + ".sig", of: file, publicKey: ourKey, fingerprint: theirs.fingerprint)
         }
-        #expect(pinnedElsewhere?.message.contains("pinned fingerprint") == true)
+        // The message names the key found and the one pinned.
+        #expect(pinnedElsewhere?.message.contains(ours.fingerprint) == true && pinnedElsewhere?.message.contains(theirs.fingerprint) == true,
+                "\(pinnedElsewhere?.message ?? "")")
         // A changed file.
         try scratch.write("repomd.xml", "<metadata>changed</metadata>\n")
         let bad = #expect(throws: OpenPGPError.self) {
             try GnuPG.verify(signature: file + ".sig", of: file, publicKey: ourKey, fingerprint: ours.fingerprint)
         }
         #expect(bad?.message.contains("bad signature") == true)
+    }
+
+    @Test func keysInitWithoutGpgExitsThreeNamingThePackageAndMakesNothing() throws {
+        let scratch = try Scratch()
+        try scratch.write("manifest.yml", KeysTests.manifest)
+        // A PATH with openssl but no gpg.
+        try FileManager.default.createDirectory(atPath: scratch.file("bin"), withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: scratch.file("bin/openssl"), withDestinationPath: "/usr/bin/openssl")
+        let made = try runProcess(Products.farm, ["keys", "init", "--manifest", scratch.file("manifest.yml")],
+                                  environment: ["PATH": scratch.file("bin")])
+        #expect(made.status == 3, "\(made.stdout)\(made.stderr)")
+        #expect(made.stderr.contains("gpg") && made.stderr.contains("apt-get install gnupg"), "\(made.stderr)")
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: scratch.file("keys"))) ?? []
+        #expect(left.isEmpty, "half a key set: \(left)")
+        // With gpg back, the whole set is made and shown.
+        #expect(try keys(scratch, ["init"]).status == 0)
+        #expect(try keys(scratch, ["show"]).status == 0)
+        // Rotating the repository key without gpg retires nothing.
+        let rotated = try runProcess(Products.farm, ["keys", "rotate", "--repo", "--manifest", scratch.file("manifest.yml")],
+                                     environment: ["PATH": scratch.file("bin")])
+        #expect(rotated.status == 3 && rotated.stderr.contains("apt-get install gnupg"), "\(rotated.stdout)\(rotated.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("keys/retired")))
+        #expect(try keys(scratch, ["show"]).status == 0)
+    }
+
+    /// A farm killed while gpg makes (or uses) the repository key leaves the key's scratch home
+    /// beside the keys, never in the temporary directory; the next run stops its agent and removes it.
+    @Test func aKillDuringKeyGenerationLeavesNoPrivateKeyOutsideTheKeysAndTheNextRunCleansUp() throws {
+        let scratch = try Scratch()
+        try scratch.write("manifest.yml", KeysTests.manifest)
+        let temporary = scratch.file("tmp")
+        try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        let scratchHomes = scratch.file("keys/.g")
+
+        let farm = Process()
+        farm.executableURL = URL(fileURLWithPath: Products.farm)
+        // rsa4096 takes gpg-agent seconds to make: time to catch it at work.
+        farm.arguments = ["keys", "init", "--bits", "2048", "--repo-algorithm", "rsa4096", "--manifest", scratch.file("manifest.yml")]
+        farm.environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": temporary]) { _, new in new }
+        farm.standardOutput = FileHandle.nullDevice
+        farm.standardError = FileHandle.nullDevice
+        try farm.run()
+        let deadline = Date().addingTimeInterval(60)
+        var agents: [Int32] = []
+        while Date() < deadline, farm.isRunning, agents.isEmpty {
+            agents = processes(containing: scratchHomes + "/").filter { pid in
+                (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8))?.contains("gpg-agent") == true
+            }
+            usleep(20_000)
+        }
+        kill(farm.processIdentifier, SIGKILL)
+        farm.waitUntilExit()
+        #expect(!agents.isEmpty, "no gpg-agent ran for a home under \(scratchHomes) while farm made the repository key")
+
+        // The private key's home is beside the keys (owner only), and nothing under TMPDIR holds a key.
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: scratchHomes)) ?? []
+        #expect(!left.isEmpty)
+        #expect(try mode(scratchHomes) == 0o700)
+        let underTemporary = (FileManager.default.enumerator(atPath: temporary)?.allObjects as? [String]) ?? []
+        #expect(!underTemporary.contains { $0.contains("private-keys") }, "\(underTemporary)")
+
+        // The next run stops the killed run's agent and removes its home.
+        let again = try runProcess(Products.farm, ["keys", "init", "--repo-algorithm", "ed25519", "--manifest", scratch.file("manifest.yml")],
+                                   environment: ["TMPDIR": temporary])
+        #expect(again.status == 0, "\(again.stdout)\(again.stderr)")
+        for home in left {
+            #expect(!FileManager.default.fileExists(atPath: scratchHomes + "/" + home), "\(home) was left")
+            #expect(processes(containing: scratchHomes + "/" + home).isEmpty, "an agent of \(home) still runs")
+        }
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: scratchHomes)) ?? []).isEmpty)
+        let leftUnderTemporary = (FileManager.default.enumerator(atPath: temporary)?.allObjects as? [String]) ?? []
+        #expect(leftUnderTemporary.isEmpty, "\(leftUnderTemporary)")
     }
 }
