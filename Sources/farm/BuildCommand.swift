@@ -19,7 +19,7 @@ struct BuildCommand: AsyncParsableCommand {
     var patterns: [String] = []
 
     func run() async throws {
-        let summary = try await options.session(sandbox: sandbox.sandbox)
+        let summary = try await options.session(sandbox: sandbox.sandbox, dryRun: dryRun)
             .build(patterns: patterns, options: jobs.buildOptions(keepGoing: keepGoing, dryRun: dryRun), reporter: output.reporter())
         if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
     }

@@ -13,8 +13,8 @@ struct GlobalOptions: ParsableArguments {
 
     var cacheDirectory: String { Session.cacheDirectory(option: cache, manifestPath: manifest) }
 
-    func session(sandbox: SandboxBackend? = nil) throws -> Session {
-        try Session(manifestPath: manifest, cacheDirectory: cache, rules: FarmRules(sandbox: sandbox))
+    func session(sandbox: SandboxBackend? = nil, dryRun: Bool = false) throws -> Session {
+        try Session(manifestPath: manifest, cacheDirectory: cache, rules: FarmRules(sandbox: sandbox), writing: !dryRun)
     }
 }
 

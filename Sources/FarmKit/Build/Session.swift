@@ -16,12 +16,13 @@ public struct Session: Sendable {
         return (directory.isEmpty ? "." : directory) + "/cache"
     }
 
-    public init(manifestPath: String, cacheDirectory: String?, rules: any BuildRules) throws {
+    /// `writing: false` for a dry run: nothing is written, not even the manifest's snapshot.
+    public init(manifestPath: String, cacheDirectory: String?, rules: any BuildRules, writing: Bool = true) throws {
         var timer = PhaseTimer()
         let cacheDirectory = Session.cacheDirectory(option: cacheDirectory, manifestPath: manifestPath)
         var recipes: RecipeBook?
         // The snapshot is kept only for a manifest whose recipes also check out.
-        manifest = try ManifestLoader.load(path: manifestPath, snapshotDirectory: cacheDirectory) { manifest in
+        manifest = try ManifestLoader.load(path: manifestPath, snapshotDirectory: cacheDirectory, writingSnapshot: writing) { manifest in
             recipes = try RecipeBook.load(for: manifest)
         }
         self.recipes = recipes!
@@ -55,7 +56,8 @@ public struct Session: Sendable {
         var timer = PhaseTimer()
         let graph = try plan(patterns)
         timer.mark("plan")
-        let cache = try openCache()
+        // A dry run only reads the cache, and takes a cache that does not exist yet as empty.
+        let cache = try openCache(options.dryRun ? .readOnly : .shared)
         defer { cache.close() }
         timer.mark("open cache")
         let started = Date()

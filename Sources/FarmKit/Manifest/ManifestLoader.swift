@@ -6,7 +6,8 @@ public enum ManifestLoader {
     /// manifest is read from there while the file's bytes stay the same, and written there after a
     /// parse. `check` runs either way (recipes, say); the snapshot is written only once it passes,
     /// so input that is refused writes nothing.
-    public static func load(path: String, snapshotDirectory: String? = nil,
+    /// `writingSnapshot: false` (a dry run) reads a snapshot but never writes one.
+    public static func load(path: String, snapshotDirectory: String? = nil, writingSnapshot: Bool = true,
                             check: (Manifest) throws -> Void = { _ in }) throws -> Manifest {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ManifestError("cannot read the manifest; create it or pass --manifest PATH", file: path)
@@ -22,7 +23,7 @@ public enum ManifestLoader {
         }
         let manifest = try parse(text, path: path)
         try check(manifest)
-        if let directory = snapshotDirectory, FileManager.default.fileExists(atPath: directory) {
+        if writingSnapshot, let directory = snapshotDirectory, FileManager.default.fileExists(atPath: directory) {
             // Only a speed-up: a snapshot that cannot be written is simply not there next time.
             try? AtomicFile.write(ManifestSnapshot.encode(manifest, source: source), to: ManifestSnapshot.path(in: directory), sync: false)
         }

@@ -15,20 +15,24 @@ public struct RepositorySource: Sendable, CustomStringConvertible {
     /// How errors name a file of the repository: its path or URL.
     public func name(_ path: String) -> String { location + "/" + path }
 
+    /// No file of a repository is larger (modules are a few hundred KiB); a server that sends
+    /// more is cut off rather than allowed to fill the disk.
+    public static let largestFile: Int64 = 256 << 20
+
     /// The file's bytes, or nil when the repository does not have it.
     public func read(_ path: String) throws -> Data? {
         try RepositoryFormat.checkRelative(path, name: location)
         guard isURL else { return FileManager.default.contents(atPath: name(path)) }
-        var template = Array("/tmp/farm-fetch-XXXXXX".utf8CString)
+        var template = Array((NSTemporaryDirectory() + "farm-fetch-XXXXXX").utf8CString)
         let descriptor = mkstemp(&template)
-        guard descriptor >= 0 else { throw FileSystemError.io(operation: "mkstemp", path: "/tmp", errno: errno) }
+        guard descriptor >= 0 else { throw FileSystemError.io(operation: "mkstemp", path: NSTemporaryDirectory(), errno: errno) }
         let temporary = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer {
             close(descriptor)
             unlink(temporary)
         }
         do {
-            _ = try HTTPClient.get(name(path), into: descriptor)
+            _ = try HTTPClient.get(name(path), into: descriptor, limit: RepositorySource.largestFile)
         } catch let error as HTTPError where error.status == 404 || error.status == 410 {
             return nil
         } catch let error as HTTPError where name(path).hasPrefix("file://") && error.status == nil && !FileManager.default.fileExists(atPath: String(name(path).dropFirst(7))) {

@@ -16,17 +16,25 @@ public final class BuildCache: @unchecked Sendable {
     private var lockDescriptor: Int32 = -1
 
     /// `shared` for builds, `exclusive` for `farm gc`, `readOnly` for what only looks (`farm
-    /// status`, `log`, `explain`): it works on a cache this user cannot write.
+    /// status`, `log`, `explain`, a dry run): it writes nothing, works on a cache this user cannot
+    /// write, and reads a cache that does not exist yet as an empty one.
     public enum Access { case shared, exclusive, readOnly }
 
     public init(directory: String, access: Access = .shared) throws {
         self.directory = directory
         if access == .readOnly {
-            guard FileManager.default.fileExists(atPath: directory + "/farm.sqlite") else {
-                throw CacheError(message: "\(directory) holds no farm cache (no farm.sqlite); --cache names another, 'farm build' makes one")
-            }
             objects = ContentStore(reading: directory + "/cas")
-            database = try Database(path: directory + "/farm.sqlite", readOnly: true, immutable: Glibc.access(directory, W_OK) != 0)
+            let path = directory + "/farm.sqlite"
+            guard FileManager.default.fileExists(atPath: path) else {
+                // No cache yet: read as an empty one, and make nothing.
+                database = try Database(path: ":memory:")
+                try createSchema()
+                return
+            }
+            // Opened plainly, a WAL database makes its -wal and -shm files. Without a writer
+            // (no -wal file) or without write access, the file is taken as unchanging instead.
+            let quiet = Glibc.access(directory, W_OK) != 0 || !FileManager.default.fileExists(atPath: path + "-wal")
+            database = try Database(path: path, readOnly: true, immutable: quiet)
             try lock(access)
             return
         }
@@ -57,9 +65,10 @@ public final class BuildCache: @unchecked Sendable {
 
     private func lock(_ access: Access) throws {
         let path = directory + "/lock"
-        lockDescriptor = access == .readOnly ? open(path, O_RDONLY | O_CLOEXEC) : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        let reading = access == .readOnly
+        lockDescriptor = reading ? open(path, O_RDONLY | O_CLOEXEC) : open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         // A read-only look at a cache without a lock file (or one this user cannot read) goes unlocked.
-        if lockDescriptor < 0, access == .readOnly { return }
+        if lockDescriptor < 0, reading { return }
         guard lockDescriptor >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }
         let mode = access == .exclusive ? LOCK_EX : LOCK_SH
         if flock(lockDescriptor, mode | LOCK_NB) != 0 {
@@ -93,6 +102,10 @@ public final class BuildCache: @unchecked Sendable {
             throw CacheError(message: "\(database.path) has schema version \(version), this farm knows \(BuildCache.schemaVersion); use a newer farm or another --cache")
         }
         try database.execute("PRAGMA journal_mode=WAL")
+        try createSchema()
+    }
+
+    private func createSchema() throws {
         try database.transaction {
             try database.execute("""
             CREATE TABLE IF NOT EXISTS results(

@@ -24,7 +24,7 @@ public final class Database: @unchecked Sendable {
         self.path = path
         let flags = (readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_URI
         var db: OpaquePointer?
-        let url = URL(fileURLWithPath: path).absoluteString + (immutable ? "?immutable=1" : "")
+        let url = path == ":memory:" ? path : URL(fileURLWithPath: path).absoluteString + (immutable ? "?immutable=1" : "")
         let code = sqlite3_open_v2(url, &db, flags, nil)
         handle = db
         guard code == SQLITE_OK else {

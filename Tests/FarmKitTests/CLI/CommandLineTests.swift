@@ -65,6 +65,28 @@ struct CommandLineTests {
         #expect(result.tasks("started").isEmpty, "tasks ran before the check: \(result.tasks("started"))")
     }
 
+    /// `-n` writes nothing anywhere: no cache is made for it, and an existing one is left as it was.
+    @Test func aDryRunWritesNothingAnywhere() throws {
+        let scratch = try Scratch()
+        let manifest = try unpreparedProject(scratch)
+        let text = try String(contentsOfFile: manifest, encoding: .utf8)
+        try scratch.write("manifest.yml", text.components(separatedBy: "signing:")[0])
+        let fresh = scratch.file("fresh-cache")
+        let first = try runProcess(Products.farm, ["build", "-n", "--manifest", manifest, "--cache", fresh])
+        #expect(first.status == 0, "\(first.stdout)\(first.stderr)")
+        #expect(first.stdout.contains("toolchain"), "\(first.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: fresh), "a dry run made the cache: \(treeDigest(fresh).keys.sorted())")
+
+        let cache = scratch.file("cache")
+        let built = try runProcess(Products.driver, ["--manifest", try scratch.write("synthetic/manifest.yml", SyntheticManifestText.small),
+                                                     "--cache", cache])
+        #expect(built.status == 0, "\(built.stderr)")
+        let before = treeDigest(cache)
+        let again = try runProcess(Products.farm, ["build", "-n", "--manifest", manifest, "--cache", cache])
+        #expect(again.status == 0, "\(again.stdout)\(again.stderr)")
+        #expect(treeDigest(cache) == before)
+    }
+
     @Test func anUnknownReleaseIsNamedWithTheManifest() throws {
         let scratch = try Scratch()
         let manifest = try unpreparedProject(scratch)
