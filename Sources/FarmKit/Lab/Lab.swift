@@ -175,6 +175,7 @@ public struct Labs: Sendable {
             if options.accelerator == "kvm" || (options.accelerator == "auto" && access("/dev/kvm", R_OK | W_OK) == 0) {
                 accelerators = options.accelerator == "kvm" ? ["kvm"] : ["kvm", "tcg"]
             }
+            var outcome = "did not answer on SSH within \(Int(options.bootTimeout)) s"
             for (index, accelerator) in accelerators.enumerated() {
                 lab.accelerator = accelerator
                 lab.started = Date()
@@ -185,14 +186,20 @@ public struct Labs: Sendable {
                 // few seconds, its CPU never stopped by an internal error. Else TCG takes over.
                 let verdict = last ? nil : answers(lab, within: Labs.kvmWindow)
                 if verdict == nil, try waitForSSH(lab, timeout: options.bootTimeout) { return lab }
+                let seconds = String(format: "%.1f", Date().timeIntervalSince(lab.started))
+                if let status = lab.stoppedStatus {
+                    outcome = "stopped the VM (QEMU status '\(status)') after \(seconds) s"
+                } else if lab.pid == nil {
+                    let said = ((try? String(contentsOfFile: directory + "/qemu.log", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+                    outcome = "ended: QEMU exited after \(seconds) s" + (said.isEmpty ? "" : " saying: \(said)")
+                }
                 if let pid = lab.pid { kill(pid, SIGKILL); while Lab.alive(pid, mentioning: directory) { usleep(20_000) } }
                 if !last {
                     log("farm: KVM \(verdict ?? "did not bring up SSH"); booting \(release) again under software emulation (TCG)")
                 }
             }
             let tail = ((try? String(contentsOfFile: lab.console, encoding: .utf8)) ?? "").split(separator: "\n").suffix(15).joined(separator: "\n")
-            throw LabError("lab '\(options.name)': \(release) did not answer on SSH within \(Int(options.bootTimeout)) s;"
-                           + " the console's last lines:\n\(tail)\nthe whole console log: \(keptConsole)")
+            throw LabError("lab '\(options.name)': \(release) \(outcome); the console's last lines:\n\(tail)\nthe whole console log: \(keptConsole)")
         } catch {
             // The console says why a kernel did not come up: it outlives the lab.
             if FileManager.default.fileExists(atPath: lab.console) { try? FileManager.default.moveItem(atPath: lab.console, toPath: keptConsole) }
