@@ -152,7 +152,7 @@ public struct InitramfsAction: TaskAction {
     /// `.modinfo`: Debian's image packages carry no `modules.dep`, depmod writes it on install)
     /// into `directory` as `NAME.ko`, and returns their names in load order, dependencies first.
     func unpackDrivers(image: String, into directory: String) throws -> [String] {
-        let moduleRoot = image + "/lib/modules/" + release + "/kernel"
+        let moduleRoot = modulesDirectory(image: image) + "/kernel"
         // Module names treat - and _ alike (virtio-rng.ko is module virtio_rng).
         func key(_ name: some StringProtocol) -> String { name.replacingOccurrences(of: "-", with: "_") }
         var files: [String: String] = [:]
@@ -199,8 +199,14 @@ public struct InitramfsAction: TaskAction {
         guard result.status == 0 else { throw LabError("\(tool) could not unpack \(source): \(result.stderr)") }
     }
 
+    /// `lib/modules/<release>`, or `usr/lib/modules/<release>` where the image is merged-/usr (trixie).
+    private func modulesDirectory(image: String) -> String {
+        let merged = image + "/usr/lib/modules/" + release
+        return FileManager.default.fileExists(atPath: merged) ? merged : image + "/lib/modules/" + release
+    }
+
     private func builtin(image: String, module: String) -> Bool {
-        let list = (try? String(contentsOfFile: image + "/lib/modules/\(release)/modules.builtin", encoding: .utf8)) ?? ""
+        let list = (try? String(contentsOfFile: modulesDirectory(image: image) + "/modules.builtin", encoding: .utf8)) ?? ""
         return list.split(separator: "\n").contains { $0.replacingOccurrences(of: "-", with: "_").hasSuffix("/\(module).ko") }
     }
 
