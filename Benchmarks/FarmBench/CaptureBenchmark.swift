@@ -68,7 +68,7 @@ func captureBenchmark(_ arguments: [String]) async throws {
     let lab = "bench-capture-\(getpid())"
     try require(try farmRun(["lab", "up", kernel.release, "--name", lab, "--memory", String(memory)]), "farm lab up")
     defer { _ = try? farmRun(["lab", "down", lab]) }
-    let booted = try Labs(cacheDirectory: cache).load(lab).unwrap("farm lab up left no lab '\(lab)'")
+    let booted = try Labs(cacheDirectory: cache).load(try LabName(lab)).unwrap("farm lab up left no lab '\(lab)'")
 
     // The repository over HTTP, as Margarita Shotgun needs it (farm reads the same URL).
     let port = try Labs.freePort()

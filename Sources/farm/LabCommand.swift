@@ -33,17 +33,18 @@ struct LabCommand: AsyncParsableCommand {
         func run() async throws {
             do {
                 guard ["auto", "kvm", "tcg"].contains(accel) else { throw ValidationError("--accel is auto, kvm or tcg, not '\(accel)'") }
+                let labName = try LabName(name ?? release)
                 let session = try options.session()
                 let (kernel, initramfs) = try await session.labImage(release: release, options: BuildOptions(),
                                                                      reporter: output.reporter())
                 let labs = Labs(cacheDirectory: session.cacheDirectory)
                 let lab = try labs.up(release: release, kernel: kernel, initramfs: initramfs,
-                                      options: .init(name: name ?? release, memoryMiB: memory, accelerator: accel, port: port)) {
+                                      options: .init(name: labName, memoryMiB: memory, accelerator: accel, port: port)) {
                     FileHandle.standardError.write(Data(($0 + "\n").utf8))
                 }
                 let seconds = String(format: "%.1f", Date().timeIntervalSince(lab.started))
                 print("lab \(lab.name) is up: \(lab.release) (\(lab.accelerator), \(lab.memoryMiB) MiB), SSH on 127.0.0.1:\(lab.port) after \(seconds) s")
-                print("  farm lab ssh \(lab.name)          farm capture --lab \(lab.name) --repo DIR|URL          farm lab down \(lab.name)")
+                print("  farm lab ssh --name \(lab.name)          farm capture --lab \(lab.name) --repo DIR|URL          farm lab down \(lab.name)")
             } catch {
                 throw exitReporting(error)
             }
@@ -64,6 +65,12 @@ struct LabCommand: AsyncParsableCommand {
         var command: [String] = []
 
         func run() throws {
+            // Passthrough takes `--help` for the command to run; a command that starts with a dash
+            // follows `--` (`farm lab ssh -- -x`).
+            if let first = command.first, ["--help", "-h"].contains(first) {
+                print(Farm.helpMessage(for: SSH.self))
+                return
+            }
             let lab: Lab
             do {
                 lab = try Labs(cacheDirectory: Session.cacheDirectory(option: options.cache, manifestPath: options.manifest)).resolve(name)

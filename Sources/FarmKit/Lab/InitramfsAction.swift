@@ -13,16 +13,18 @@ public struct LabError: Error, CustomStringConvertible, LocalizedError {
 /// from `dropbear-bin` and `sftp-server` from `openssh-sftp-server` (so `scp`, `sftp` and SFTP
 /// clients such as Margarita Shotgun's work) with the libraries they link, a `sudo` that runs its
 /// command as the root it already is (for tools written to run `sudo insmod`), the kernel's own
-/// NIC driver modules (virtio and e1000, with their dependencies, in load order), and an `/init`
-/// that brings up QEMU's user network (10.0.2.15) and keeps dropbear running. The lab's keys are not in it:
+/// NIC and RNG driver modules (virtio-pci, virtio-net, e1000, virtio-rng, with what each module's
+/// `.modinfo` says it depends on, in load order), and an `/init` that waits up to 10 s for eth0,
+/// brings up QEMU's user network (10.0.2.15) and keeps dropbear running. The lab's keys are not in it:
 /// `farm lab up` appends them as a second cpio archive.
 public struct InitramfsAction: TaskAction {
     public let release: String
     /// The host's busybox-static, dropbear-bin and openssh-sftp-server versions: their binaries go into the image.
     public let tools: [String: String]
 
-    /// Modules loaded in this order when the kernel has them (builtins are simply not found).
-    static let modules = ["failover", "net_failover", "virtio_net", "e1000", "virtio-rng"]
+    /// The drivers of the lab's QEMU devices (virtio-net-pci, virtio-rng-pci) and of e1000, by
+    /// module name; what they depend on comes along. A driver built into the kernel has no file.
+    static let drivers = ["virtio_pci", "virtio_net", "e1000", "virtio_rng"]
 
     public init(release: String) throws {
         self.release = release
@@ -38,7 +40,7 @@ public struct InitramfsAction: TaskAction {
     }
 
     public var kind: String { "initramfs" }
-    public var version: Int { 5 }
+    public var version: Int { 6 }
     public var parameters: [(name: String, value: String)] {
         [("release", release), ("init", InitramfsAction.initScript), ("sudo", InitramfsAction.sudoScript)] + tools.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
@@ -54,7 +56,13 @@ public struct InitramfsAction: TaskAction {
     mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
     mount -t tmpfs tmpfs /tmp; mount -t tmpfs tmpfs /run
     hostname "$(cat /etc/lab-name 2>/dev/null || echo lab)"
-    for module in $(cat /lib/modules/load-order); do insmod /lib/modules/$module.ko 2>/dev/null; done
+    for module in $(cat /lib/modules/load-order); do
+      insmod /lib/modules/$module.ko || echo "farm-lab: insmod $module failed" > /dev/console
+    done
+    # The NIC appears when its driver has probed the PCI device, which need not be done yet.
+    waited=0
+    while [ ! -e /sys/class/net/eth0 ] && [ $waited -lt 100 ]; do sleep 0.1; waited=$((waited + 1)); done
+    [ -e /sys/class/net/eth0 ] || echo "farm-lab: no eth0 after 10 s; modules: $(cat /lib/modules/load-order | tr '\\n' ' ')" > /dev/console
     ip link set lo up
     ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up; ip route add default via 10.0.2.2
     echo "farm-lab: network up, starting dropbear" > /dev/console
@@ -114,32 +122,7 @@ public struct InitramfsAction: TaskAction {
             defer { free(real) }
             try copy(String(cString: real), to: tree + target, mode: 0o755)
         }
-        // The kernel's NIC drivers, uncompressed.
-        let moduleRoot = image + "/lib/modules/" + release + "/kernel"
-        var found: [String: String] = [:]
-        if let walker = FileManager.default.enumerator(atPath: moduleRoot) {
-            while let entry = walker.nextObject() as? String {
-                let name = (entry as NSString).lastPathComponent
-                for module in InitramfsAction.modules where [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].contains(where: { name == module + $0 }) {
-                    found[module] = moduleRoot + "/" + entry
-                }
-            }
-        }
-        var order: [String] = []
-        for module in InitramfsAction.modules {
-            guard let path = found[module] else { continue }
-            let target = tree + "/lib/modules/\(module).ko"
-            switch (path as NSString).pathExtension {
-            case "xz": try decompress("xz", path, to: target)
-            case "zst": try decompress("zstd", path, to: target)
-            case "gz": try decompress("gzip", path, to: target)
-            default: try copy(path, to: target, mode: 0o644)
-            }
-            order.append(module)
-        }
-        guard order.contains("virtio_net") || builtin(image: image, module: "virtio_net") else {
-            throw LabError("kernel \(release) has no virtio_net driver (neither a module nor built in); the lab needs it")
-        }
+        let order = try unpackDrivers(image: image, into: tree + "/lib/modules")
         context.log.append("NIC modules: \(order.joined(separator: " "))\n")
         try Data((order.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: tree + "/lib/modules/load-order"))
         try Data(InitramfsAction.initScript.utf8).write(to: URL(fileURLWithPath: tree + "/init"))
@@ -165,6 +148,45 @@ public struct InitramfsAction: TaskAction {
         guard result.status == 0 else { throw LabError("packing the initramfs failed: \(result.stderr)") }
     }
 
+    /// Unpacks `drivers` and every module they depend on (the `depends=` of each module's
+    /// `.modinfo`: Debian's image packages carry no `modules.dep`, depmod writes it on install)
+    /// into `directory` as `NAME.ko`, and returns their names in load order, dependencies first.
+    func unpackDrivers(image: String, into directory: String) throws -> [String] {
+        let moduleRoot = modulesDirectory(image: image) + "/kernel"
+        // Module names treat - and _ alike (virtio-rng.ko is module virtio_rng).
+        func key(_ name: some StringProtocol) -> String { name.replacingOccurrences(of: "-", with: "_") }
+        var files: [String: String] = [:]
+        if let walker = FileManager.default.enumerator(atPath: moduleRoot) {
+            while let entry = walker.nextObject() as? String {
+                let name = (entry as NSString).lastPathComponent
+                for suffix in [".ko", ".ko.xz", ".ko.zst", ".ko.gz"] where name.hasSuffix(suffix) {
+                    files[key(name.dropLast(suffix.count))] = moduleRoot + "/" + entry
+                }
+            }
+        }
+        var order: [String] = []
+        var visiting: Set<String> = []
+        func visit(_ module: String) throws {
+            guard !order.contains(module), let path = files[module] else { return }
+            guard visiting.insert(module).inserted else { throw LabError("kernel \(release): modules depend on each other in a cycle through \(module)") }
+            let target = directory + "/\(module).ko"
+            switch (path as NSString).pathExtension {
+            case "xz": try decompress("xz", path, to: target)
+            case "zst": try decompress("zstd", path, to: target)
+            case "gz": try decompress("gzip", path, to: target)
+            default: try copy(path, to: target, mode: 0o644)
+            }
+            let depends = try ModuleInfo.read(path: target).value("depends") ?? ""
+            for dependency in depends.split(separator: ",") { try visit(key(dependency)) }
+            order.append(module)
+        }
+        for driver in InitramfsAction.drivers { try visit(driver) }
+        for needed in ["virtio_pci", "virtio_net"] where !order.contains(needed) && !builtin(image: image, module: needed) {
+            throw LabError("kernel \(release) has no \(needed) driver (neither a module nor built in); the lab needs it")
+        }
+        return order
+    }
+
     private func copy(_ source: String, to target: String, mode: mode_t) throws {
         try? FileManager.default.removeItem(atPath: target)
         guard FileManager.default.fileExists(atPath: source) else { throw LabError("\(source) is missing; the lab's initramfs needs it") }
@@ -177,9 +199,15 @@ public struct InitramfsAction: TaskAction {
         guard result.status == 0 else { throw LabError("\(tool) could not unpack \(source): \(result.stderr)") }
     }
 
+    /// `lib/modules/<release>`, or `usr/lib/modules/<release>` where the image is merged-/usr (trixie).
+    private func modulesDirectory(image: String) -> String {
+        let merged = image + "/usr/lib/modules/" + release
+        return FileManager.default.fileExists(atPath: merged) ? merged : image + "/lib/modules/" + release
+    }
+
     private func builtin(image: String, module: String) -> Bool {
-        let list = (try? String(contentsOfFile: image + "/lib/modules/\(release)/modules.builtin", encoding: .utf8)) ?? ""
-        return list.split(separator: "\n").contains { $0.hasSuffix("/\(module).ko") }
+        let list = (try? String(contentsOfFile: modulesDirectory(image: image) + "/modules.builtin", encoding: .utf8)) ?? ""
+        return list.split(separator: "\n").contains { $0.replacingOccurrences(of: "-", with: "_").hasSuffix("/\(module).ko") }
     }
 
     /// The libraries `ldd` lists for a binary, and its loader.

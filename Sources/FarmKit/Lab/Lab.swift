@@ -69,34 +69,32 @@ public struct Labs: Sendable {
         root = URL(fileURLWithPath: cache).standardizedFileURL.path + "/labs"
     }
 
-    public func directory(_ name: String) -> String { root + "/" + name }
+    public func directory(_ name: LabName) -> String { root + "/" + name.value }
+
+    /// Where a lab that did not come up leaves its console log (its directory is removed).
+    public func keptConsole(_ name: LabName) -> String { root + "/" + name.value + ".console.log" }
 
     public func list() -> [Lab] {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).sorted()
-        return names.compactMap { load($0) }
+        return names.compactMap { try? LabName($0) }.compactMap { load($0) }
     }
 
-    public func load(_ name: String) -> Lab? {
-        guard let data = FileManager.default.contents(atPath: directory(name) + "/lab.json") else {
-            // A directory without its description: what a farm killed early in `up` leaves.
-            guard FileManager.default.fileExists(atPath: directory(name)) else { return nil }
-            return Lab(name: name, release: "?", port: 0, memoryMiB: 0, accelerator: "?", started: Date(timeIntervalSince1970: 0),
-                       directory: directory(name))
-        }
+    /// The lab whose directory holds its own `lab.json`; `up` writes that first, so even a lab a
+    /// killed farm left early has one. Nothing else under `labs/` is a lab, and nothing else is removed.
+    public func load(_ name: LabName) -> Lab? {
+        guard let data = FileManager.default.contents(atPath: directory(name) + "/lab.json") else { return nil }
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
+        guard var lab = try? decoder.decode(Lab.self, from: data), lab.name == name.value else { return nil }
         // Where it was found, whatever the description says.
-        return (try? decoder.decode(Lab.self, from: data)).map { lab in
-            var lab = lab
-            lab.directory = directory(name)
-            return lab
-        }
+        lab.directory = directory(name)
+        return lab
     }
 
     /// The lab a command means: the one named, or the only one there is.
     public func resolve(_ name: String?) throws -> Lab {
         if let name {
-            guard let lab = load(name) else {
+            guard let lab = load(try LabName(name)) else {
                 throw LabError("no lab named '\(name)' in \(root); 'farm lab list' shows the labs")
             }
             return lab
@@ -123,18 +121,20 @@ public struct Labs: Sendable {
             while Lab.alive(pid, mentioning: lab.directory) { usleep(20_000) }
         }
         let ended = !pids.isEmpty
-        try? FileManager.default.removeItem(atPath: lab.directory)
+        if FileManager.default.fileExists(atPath: lab.directory + "/lab.json") {
+            try? FileManager.default.removeItem(atPath: lab.directory)
+        }
         return ended
     }
 
     public struct UpOptions: Sendable {
-        public var name: String
+        public var name: LabName
         public var memoryMiB: Int
         /// `auto` (KVM when it answers, else TCG), `kvm` or `tcg`.
         public var accelerator: String
         public var port: Int?
         public var bootTimeout: Double
-        public init(name: String, memoryMiB: Int = 512, accelerator: String = "auto", port: Int? = nil, bootTimeout: Double = 120) {
+        public init(name: LabName, memoryMiB: Int = 512, accelerator: String = "auto", port: Int? = nil, bootTimeout: Double = 120) {
             self.name = name
             self.memoryMiB = memoryMiB
             self.accelerator = accelerator
@@ -145,9 +145,6 @@ public struct Labs: Sendable {
 
     /// Boots `kernel` with `initramfs` plus the lab's own keys, and waits until SSH answers.
     public func up(release: String, kernel: String, initramfs: String, options: UpOptions, log: (String) -> Void) throws -> Lab {
-        guard options.name.allSatisfy({ $0.isLetter || $0.isNumber || "._+-".contains($0) }), !options.name.hasPrefix(".") else {
-            throw LabError("'\(options.name)' is not a lab name (letters, digits, . _ + - only)")
-        }
         guard let qemu = Executable.find("qemu-system-x86_64") else {
             throw ToolMissing(tool: "qemu-system-x86_64", package: "qemu-system-x86", purpose: "farm lab")
         }
@@ -162,10 +159,14 @@ public struct Labs: Sendable {
             down(existing)
         }
         let directory = self.directory(options.name)
+        let keptConsole = self.keptConsole(options.name)
+        unlink(keptConsole)
         try ModuleKey.makePrivateDirectory(root)
         try ModuleKey.makePrivateDirectory(directory)
-        var lab = Lab(name: options.name, release: release, port: try options.port ?? Labs.freePort(), memoryMiB: options.memoryMiB,
+        var lab = Lab(name: options.name.value, release: release, port: try options.port ?? Labs.freePort(), memoryMiB: options.memoryMiB,
                       accelerator: "tcg", started: Date(), directory: directory)
+        // Before anything else goes in: `down` removes only a directory with its lab.json.
+        try save(lab)
         do {
             try makeKeys(lab)
             let initrd = directory + "/initrd.img"
@@ -174,6 +175,7 @@ public struct Labs: Sendable {
             if options.accelerator == "kvm" || (options.accelerator == "auto" && access("/dev/kvm", R_OK | W_OK) == 0) {
                 accelerators = options.accelerator == "kvm" ? ["kvm"] : ["kvm", "tcg"]
             }
+            var outcome = "did not answer on SSH within \(Int(options.bootTimeout)) s"
             for (index, accelerator) in accelerators.enumerated() {
                 lab.accelerator = accelerator
                 lab.started = Date()
@@ -184,15 +186,23 @@ public struct Labs: Sendable {
                 // few seconds, its CPU never stopped by an internal error. Else TCG takes over.
                 let verdict = last ? nil : answers(lab, within: Labs.kvmWindow)
                 if verdict == nil, try waitForSSH(lab, timeout: options.bootTimeout) { return lab }
+                let seconds = String(format: "%.1f", Date().timeIntervalSince(lab.started))
+                if let status = lab.stoppedStatus {
+                    outcome = "stopped the VM (QEMU status '\(status)') after \(seconds) s"
+                } else if lab.pid == nil {
+                    let said = ((try? String(contentsOfFile: directory + "/qemu.log", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+                    outcome = "ended: QEMU exited after \(seconds) s" + (said.isEmpty ? "" : " saying: \(said)")
+                }
                 if let pid = lab.pid { kill(pid, SIGKILL); while Lab.alive(pid, mentioning: directory) { usleep(20_000) } }
                 if !last {
                     log("farm: KVM \(verdict ?? "did not bring up SSH"); booting \(release) again under software emulation (TCG)")
                 }
             }
             let tail = ((try? String(contentsOfFile: lab.console, encoding: .utf8)) ?? "").split(separator: "\n").suffix(15).joined(separator: "\n")
-            throw LabError("lab '\(options.name)': \(release) did not answer on SSH within \(Int(options.bootTimeout)) s;"
-                           + " the console's last lines:\n\(tail)")
+            throw LabError("lab '\(options.name)': \(release) \(outcome); the console's last lines:\n\(tail)\nthe whole console log: \(keptConsole)")
         } catch {
+            // The console says why a kernel did not come up: it outlives the lab.
+            if FileManager.default.fileExists(atPath: lab.console) { try? FileManager.default.moveItem(atPath: lab.console, toPath: keptConsole) }
             down(lab)
             throw error
         }
@@ -208,6 +218,8 @@ public struct Labs: Sendable {
     /// A host key for dropbear and an ed25519 key for root, both new for this lab.
     func makeKeys(_ lab: Lab) throws {
         let directory = lab.directory
+        // Left by a farm killed while it made them: ssh-keygen would ask before overwriting.
+        for file in [directory + "/host_key", lab.identity, lab.identity + ".pub"] { unlink(file) }
         let host = try Executable.run(Executable.find("dropbearkey")!, ["-t", "ed25519", "-f", directory + "/host_key"])
         guard host.status == 0 else { throw LabError("dropbearkey failed: \(host.stderr)") }
         guard let publicLine = host.stdout.split(separator: "\n").first(where: { $0.hasPrefix("ssh-") }) else {

@@ -36,7 +36,7 @@ extension DebianArchiveTests.CompileTests {
         }
         #expect(try labShell("uname -r").trimmingCharacters(in: .whitespacesAndNewlines) == newest.release)
         // scp (over SFTP) and sudo work in the lab, as tools written for ordinary hosts expect.
-        let lab = try #require(Labs(cacheDirectory: project.cache).load(name))
+        let lab = try #require(Labs(cacheDirectory: project.cache).load(try LabName(name)))
         let note = try scratch.write("note.txt", "hello from farm\n")
         let scp = try runProcess("/usr/bin/scp", lab.sshOptions.map { $0 == "-p" ? "-P" : $0 } + [note, lab.destination + ":/tmp/note.txt"])
         #expect(scp.status == 0, "\(scp.stdout)\(scp.stderr)")
@@ -114,7 +114,7 @@ extension DebianArchiveTests.CompileTests {
 
         // A farm killed while its lab boots leaves QEMU running; the next 'farm lab down' ends it.
         let orphan = "orphan-\(getpid())"
-        let orphanDirectory = Labs(cacheDirectory: project.cache).directory(orphan)
+        let orphanDirectory = Labs(cacheDirectory: project.cache).directory(try LabName(orphan))
         let starting = Process()
         starting.executableURL = URL(fileURLWithPath: Products.farm)
         starting.arguments = ["lab", "up", newest.release, "--name", orphan, "--memory", "128", "--accel", "tcg",
