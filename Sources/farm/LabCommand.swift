@@ -43,6 +43,14 @@ struct LabCommand: AsyncParsableCommand {
                     FileHandle.standardError.write(Data(($0 + "\n").utf8))
                 }
                 let seconds = String(format: "%.1f", Date().timeIntervalSince(lab.started))
+                if output.json {
+                    let object: [String: Any] = ["event": "lab-up", "name": lab.name, "release": lab.release, "accelerator": lab.accelerator,
+                                                 "memory_mib": lab.memoryMiB, "ssh": "127.0.0.1:\(lab.port)",
+                                                 "seconds": Date().timeIntervalSince(lab.started)]
+                    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+                    print(String(decoding: data, as: UTF8.self))
+                    return
+                }
                 print("lab \(lab.name) is up: \(lab.release) (\(lab.accelerator), \(lab.memoryMiB) MiB), SSH on 127.0.0.1:\(lab.port) after \(seconds) s")
                 print("  farm lab ssh --name \(lab.name)          farm capture --lab \(lab.name) --repo DIR|URL          farm lab down \(lab.name)")
             } catch {

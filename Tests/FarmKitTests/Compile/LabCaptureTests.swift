@@ -27,8 +27,12 @@ extension DebianArchiveTests.CompileTests {
         let repo = scratch.file("project/repo")
 
         let name = "e2e-\(getpid())"
-        let up = try farm(["lab", "up", newest.release, "--name", name, "--memory", "256"])
+        let up = try farm(["lab", "up", newest.release, "--name", name, "--memory", "256", "--json"])
         #expect(up.status == 0, "\(up.stdout)\(up.stderr)")
+        // --json: the fetch and initramfs tasks as events, then one object describing the lab.
+        let described = try #require(up.events.last { $0["event"] as? String == "lab-up" }, "\(up.stdout)")
+        #expect(described["name"] as? String == name && described["release"] as? String == newest.release)
+        #expect((described["ssh"] as? String)?.hasPrefix("127.0.0.1:") == true)
         defer { _ = try? farm(["lab", "down", name]) }
         func labShell(_ command: String) throws -> String {
             let result = try runProcess(Products.farm, ["lab", "ssh", "--name", name, "--cache", project.cache, "--manifest", manifest, "--", command])
