@@ -45,7 +45,7 @@ while let argument = arguments.popFirst() {
 }
 
 func seconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    duration.seconds
 }
 
 func time<T>(_ body: () async throws -> T) async rethrows -> (T, Double) {

@@ -212,7 +212,7 @@ public struct Builder: Sendable {
             summary.notRun = selected.filter { if case .waiting = state[$0] { return true } else { return false } }.count
         }
         let elapsed = ContinuousClock.now - clock
-        summary.duration = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        summary.duration = elapsed.seconds
         summary.databaseWrites = cache.databaseChanges - writesBefore
         reporter.report(.completed(summary))
         return summary
@@ -273,7 +273,7 @@ struct TaskRunner: Sendable {
         try? FileManager.default.removeItem(atPath: work)
 
         let elapsed = ContinuousClock.now - clock
-        let duration = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let duration = elapsed.seconds
         do {
             let logDigest = try cache.objects.put(log.data).digest
             let recorded = (outputs ?? [:]).map { name, digest in

@@ -40,7 +40,7 @@ public struct Downloader: Sendable {
         for attempt in 1...attempts {
             if attempt > 1 {
                 log?.append("retrying \(url) in \(delay) (attempt \(attempt) of \(attempts)): \(lastError.map { "\($0)" } ?? "")\n")
-                Thread.sleep(forTimeInterval: Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18)
+                Thread.sleep(forTimeInterval: delay.seconds)
                 delay *= 2
             }
             let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)

@@ -239,14 +239,8 @@ public enum Publisher {
     static func currentPublication(in directory: String) throws -> (RepositoryIndex, [RepositoryModule])? {
         guard let repomd = FileManager.default.contents(atPath: directory + "/" + RepositoryFormat.repomdPath) else { return nil }
         let index = try RepositoryFormat.parseRepomd(repomd, name: RepositoryFormat.repomdPath)
-        try RepositoryFormat.checkRelative(index.location, name: RepositoryFormat.repomdPath)
         guard let gzipped = FileManager.default.contents(atPath: directory + "/" + index.location) else { return nil }
-        let modules = try RepositoryFormat.parsePrimary(try Archive.decompress(gzipped), name: index.location)
-        for module in modules {
-            try RepositoryFormat.checkRelative(module.location, name: index.location)
-            try RepositoryFormat.checkRelative(module.signature, name: index.location)
-        }
-        return (index, modules)
+        return (index, try RepositoryFormat.parsePrimary(try Archive.decompress(gzipped), name: index.location))
     }
 
     /// The published modules by file name: where each is and its checksum.

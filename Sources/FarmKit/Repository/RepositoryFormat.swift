@@ -140,6 +140,7 @@ public enum RepositoryFormat {
 
     // MARK: reading
 
+    /// Every href read is checked to stay inside the repository.
     public static func parseRepomd(_ data: Data, name: String) throws -> RepositoryIndex {
         let tree = try XMLTree.parse(data, name: name)
         guard tree.name == "metadata" else { throw RepositoryError("\(name): the root element is <\(tree.name)>, not <metadata>") }
@@ -162,6 +163,7 @@ public enum RepositoryFormat {
         guard let location = data.child("location")?.attributes["href"], !location.isEmpty else {
             throw RepositoryError("\(name): <data type=\"primary\"> has no <location href=...>")
         }
+        try checkRelative(location, name: name)
         return RepositoryIndex(revision: revision, checksum: try text("checksum"), openChecksum: try text("open_checksum"),
                                location: location, timestamp: try number("timestamp"), size: try number("size"),
                                openSize: try number("open_size"))
@@ -181,6 +183,7 @@ public enum RepositoryFormat {
                 guard let value = element.child(child)?.attributes["href"], !value.isEmpty else {
                     throw RepositoryError("\(name): module \(index + 1) has no <\(child) href=...>")
                 }
+                try checkRelative(value, name: name)
                 return value
             }
             return RepositoryModule(type: element.attributes["type"] ?? "", name: try text("name"), arch: try text("arch"),

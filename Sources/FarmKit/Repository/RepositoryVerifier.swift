@@ -101,12 +101,7 @@ public struct RepositoryVerifier: Sendable {
         guard SHA256.hash(xml).hex == index.openChecksum.lowercased(), xml.count == index.openSize else {
             throw RepositoryError("\(gzName): the decompressed manifest's sha256 or size is not repomd.xml's open_checksum/open_size")
         }
-        let modules = try RepositoryFormat.parsePrimary(xml, name: gzName)
-        for module in modules {
-            try RepositoryFormat.checkRelative(module.location, name: gzName)
-            try RepositoryFormat.checkRelative(module.signature, name: gzName)
-        }
-        return (index, modules)
+        return (index, try RepositoryFormat.parsePrimary(xml, name: gzName))
     }
 
     /// A verifier for the pinned key, which the repository's `REPO_SIGNING_KEY.asc` must hold.

@@ -13,7 +13,7 @@ public struct PhaseTimer: Sendable {
         let now = ContinuousClock.now
         let elapsed = now - last
         last = now
-        let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        let ms = elapsed.seconds * 1000
         FileHandle.standardError.write(Data(String(format: "farm: timing: %-24@ %8.1f ms\n", phase, ms).utf8))
     }
 }
