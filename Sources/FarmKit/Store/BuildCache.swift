@@ -265,7 +265,7 @@ public final class BuildCache: @unchecked Sendable {
         }
         // Temporary files and work directories left by builds that were killed mid-task.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: objects.temporary)) ?? [] {
-            try? FileManager.default.removeItem(atPath: objects.temporary + "/" + name)
+            Leftovers.remove(objects.temporary + "/" + name)
         }
         // Unpacked roots and bundles whose tarball is gone.
         report.removedTrees = UnpackedTrees(objects: objects).prune(keeping: Set(referenced.map(\.hex)))

@@ -35,8 +35,11 @@ public struct UnpackedTrees: Sendable {
         if FileManager.default.fileExists(atPath: final) { return final }
 
         let archive = try objects.verifiedPath(of: digest)
+        // Under the lock nobody else unpacks this object: any other staging of it is a killed farm's.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where name.hasPrefix(".unpacking-\(digest.hex)-") {
+            Leftovers.remove(root + "/" + name)
+        }
         let staging = root + "/.unpacking-\(digest.hex)-\(getpid())"
-        try? FileManager.default.removeItem(atPath: staging)
         try AtomicFile.makeDirectory(staging)
         do {
             // Device nodes are left out: every sandbox brings its own /dev.
@@ -59,10 +62,16 @@ public struct UnpackedTrees: Sendable {
         }
     }
 
-    /// Removes the trees of objects that are no longer kept; returns how many.
+    /// Removes the trees of objects that are no longer kept, and half-unpacked ones; returns how
+    /// many trees of objects it removed.
     public func prune(keeping kept: Set<String>) -> Int {
         var removed = 0
         for name in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
+            // Half-unpacked trees of killed builds (gc runs alone on the cache).
+            if name.hasPrefix(".unpacking-") {
+                Leftovers.remove(root + "/" + name)
+                continue
+            }
             let hex = name.hasSuffix(".lock") ? String(name.dropLast(5)) : name
             guard hex.utf8.count == 64, !kept.contains(hex) else { continue }
             if (try? FileManager.default.removeItem(atPath: root + "/" + name)) != nil, !name.hasSuffix(".lock") { removed += 1 }
