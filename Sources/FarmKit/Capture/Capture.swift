@@ -99,8 +99,7 @@ public struct Capture: Sendable {
 
     func ssh(_ target: CaptureTarget, _ command: String, input: String? = nil, timeout: Int = 60) throws -> Executable.Result {
         guard let ssh = Executable.find("ssh") else { throw ToolMissing(tool: "ssh", package: "openssh-client", purpose: "farm capture") }
-        return try Executable.run("/usr/bin/timeout", ["--signal=KILL", "\(timeout)", ssh] + target.arguments + [target.destination, command],
-                                  input: input)
+        return try Executable.run(ssh, target.arguments + [target.destination, command], input: input, timeout: Double(timeout))
     }
 
     func checked(_ target: CaptureTarget, _ what: String, _ command: String, input: String? = nil, timeout: Int = 60) throws -> String {

@@ -29,10 +29,10 @@ public enum Executable {
         return nil
     }
 
-    /// Runs to the end; `input` is a file for stdin (else /dev/null). Blocking: call from
-    /// `Blocking.run` inside tasks.
+    /// Runs to the end; `input` is a file for stdin (else /dev/null). After `timeout` seconds the
+    /// program gets SIGKILL (status 137). Blocking: call from `Blocking.run` inside tasks.
     public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-                           directory: String? = nil, input: String? = nil) throws -> Result {
+                           directory: String? = nil, input: String? = nil, timeout: Double? = nil) throws -> Result {
         let stdin = try openInput(input)
         defer { close(stdin) }
         let output = try makePipe()
@@ -40,7 +40,7 @@ public enum Executable {
         do { errors = try makePipe() } catch { close(output.read); close(output.write); throw error }
         var collected = [Data(), Data()]
         let termination = try start(executable, arguments, environment: environment, directory: directory,
-                                    stdin: stdin, pipes: [output, errors]) { index, chunk in collected[index].append(chunk) }
+                                    stdin: stdin, pipes: [output, errors], timeout: timeout) { index, chunk in collected[index].append(chunk) }
         return Result(status: termination.status, stdout: String(decoding: collected[0], as: UTF8.self),
                       stderr: String(decoding: collected[1], as: UTF8.self))
     }
@@ -53,13 +53,13 @@ public enum Executable {
         defer { close(stdin) }
         let pipe = try makePipe()
         return try start(executable, arguments, environment: environment, directory: directory,
-                         stdin: stdin, pipes: [pipe]) { _, chunk in output(chunk) }
+                         stdin: stdin, pipes: [pipe], timeout: nil) { _, chunk in output(chunk) }
     }
 
     /// Starts the child with fd 1 on the first pipe and fd 2 on the last, reads every pipe to its
     /// end on this thread, and reaps the child. Closes the pipes.
     private static func start(_ executable: String, _ arguments: [String], environment: [String: String]?, directory: String?,
-                              stdin: Int32, pipes: [(read: Int32, write: Int32)],
+                              stdin: Int32, pipes: [(read: Int32, write: Int32)], timeout: Double?,
                               received: (Int, Data) -> Void) throws -> Termination {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { $0.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil] }
@@ -77,7 +77,8 @@ public enum Executable {
             pipes.forEach { close($0.read) }
             throw FileSystemError.io(operation: "starting", path: executable, errno: -pid)
         }
-        drain(pipes.map(\.read), into: received)
+        drain(pipes.map(\.read), until: timeout.map { ContinuousClock.now + .milliseconds(Int($0 * 1000)) },
+              expired: { kill(pid, SIGKILL) }, into: received)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0, errno == EINTR {}
         if farm_wait_status_signaled(status) != 0 {
@@ -93,13 +94,29 @@ public enum Executable {
         return envp.withUnsafeBufferPointer { body($0.baseAddress) }
     }
 
-    /// Reads every descriptor until each is at its end, then closes them.
-    private static func drain(_ descriptors: [Int32], into received: (Int, Data) -> Void) {
+    /// Reads every descriptor until each is at its end, then closes them. At `deadline` calls
+    /// `expired` once, and gives up reading two seconds later (a grandchild may hold a pipe).
+    private static func drain(_ descriptors: [Int32], until deadline: ContinuousClock.Instant?, expired: () -> Void,
+                              into received: (Int, Data) -> Void) {
         var polled = descriptors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
         var open = descriptors.count
         var buffer = [UInt8](repeating: 0, count: 65_536)
+        var deadline = deadline, expiredOnce = false
         while open > 0 {
-            if poll(&polled, nfds_t(polled.count), -1) < 0 {
+            var wait: Int32 = -1
+            if let end = deadline {
+                let left = ContinuousClock.now.duration(to: end)
+                if left <= .zero {
+                    if expiredOnce { break }
+                    expired()
+                    expiredOnce = true
+                    deadline = ContinuousClock.now + .seconds(2)
+                    continue
+                }
+                wait = Int32(min(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1, 60_000))
+            }
+            let ready = poll(&polled, nfds_t(polled.count), wait)
+            if ready < 0 {
                 if errno == EINTR { continue }
                 break
             }

@@ -24,7 +24,7 @@ struct KillTests {
         }
     }
 
-    @Test func childStatusesInputDirectoryAndFailuresAreReported() throws {
+    @Test func childStatusesInputDirectoryTimeoutAndFailuresAreReported() throws {
         let scratch = try Scratch()
         let input = try scratch.write("input", "from a file\n")
         let cat = try Executable.run("/bin/sh", ["-c", "cat; pwd; echo oops >&2; exit 3"], directory: scratch.path, input: input)
@@ -36,6 +36,10 @@ struct KillTests {
         // Megabytes on both streams at once: neither pipe may fill while the other is read.
         let loud = try Executable.run("/bin/sh", ["-c", "head -c 3000000 /dev/zero; head -c 3000000 /dev/zero >&2"])
         #expect(loud.stdout.utf8.count == 3_000_000 && loud.stderr.utf8.count == 3_000_000)
+        // A timeout kills the program (ssh waiting for a banner that never comes).
+        let started = ContinuousClock.now
+        #expect(try Executable.run("/bin/sleep", ["60"], timeout: 0.3).status == 128 + SIGKILL)
+        #expect(ContinuousClock.now - started < .seconds(5))
         #expect(throws: FileSystemError.self) { try Executable.run(scratch.file("missing"), []) }
         #expect(throws: FileSystemError.self) { try Executable.run("/bin/true", [], directory: scratch.file("missing")) }
     }
@@ -94,5 +98,89 @@ struct KillTests {
     func deadPid() throws -> Int32 {
         let result = try Executable.run("/bin/sh", ["-c", "sh -c 'echo $$'"])
         return try #require(Int32(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)))
+    }
+}
+
+extension DebianArchiveTests.CompileTests {
+    /// The issue's scenario: `farm build` of two real kernels from an empty cache, SIGKILLed 20
+    /// times at random moments (mmdebstrap, fetches, bundles and compiles all get killed), then
+    /// run to the end. No task that had finished runs again, nothing is corrupt, and nothing of
+    /// farm's is left: no process, no mount, nothing in its TMPDIR, and after `farm gc` no
+    /// work directory or half-unpacked tree in the cache.
+    @Test func aBuildKilledTwentyTimesFinishesWithoutRedoingFinishedTasksAndLeavesNothing() async throws {
+        let project = try await CompileProject.shared.get()
+        let scratch = try Scratch()
+        let kernels = try ManifestLoader.load(path: project.manifest).kernels
+        // Two flavours of one release share the toolchain, so it is made (and killed) once per round.
+        let cloudRelease = project.release.replacingOccurrences(of: "-amd64", with: "-cloud-amd64")
+        let chosen = kernels.filter { $0.release == project.release || $0.release == cloudRelease }
+        try #require(chosen.count == 2, "the crawl has no \(cloudRelease) beside \(project.release)")
+        let original = try String(contentsOfFile: project.manifest, encoding: .utf8)
+        let manifest = try scratch.write("project/manifest.yml",
+                                         ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: chosen), in: original))
+        try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("project/recipes"))
+        #expect(try runProcess(Products.farm, ["keys", "init", "--manifest", manifest]).status == 0)
+        let cache = scratch.file("cache")
+        let temporary = scratch.file("tmp")
+        try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+        let arguments = ["build", "--json", project.release, cloudRelease, "--manifest", manifest, "--cache", cache]
+        let environment = ProcessInfo.processInfo.environment.merging(["TMPDIR": temporary, "CI": "true"]) { _, new in new }
+
+        var finished = Set<String>()
+        var killed = Set<String>()
+        var rounds: [String] = []
+        for round in 0..<20 {
+            let output = scratch.file("round-\(round).jsonl")
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            let farm = Process()
+            farm.executableURL = URL(fileURLWithPath: Products.farm)
+            farm.arguments = arguments
+            farm.environment = environment
+            farm.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+            farm.standardError = FileHandle.nullDevice
+            try farm.run()
+            func events() -> ProcessResult { ProcessResult(status: 0, stdout: (try? String(contentsOfFile: output, encoding: .utf8)) ?? "", stderr: "") }
+            // Rounds are shorter than mmdebstrap: one round waits for a compile, so compiles die too.
+            var deadline = Date().addingTimeInterval(Double.random(in: 0.5...15))
+            if round == 7 {
+                let started = Date().addingTimeInterval(900)
+                while farm.isRunning, Date() < started, !events().tasks("started").contains(where: { $0.hasPrefix("compile:") }) { usleep(200_000) }
+                deadline = Date().addingTimeInterval(Double.random(in: 1...20))
+            }
+            while farm.isRunning, Date() < deadline { usleep(50_000) }
+            kill(farm.processIdentifier, SIGKILL)
+            farm.waitUntilExit()
+            let run = events()
+            rounds.append("round \(round): exit \(farm.terminationStatus), built \(run.tasks("built").sorted()), failed \(run.tasks("failed").sorted())")
+            finished.formUnion(run.tasks("built"))
+            killed.formUnion(run.tasks("started").subtracting(run.tasks("built")).subtracting(run.tasks("failed")))
+        }
+        let killedKinds = Set(killed.map { String($0.prefix { $0 != ":" }) })
+        #expect(killedKinds.isSuperset(of: ["toolchain", "compile"]), "killed only: \(killed.sorted())\n\(rounds.joined(separator: "\n"))")
+
+        let final = try runProcess(Products.farm, arguments, environment: ["TMPDIR": temporary, "CI": "true"])
+        #expect(final.status == 0, "\(final.stdout)\(final.stderr)")
+        #expect(final.events.first { $0["event"] as? String == "completed" }?["failed"] as? Int == 0, "\(final.stdout)")
+        #expect(final.tasks("built").isDisjoint(with: finished),
+                "finished before a kill, yet run again: \(final.tasks("built").intersection(finished).sorted())")
+
+        // Children die with farm at once; give the kernel a moment to reap them.
+        let settled = Date().addingTimeInterval(10)
+        while !processes(containing: scratch.path).isEmpty, Date() < settled { usleep(100_000) }
+        let left = processes(containing: scratch.path).map { pid in
+            String(decoding: (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()).map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+        }
+        #expect(left.isEmpty, "processes of farm's outlived it: \(left)")
+        let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).split(separator: "\n").filter { $0.contains(scratch.path) }
+        #expect(mounts.isEmpty, "mounts left: \(mounts)")
+        let inTemporary = try FileManager.default.contentsOfDirectory(atPath: temporary)
+        #expect(inTemporary.isEmpty, "left in farm's TMPDIR: \(inTemporary)")
+
+        let verify = try runProcess(Products.farm, ["gc", "--verify", "--cache", cache, "--manifest", manifest])
+        #expect(verify.status == 0 && verify.stdout.contains(": 0 corrupt"), "\(verify.stdout)\(verify.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache + "/cas/tmp").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cache + "/unpacked").filter { $0.hasPrefix(".unpacking-") }.isEmpty)
+        let again = try runProcess(Products.farm, arguments)
+        #expect(again.status == 0 && again.tasks("built").isEmpty, "\(again.stdout)\(again.stderr)")
     }
 }
