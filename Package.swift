@@ -17,11 +17,13 @@ let package = Package(
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        // Linux calls Glibc does not wrap for Swift (a child's parent-death signal), as static inline functions.
+        .systemLibrary(name: "CFarmLinux"),
 
         .target(
             name: "FarmKit",
             dependencies: [
-                "CSQLite", "COpenSSL", "CArchive", "CCurl", "CGit2",
+                "CSQLite", "COpenSSL", "CArchive", "CCurl", "CGit2", "CFarmLinux",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

@@ -105,8 +105,7 @@ public struct Capture: Sendable {
 
     func ssh(_ target: CaptureTarget, _ command: String, input: String? = nil, timeout: Int = 60) throws -> Executable.Result {
         guard let ssh = Executable.find("ssh") else { throw ToolMissing(tool: "ssh", package: "openssh-client", purpose: "farm capture") }
-        return try Executable.run("/usr/bin/timeout", ["--signal=KILL", "\(timeout)", ssh] + target.arguments + ["--", target.destination, command],
-                                  input: input)
+        return try Executable.run(ssh, target.arguments + ["--", target.destination, command], input: input, timeout: Double(timeout))
     }
 
     func checked(_ target: CaptureTarget, _ what: String, _ command: String, input: String? = nil, timeout: Int = 60) throws -> String {
@@ -134,9 +133,9 @@ public struct Capture: Sendable {
         let remote = "/tmp/farm-lime-\(UInt32.random(in: 0...UInt32.max)).ko"
         let port = Int.random(in: 20_000...60_000)
         var uploaded = false
-        var forwarder: Process?
+        var forwarder: Executable.Background?
         defer {
-            forwarder.map { stop($0) }
+            forwarder?.stop()
             if uploaded { cleanUp(target, remote: remote, port: port, sudo: sudo) }
         }
 
@@ -169,14 +168,8 @@ public struct Capture: Sendable {
 
         // 5. Forward the port to 127.0.0.1 here and stream.
         let localPort = try Labs.freePort()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Executable.find("ssh")!)
-        process.arguments = target.arguments + ["-N", "-o", "ExitOnForwardFailure=yes",
-                                                "-L", "127.0.0.1:\(localPort):127.0.0.1:\(port)", "--", target.destination]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try Executable.background(Executable.find("ssh")!, target.arguments + [
+            "-N", "-o", "ExitOnForwardFailure=yes", "-L", "127.0.0.1:\(localPort):127.0.0.1:\(port)", "--", target.destination])
         forwarder = process
         let started = Date()
         let stamp = ISO8601DateFormatter().string(from: started).replacingOccurrences(of: ":", with: "")
@@ -225,11 +218,6 @@ public struct Capture: Sendable {
         let checker = RepositoryVerifier(source: repository, fingerprint: fingerprint)
         let key = try repository.require(RepositoryFormat.keyPath, because: "the repository's public key")
         return try checker.withVerifier(key) { try pick($0, checker) }
-    }
-
-    func stop(_ process: Process) {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
     }
 
     /// Unloads LiME (once its insmod has returned) and removes what was uploaded.

@@ -325,8 +325,8 @@ public struct Labs: Sendable {
             if lab.stoppedStatus != nil { return false }
             // A VM that is not answering still has its port forwarded by QEMU: the connection is
             // accepted and ssh waits for a banner, which ConnectTimeout does not bound.
-            let probe = try Executable.run("/usr/bin/timeout", ["--signal=KILL", "6", Executable.find("ssh")!]
-                                           + lab.sshOptions + ["-o", "ConnectTimeout=3", lab.destination, "true"])
+            let probe = try Executable.run(Executable.find("ssh")!, lab.sshOptions + ["-o", "ConnectTimeout=3", lab.destination, "true"],
+                                           timeout: 6)
             if probe.status == 0 { return true }
             if probe.stderr.contains("Host key verification failed") || probe.stderr.contains("REMOTE HOST IDENTIFICATION") {
                 throw LabError("the lab's host key does not match its known_hosts: \(probe.stderr)")

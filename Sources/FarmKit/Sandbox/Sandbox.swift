@@ -128,32 +128,14 @@ public enum Sandbox {
 
     static func quote(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
 
-    /// Runs a program with stdout and stderr into one pipe that goes to `log`. Blocking.
+    /// Runs a program with stdout and stderr into one pipe that goes to `log`. Blocking. The
+    /// program dies with farm (`Executable`'s parent-death signal).
     public static func runLogged(_ executable: String, _ arguments: [String], environment: [String: String],
                                  directory: String? = nil, log: TaskLog) throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = environment
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        // Our copy of the write end must go, or the read below never sees the end.
-        try? pipe.fileHandleForWriting.close()
-        let reader = pipe.fileHandleForReading
-        while true {
-            let chunk = reader.availableData
-            if chunk.isEmpty { break }
-            log.append(chunk)
+        let termination = try Executable.run(executable, arguments, environment: environment, directory: directory) { log.append($0) }
+        if let signal = termination.signal {
+            log.append("farm: \((executable as NSString).lastPathComponent) was killed by signal \(signal)\n")
         }
-        process.waitUntilExit()
-        if process.terminationReason == .uncaughtSignal {
-            log.append("farm: \((executable as NSString).lastPathComponent) was killed by signal \(process.terminationStatus)\n")
-            return 128 + process.terminationStatus
-        }
-        return process.terminationStatus
+        return termination.status
     }
 }

@@ -310,7 +310,7 @@ public final class BuildCache: @unchecked Sendable {
         }
         // Temporary files and work directories left by builds that were killed mid-task.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: objects.temporary)) ?? [] {
-            try? FileManager.default.removeItem(atPath: objects.temporary + "/" + name)
+            Leftovers.remove(objects.temporary + "/" + name)
         }
         // Unpacked roots and bundles whose tarball is gone or was found corrupt just now.
         let kept = Set(referenced.map(\.hex)).subtracting(report.corrupt.map { ($0 as NSString).lastPathComponent })

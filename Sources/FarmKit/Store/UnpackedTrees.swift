@@ -37,14 +37,17 @@ public struct UnpackedTrees: Sendable {
         if FileManager.default.fileExists(atPath: final) { return final }
 
         let archive = try objects.verifiedPath(of: digest)
+        // Under the lock nobody else unpacks this object: any other staging of it is a killed farm's.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] where name.hasPrefix(".unpacking-\(digest.hex)-") {
+            Leftovers.remove(root + "/" + name)
+        }
         let staging = root + "/.unpacking-\(digest.hex)-\(getpid())"
-        try? FileManager.default.removeItem(atPath: staging)
         try AtomicFile.makeDirectory(staging)
         do {
             // Device nodes are left out: every sandbox brings its own /dev.
             try UnpackedTrees.untar(archive, into: staging, options: ["--numeric-owner", "--preserve-permissions", "--exclude=./dev/*"])
         } catch {
-            try? FileManager.default.removeItem(atPath: staging)
+            Leftovers.remove(staging)
             throw error
         }
         do {
@@ -52,7 +55,7 @@ public struct UnpackedTrees: Sendable {
             // Written before the rename: a tree under its final name always has its manifest.
             try AtomicFile.write(try JSONEncoder().encode(UnpackedTrees.listing(of: staging)), to: final + ".manifest")
         } catch {
-            UnpackedTrees.remove(staging)
+            Leftovers.remove(staging)
             throw error
         }
         try AtomicFile.rename(staging, to: final)
@@ -78,7 +81,7 @@ public struct UnpackedTrees: Sendable {
         let present = Set(names)
         for name in names {
             if name.hasPrefix(".unpacking-") {
-                UnpackedTrees.remove(root + "/" + name)
+                Leftovers.remove(root + "/" + name)
                 continue
             }
             let hex = name.split(separator: ".", maxSplits: 1).first.map(String.init) ?? name
@@ -87,7 +90,7 @@ public struct UnpackedTrees: Sendable {
             if kept.contains(hex), tree ? present.contains(hex + ".manifest") : present.contains(hex) { continue }
             // A kept tree's lock stays; a lock of a tree that is going goes with it.
             if kept.contains(hex), name.hasSuffix(".lock") { continue }
-            UnpackedTrees.remove(root + "/" + name)
+            Leftovers.remove(root + "/" + name)
             if tree { removed += 1 }
         }
         return removed
@@ -104,7 +107,7 @@ public struct UnpackedTrees: Sendable {
             let tree = root + "/" + name
             guard let difference = UnpackedTrees.difference(tree) else { continue }
             corrupt.append("\(tree) (unpacked tree: \(difference))")
-            UnpackedTrees.remove(tree)
+            Leftovers.remove(tree)
             unlink(tree + ".manifest")
         }
         return (checked, corrupt)
@@ -165,17 +168,6 @@ public struct UnpackedTrees: Sendable {
         try FileWalk.walk(tree, entering: { relative, info in
             if info.st_mode & S_IFMT != S_IFDIR { try strip(relative, info) }
         }, leaving: strip)
-    }
-
-    /// Removes a tree that may be read-only: a user other than root cannot delete entries of a
-    /// directory without its write bit.
-    static func remove(_ path: String) {
-        if geteuid() != 0 {
-            FileWalk.walk(path) { relative, info in
-                if info.st_mode & S_IFMT == S_IFDIR { chmod(relative.isEmpty ? path : path + "/" + relative, info.st_mode & 0o7777 | 0o700) }
-            }
-        }
-        try? FileManager.default.removeItem(atPath: path)
     }
 
     /// Creates an empty directory (a mount point) inside the read-only tree `tree`, giving each

@@ -43,9 +43,25 @@ public struct ToolchainAction: TaskAction {
         guard let mmdebstrap = Executable.find("mmdebstrap") else {
             throw ToolMissing(tool: "mmdebstrap", package: "mmdebstrap", purpose: "making toolchain \(recipe.name)")
         }
-        let recipe = self.recipe
+        var command = [mmdebstrap]
+        if geteuid() == 0 {
+            // In root mode mmdebstrap mounts /proc, /sys, /dev/pts and a bind of the host's /dev/shm
+            // into its root. In a mount namespace of its own those mounts vanish with it, and in a
+            // pid namespace whose first process dies with unshare (which dies with farm) nothing of
+            // it outlives farm: not mmdebstrap, not apt, not gpg-agent. Unshare mode makes its own.
+            guard let unshare = Executable.find("unshare") else {
+                throw ToolMissing(tool: "unshare", package: "util-linux", purpose: "making toolchain \(recipe.name)")
+            }
+            command = [unshare, "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child=KILL", "--", mmdebstrap]
+        }
+        let (recipe, launcher) = (self.recipe, command)
         return try await Blocking.run {
+            // A killed farm's mmdebstrap left its root (250 MB) and gpg home in its work directory.
+            Leftovers.removeAbandoned(in: context.objects.temporaryDirectory)
             let output = context.workDirectory + "/root.tar.zst"
+            // mmdebstrap's own temporary directory, in the cache: what a killed run leaves is farm's to clean.
+            let temporary = context.workDirectory + "/tmp"
+            try AtomicFile.makeDirectory(temporary)
             var arguments = ["--mode=\(geteuid() == 0 ? "root" : "unshare")", "--variant=apt", "--format=tar",
                              "--include=" + recipe.packages.joined(separator: ",")]
             arguments += ToolchainAction.excluded.map { "--dpkgopt=path-exclude=\($0)" }
@@ -53,10 +69,11 @@ public struct ToolchainAction: TaskAction {
             arguments.append(#"--customize-hook=chroot "$1" dpkg-query -W -f '${Package} ${Version}\n'"#)
             arguments += [recipe.suite, output, sourceLine]
             context.log.append("mmdebstrap \(arguments.joined(separator: " "))\n")
-            var environment = ProcessInfo.processInfo.environment.filter { ["PATH", "TMPDIR", "http_proxy", "https_proxy", "no_proxy"].contains($0.key) }
+            var environment = ProcessInfo.processInfo.environment.filter { ["PATH", "http_proxy", "https_proxy", "no_proxy"].contains($0.key) }
+            environment["TMPDIR"] = temporary
             environment["SOURCE_DATE_EPOCH"] = ToolchainAction.sourceDateEpoch
             environment["LC_ALL"] = "C.UTF-8"
-            let status = try Sandbox.runLogged(mmdebstrap, arguments, environment: environment, log: context.log)
+            let status = try Sandbox.runLogged(launcher[0], Array(launcher.dropFirst()) + arguments, environment: environment, log: context.log)
             guard status == 0, FileManager.default.fileExists(atPath: output) else {
                 throw ToolchainError(message: "mmdebstrap failed (exit \(status)) making toolchain \(recipe.name) from '\(sourceLine)';"
                                      + " the log says why: farm log toolchain:\(recipe.name)")
