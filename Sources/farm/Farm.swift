@@ -19,6 +19,13 @@ struct Farm: AsyncParsableCommand {
     /// The one place where an error becomes what the user reads and the exit code the README
     /// documents: commands throw, this prints.
     static func main() async {
+        // A blocked signal mask survives exec: a caller that blocks SIGINT or SIGTERM (the Swift
+        // test runner's threads do) would make farm deaf to Ctrl-C and to kill. Threads farm starts
+        // later inherit this thread's mask.
+        var deliverable = sigset_t()
+        sigemptyset(&deliverable)
+        for signal in [SIGINT, SIGTERM, SIGHUP, SIGQUIT] { sigaddset(&deliverable, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &deliverable, nil)
         var command: any ParsableCommand
         do {
             command = try parseAsRoot()

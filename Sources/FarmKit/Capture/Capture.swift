@@ -46,10 +46,11 @@ public struct CaptureTarget: Sendable, CustomStringConvertible {
     public var description: String { (user.map { $0 + "@" } ?? "") + host + (port.map { ":\($0)" } ?? "") }
 
     var arguments: [String] {
-        var arguments = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=10"]
+        // ssh keeps the first value it is given for an option: the user's come first.
+        var arguments = sshOptions.flatMap { ["-o", $0] }
         if let port { arguments += ["-p", "\(port)"] }
         if let identity { arguments += ["-i", identity, "-o", "IdentitiesOnly=yes"] }
-        for option in sshOptions { arguments += ["-o", option] }
+        arguments += ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=10"]
         return arguments
     }
 

@@ -87,6 +87,24 @@ struct CommandLineTests {
         #expect(treeDigest(cache) == before)
     }
 
+    /// Started by a parent that blocks SIGINT (this test runner's threads do, and a blocked mask
+    /// survives exec), farm still hears Ctrl-C: a capture stuck on a host that never answers ends
+    /// with 130 once its ssh gives up, instead of going on as if nothing happened.
+    @Test func ctrlCReachesFarmWhateverMaskItsParentHad() throws {
+        let server = try SilentServer()
+        let farm = Process()
+        farm.executableURL = URL(fileURLWithPath: Products.farm)
+        farm.arguments = ["capture", "root@127.0.0.1:\(server.port)", "--repo", NSTemporaryDirectory(), "--gpg-no-verify",
+                          "--manifest", "/nonexistent/manifest.yml", "--ssh-option", "ConnectTimeout=3"]
+        farm.standardOutput = FileHandle.nullDevice
+        farm.standardError = FileHandle.nullDevice
+        try farm.run()
+        usleep(700_000)
+        kill(farm.processIdentifier, SIGINT)
+        farm.waitUntilExit()
+        #expect(farm.terminationReason == .exit && farm.terminationStatus == 130)
+    }
+
     @Test func anUnknownReleaseIsNamedWithTheManifest() throws {
         let scratch = try Scratch()
         let manifest = try unpreparedProject(scratch)
@@ -122,4 +140,39 @@ struct CommandLineTests {
         #expect(build.stderr.contains("is not writable by this user") && build.stderr.contains("--cache DIR"), "\(build.stderr)")
         #expect(treeDigest(cache) == before)
     }
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections and never says a word (an SSH server that
+/// hangs before its banner).
+final class SilentServer {
+    let process = Process()
+    let port: Int
+
+    init() throws {
+        let script = """
+        import socket
+        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)
+        print(s.getsockname()[1], flush=True)
+        held = []
+        while True:
+            held.append(s.accept()[0])
+        """
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-c", script]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = pipe.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { break }
+            line.append(chunk)
+        }
+        guard let port = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw TestFailure("the silent server printed no port")
+        }
+        self.port = port
+    }
+
+    deinit { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
 }
