@@ -54,58 +54,35 @@ struct CaptureCommand: ParsableCommand {
     func run() throws {
         var targets: [CaptureTarget] = []
         let pinned: String?
-        do {
-            targets = try hosts.map { try CaptureTarget(parsing: $0, identity: identity, sshOptions: sshOption) }
-            if let config { targets += try CaptureTarget.load(config: config, identity: identity, sshOptions: sshOption) }
-            if let lab {
-                let found = try Labs(cacheDirectory: Session.cacheDirectory(option: cache, manifestPath: manifest)).resolve(lab)
-                targets.append(try CaptureTarget(parsing: "root@127.0.0.1:\(found.port)", identity: found.identity,
-                                                 sshOptions: sshOption + ["UserKnownHostsFile=\(found.knownHosts)", "GlobalKnownHostsFile=/dev/null",
-                                                                          "StrictHostKeyChecking=yes", "LogLevel=ERROR"]))
+        targets = try hosts.map { try CaptureTarget(parsing: $0, identity: identity, sshOptions: sshOption) }
+        if let config { targets += try CaptureTarget.load(config: config, identity: identity, sshOptions: sshOption) }
+        if let lab {
+            let found = try Labs(cacheDirectory: Session.cacheDirectory(option: cache, manifestPath: manifest)).resolve(lab)
+            targets.append(try CaptureTarget(lab: found, sshOptions: sshOption))
+        }
+        guard !targets.isEmpty else { throw ValidationError("name at least one host, --config FILE or --lab NAME") }
+        if gpgNoVerify {
+            pinned = nil
+        } else {
+            guard let trusted = try RepositoryKey.trusted(given: fingerprint, own: Signing.paths(manifestAt: manifest)?.repository) else {
+                throw ValidationError("which repository key do you trust? pass --fingerprint (or --gpg-no-verify to check checksums only)")
             }
-            guard !targets.isEmpty else { throw ValidationError("name at least one host, --config FILE or --lab NAME") }
-            if gpgNoVerify {
-                pinned = nil
-            } else {
-                guard let trusted = try RepositoryKey.trusted(given: fingerprint, own: Signing.paths(manifestAt: manifest)?.repository) else {
-                    throw ValidationError("which repository key do you trust? pass --fingerprint (or --gpg-no-verify to check checksums only)")
-                }
-                pinned = trusted
-            }
-        } catch {
-            throw exitReporting(error)
+            pinned = trusted
         }
         Capture.catchInterrupts()
         let capture = Capture(repository: RepositorySource(repo), fingerprint: pinned, output: output) { line in
             FileHandle.standardError.write(Data(("farm: " + line + "\n").utf8))
         }
-        final class Results: @unchecked Sendable {
-            let lock = NSLock()
-            var rows: [Int: Result<CaptureReport, any Error>] = [:]
-        }
-        let results = Results()
-        let queue = OperationQueue()
-        queue.maxConcurrentOperationCount = max(1, parallel)
-        for (index, target) in targets.enumerated() {
-            queue.addOperation {
-                let result = Result { try capture.run(target) }
-                results.lock.lock()
-                results.rows[index] = result
-                results.lock.unlock()
-            }
-        }
-        queue.waitUntilAllOperationsAreFinished()
+        let results = capture.run(targets, parallel: parallel)
         var failed = 0
         print("host\trelease\tresult\tsize\tMiB/s\timage")
         for (index, target) in targets.enumerated() {
-            switch results.rows[index] {
-            case let .success(report)?:
+            switch results[index] {
+            case let .success(report):
                 print("\(target)\t\(report.release)\tok\t\(report.size)\t\(String(format: "%.1f", report.bytesPerSecond / 1_048_576))\t\(report.image)")
-            case let .failure(error)?:
+            case let .failure(error):
                 failed += 1
                 print("\(target)\t-\tFAILED\t-\t-\t\(error)")
-            case nil:
-                failed += 1
             }
         }
         if Capture.wasInterrupted { throw ExitCode(130) }

@@ -65,6 +65,3 @@ struct Farm: AsyncParsableCommand {
         return ExitStatus.code(for: error)
     }
 }
-
-/// Kept for commands that still catch: the error goes on to `Farm.main`, which reports it once.
-func exitReporting(_ error: any Error) -> any Error { error }

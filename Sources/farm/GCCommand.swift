@@ -12,12 +12,8 @@ struct GCCommand: ParsableCommand {
 
     func run() throws {
         let report: BuildCache.CollectionReport
-        do {
-            let directory = Session.cacheDirectory(option: options.cache, manifestPath: options.manifest)
-            report = try BuildCache(directory: directory, access: .exclusive).collectGarbage(verify: verify)
-        } catch {
-            throw exitReporting(error)
-        }
+        let directory = options.cacheDirectory
+        report = try BuildCache(directory: directory, access: .exclusive).collectGarbage(verify: verify)
         print("removed \(report.removedObjects) objects (\(ByteCountFormatter.string(fromByteCount: report.removedBytes, countStyle: .binary))), \(report.removedResults) superseded results and \(report.removedTrees) unpacked trees")
         if verify {
             print("verified \(report.checkedObjects) objects and \(report.checkedTrees) unpacked trees: \(report.corrupt.count) corrupt")

@@ -65,26 +65,22 @@ struct KeysCommand: ParsableCommand {
         var repoAlgorithm = "rsa3072"
 
         func run() throws {
-            do {
-                let paths = try options.paths()
-                let (moduleKey, repositoryKey) = (try ModuleKey.load(paths.module), try RepositoryKey.load(paths.repository))
-                // Both tools before either key: a missing one must not leave half a key set.
-                if moduleKey == nil { try ModuleKey.requireTool() }
-                if repositoryKey == nil { try GnuPG.requireTool() }
-                if let key = moduleKey {
-                    print("kept the existing " + KeysCommand.describe(key, paths.module))
-                } else {
-                    let key = try ModuleKey.create(at: paths.module, type: type, bits: bits, hash: hash, refreshDays: refreshDays)
-                    print("made " + KeysCommand.describe(key, paths.module))
-                }
-                if let key = repositoryKey {
-                    print("kept the existing " + KeysCommand.describe(key, paths.repository))
-                } else {
-                    let key = try RepositoryKey.create(at: paths.repository, uid: uid, algorithm: repoAlgorithm)
-                    print("made " + KeysCommand.describe(key, paths.repository))
-                }
-            } catch {
-                throw exitReporting(error)
+            let paths = try options.paths()
+            let (moduleKey, repositoryKey) = (try ModuleKey.load(paths.module), try RepositoryKey.load(paths.repository))
+            // Both tools before either key: a missing one must not leave half a key set.
+            if moduleKey == nil { try ModuleKey.requireTool() }
+            if repositoryKey == nil { try GnuPG.requireTool() }
+            if let key = moduleKey {
+                print("kept the existing " + KeysCommand.describe(key, paths.module))
+            } else {
+                let key = try ModuleKey.create(at: paths.module, type: type, bits: bits, hash: hash, refreshDays: refreshDays)
+                print("made " + KeysCommand.describe(key, paths.module))
+            }
+            if let key = repositoryKey {
+                print("kept the existing " + KeysCommand.describe(key, paths.repository))
+            } else {
+                let key = try RepositoryKey.create(at: paths.repository, uid: uid, algorithm: repoAlgorithm)
+                print("made " + KeysCommand.describe(key, paths.repository))
             }
         }
     }
@@ -114,32 +110,28 @@ struct KeysCommand: ParsableCommand {
         var repo = false
 
         func run() throws {
-            do {
-                let paths = try options.paths()
-                guard let old = try ModuleKey.load(paths.module) else {
-                    throw ValidationError("no module key at \(paths.module.metadata) to rotate; run 'farm keys init'")
-                }
-                // The tools before any key is retired: a missing one must not leave no key at all.
-                try ModuleKey.requireTool()
-                if repo { try GnuPG.requireTool() }
-                if let reason = force ? "--force" : old.rotationReason(wantedHash: hash) {
-                    let retired = try ModuleKey.retire(paths.module, key: old)
-                    let key = try ModuleKey.create(at: paths.module, type: type ?? old.type, bits: bits ?? (type == nil ? old.bits : nil),
-                                                   hash: hash ?? old.hash, refreshDays: refreshDays ?? old.refreshDays)
-                    print("rotated the module key (\(reason)); the old one is in \(retired)")
-                    print("made " + KeysCommand.describe(key, paths.module))
-                    print("the next 'farm build' signs every module with it; export its certificate with 'farm keys export'")
-                } else {
-                    print("the module key is \(old.age()) days old (refresh after \(old.refreshDays)) and made with \(old.hash); nothing to do")
-                }
-                if repo, let old = try RepositoryKey.load(paths.repository) {
-                    let retired = try RepositoryKey.retire(paths.repository, key: old)
-                    let key = try RepositoryKey.create(at: paths.repository, uid: old.uids.first ?? "farm repository signing key <farm@localhost>")
-                    print("rotated the repository key; the old one is in \(retired)")
-                    print("made " + KeysCommand.describe(key, paths.repository))
-                }
-            } catch {
-                throw exitReporting(error)
+            let paths = try options.paths()
+            guard let old = try ModuleKey.load(paths.module) else {
+                throw ValidationError("no module key at \(paths.module.metadata) to rotate; run 'farm keys init'")
+            }
+            // The tools before any key is retired: a missing one must not leave no key at all.
+            try ModuleKey.requireTool()
+            if repo { try GnuPG.requireTool() }
+            if let reason = force ? "--force" : old.rotationReason(wantedHash: hash) {
+                let retired = try ModuleKey.retire(paths.module, key: old)
+                let key = try ModuleKey.create(at: paths.module, type: type ?? old.type, bits: bits ?? (type == nil ? old.bits : nil),
+                                               hash: hash ?? old.hash, refreshDays: refreshDays ?? old.refreshDays)
+                print("rotated the module key (\(reason)); the old one is in \(retired)")
+                print("made " + KeysCommand.describe(key, paths.module))
+                print("the next 'farm build' signs every module with it; export its certificate with 'farm keys export'")
+            } else {
+                print("the module key is \(old.age()) days old (refresh after \(old.refreshDays)) and made with \(old.hash); nothing to do")
+            }
+            if repo, let old = try RepositoryKey.load(paths.repository) {
+                let retired = try RepositoryKey.retire(paths.repository, key: old)
+                let key = try RepositoryKey.create(at: paths.repository, uid: old.uids.first ?? "farm repository signing key <farm@localhost>")
+                print("rotated the repository key; the old one is in \(retired)")
+                print("made " + KeysCommand.describe(key, paths.repository))
             }
         }
     }
@@ -150,17 +142,13 @@ struct KeysCommand: ParsableCommand {
         @OptionGroup var options: KeyOptions
 
         func run() throws {
-            do {
-                let paths = try options.paths()
-                guard let module = try ModuleKey.load(paths.module), let repository = try RepositoryKey.load(paths.repository) else {
-                    throw ValidationError("no keys at \(paths.module.base) and \(paths.repository.base); run 'farm keys init'")
-                }
-                print(KeysCommand.describe(module, paths.module))
-                if let reason = module.rotationReason(wantedHash: nil) { print("  due for rotation: \(reason); run 'farm keys rotate'") }
-                print(KeysCommand.describe(repository, paths.repository))
-            } catch {
-                throw exitReporting(error)
+            let paths = try options.paths()
+            guard let module = try ModuleKey.load(paths.module), let repository = try RepositoryKey.load(paths.repository) else {
+                throw ValidationError("no keys at \(paths.module.base) and \(paths.repository.base); run 'farm keys init'")
             }
+            print(KeysCommand.describe(module, paths.module))
+            if let reason = module.rotationReason(wantedHash: nil) { print("  due for rotation: \(reason); run 'farm keys rotate'") }
+            print(KeysCommand.describe(repository, paths.repository))
         }
     }
 
@@ -174,27 +162,23 @@ struct KeysCommand: ParsableCommand {
         var output = "."
 
         func run() throws {
-            do {
-                let paths = try options.paths()
-                guard try ModuleKey.load(paths.module) != nil, let repository = try RepositoryKey.load(paths.repository) else {
-                    throw ValidationError("no keys at \(paths.module.base) and \(paths.repository.base); run 'farm keys init'")
-                }
-                try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-                let files: [(String, Data?)] = [
-                    ("module-signing.der", FileManager.default.contents(atPath: paths.module.der)),
-                    ("module-signing.pem", FileManager.default.contents(atPath: paths.module.certificate)),
-                    ("REPO_SIGNING_KEY.asc", FileManager.default.contents(atPath: paths.repository.publicKey)),
-                    ("REPO_SIGNING_KEY.json", try repository.encoded()),
-                ]
-                for (name, data) in files {
-                    guard let data else { throw ValidationError("a public key file for \(name) is missing under \((paths.module.base as NSString).deletingLastPathComponent)") }
-                    try AtomicFile.write(data, to: output + "/" + name)
-                    print(output + "/" + name)
-                }
-                print("enroll the module key with: mokutil --import \(output)/module-signing.der")
-            } catch {
-                throw exitReporting(error)
+            let paths = try options.paths()
+            guard try ModuleKey.load(paths.module) != nil, let repository = try RepositoryKey.load(paths.repository) else {
+                throw ValidationError("no keys at \(paths.module.base) and \(paths.repository.base); run 'farm keys init'")
             }
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+            let files: [(String, Data?)] = [
+                ("module-signing.der", FileManager.default.contents(atPath: paths.module.der)),
+                ("module-signing.pem", FileManager.default.contents(atPath: paths.module.certificate)),
+                ("REPO_SIGNING_KEY.asc", FileManager.default.contents(atPath: paths.repository.publicKey)),
+                ("REPO_SIGNING_KEY.json", try repository.encoded()),
+            ]
+            for (name, data) in files {
+                guard let data else { throw ValidationError("a public key file for \(name) is missing under \((paths.module.base as NSString).deletingLastPathComponent)") }
+                try AtomicFile.write(data, to: output + "/" + name)
+                print(output + "/" + name)
+            }
+            print("enroll the module key with: mokutil --import \(output)/module-signing.der")
         }
     }
 }

@@ -31,31 +31,27 @@ struct LabCommand: AsyncParsableCommand {
         var release: String
 
         func run() async throws {
-            do {
-                guard ["auto", "kvm", "tcg"].contains(accel) else { throw ValidationError("--accel is auto, kvm or tcg, not '\(accel)'") }
-                let labName = try LabName(name ?? release)
-                let session = try options.session()
-                let (kernel, initramfs) = try await session.labImage(release: release, options: BuildOptions(),
-                                                                     reporter: output.reporter())
-                let labs = Labs(cacheDirectory: session.cacheDirectory)
-                let lab = try labs.up(release: release, kernel: kernel, initramfs: initramfs,
-                                      options: .init(name: labName, memoryMiB: memory, accelerator: accel, port: port)) {
-                    FileHandle.standardError.write(Data(($0 + "\n").utf8))
-                }
-                let seconds = String(format: "%.1f", Date().timeIntervalSince(lab.started))
-                if output.json {
-                    let object: [String: Any] = ["event": "lab-up", "name": lab.name, "release": lab.release, "accelerator": lab.accelerator,
-                                                 "memory_mib": lab.memoryMiB, "ssh": "127.0.0.1:\(lab.port)",
-                                                 "seconds": Date().timeIntervalSince(lab.started)]
-                    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-                    print(String(decoding: data, as: UTF8.self))
-                    return
-                }
-                print("lab \(lab.name) is up: \(lab.release) (\(lab.accelerator), \(lab.memoryMiB) MiB), SSH on 127.0.0.1:\(lab.port) after \(seconds) s")
-                print("  farm lab ssh --name \(lab.name)          farm capture --lab \(lab.name) --repo DIR|URL          farm lab down \(lab.name)")
-            } catch {
-                throw exitReporting(error)
+            guard ["auto", "kvm", "tcg"].contains(accel) else { throw ValidationError("--accel is auto, kvm or tcg, not '\(accel)'") }
+            let labName = try LabName(name ?? release)
+            let session = try options.session()
+            let (kernel, initramfs) = try await session.labImage(release: release, options: BuildOptions(),
+                                                                 reporter: output.reporter())
+            let labs = Labs(cacheDirectory: session.cacheDirectory)
+            let lab = try labs.up(release: release, kernel: kernel, initramfs: initramfs,
+                                  options: .init(name: labName, memoryMiB: memory, accelerator: accel, port: port)) {
+                FileHandle.standardError.write(Data(($0 + "\n").utf8))
             }
+            let seconds = String(format: "%.1f", Date().timeIntervalSince(lab.started))
+            if output.json {
+                let object: [String: Any] = ["event": "lab-up", "name": lab.name, "release": lab.release, "accelerator": lab.accelerator,
+                                             "memory_mib": lab.memoryMiB, "ssh": "127.0.0.1:\(lab.port)",
+                                             "seconds": Date().timeIntervalSince(lab.started)]
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+                print(String(decoding: data, as: UTF8.self))
+                return
+            }
+            print("lab \(lab.name) is up: \(lab.release) (\(lab.accelerator), \(lab.memoryMiB) MiB), SSH on 127.0.0.1:\(lab.port) after \(seconds) s")
+            print("  farm lab ssh --name \(lab.name)          farm capture --lab \(lab.name) --repo DIR|URL          farm lab down \(lab.name)")
         }
     }
 
@@ -79,20 +75,15 @@ struct LabCommand: AsyncParsableCommand {
                 print(Farm.helpMessage(for: SSH.self))
                 return
             }
-            let lab: Lab
-            do {
-                lab = try Labs(cacheDirectory: Session.cacheDirectory(option: options.cache, manifestPath: options.manifest)).resolve(name)
-            } catch {
-                throw exitReporting(error)
-            }
-            guard let ssh = Executable.find("ssh") else { throw exitReporting(ToolMissing(tool: "ssh", package: "openssh-client", purpose: "farm lab ssh")) }
+            let lab = try Labs(cacheDirectory: options.cacheDirectory).resolve(name)
+            guard let ssh = Executable.find("ssh") else { throw ToolMissing(tool: "ssh", package: "openssh-client", purpose: "farm lab ssh") }
             var arguments = ["ssh"] + lab.sshOptions
             if command.isEmpty && isatty(0) != 0 { arguments.append("-t") }
             arguments.append(lab.destination)
             arguments += command.first == "--" ? Array(command.dropFirst()) : command
             let argv = arguments.map { strdup($0) } + [nil]
             execv(ssh, argv)
-            throw exitReporting(LabError("could not run \(ssh): \(String(cString: strerror(errno)))"))
+            throw LabError("could not run \(ssh): \(String(cString: strerror(errno)))")
         }
     }
 
@@ -109,15 +100,11 @@ struct LabCommand: AsyncParsableCommand {
         var name: String?
 
         func run() throws {
-            do {
-                let labs = Labs(cacheDirectory: Session.cacheDirectory(option: options.cache, manifestPath: options.manifest))
-                let chosen = all ? labs.list() : [try labs.resolve(name)]
-                for lab in chosen {
-                    let ended = labs.down(lab)
-                    print("lab \(lab.name): \(ended ? "ended" : "was not running; its files are removed")")
-                }
-            } catch {
-                throw exitReporting(error)
+            let labs = Labs(cacheDirectory: options.cacheDirectory)
+            let chosen = all ? labs.list() : [try labs.resolve(name)]
+            for lab in chosen {
+                let ended = labs.down(lab)
+                print("lab \(lab.name): \(ended ? "ended" : "was not running; its files are removed")")
             }
         }
     }
@@ -128,7 +115,7 @@ struct LabCommand: AsyncParsableCommand {
         @OptionGroup var options: GlobalOptions
 
         func run() throws {
-            let labs = Labs(cacheDirectory: Session.cacheDirectory(option: options.cache, manifestPath: options.manifest)).list()
+            let labs = Labs(cacheDirectory: options.cacheDirectory).list()
             guard !labs.isEmpty else {
                 print("no labs")
                 return

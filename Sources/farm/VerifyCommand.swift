@@ -28,20 +28,16 @@ struct VerifyCommand: ParsableCommand {
     func run() throws {
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory)
-        do {
-            if exists, !isDirectory.boolValue {
-                guard let cert else { throw ValidationError("checking the module \(target) needs --cert CERT") }
-                let report = try ModuleVerifier.verify(modulePath: target, certificate: cert)
-                print("\(target): signature OK (\(report.hash), \(report.signatureLength) bytes over \(report.bodyLength) bytes of module)")
-                return
-            }
-            guard exists || target.contains("://") else {
-                throw ValidationError("\(target): no such module file or repository directory")
-            }
-            try verifyRepository()
-        } catch {
-            throw exitReporting(error)
+        if exists, !isDirectory.boolValue {
+            guard let cert else { throw ValidationError("checking the module \(target) needs --cert CERT") }
+            let report = try ModuleVerifier.verify(modulePath: target, certificate: cert)
+            print("\(target): signature OK (\(report.hash), \(report.signatureLength) bytes over \(report.bodyLength) bytes of module)")
+            return
         }
+        guard exists || target.contains("://") else {
+            throw ValidationError("\(target): no such module file or repository directory")
+        }
+        try verifyRepository()
     }
 
     func verifyRepository() throws {

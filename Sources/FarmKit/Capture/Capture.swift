@@ -43,6 +43,11 @@ public struct CaptureTarget: Sendable, CustomStringConvertible {
         self.sshOptions = sshOptions
     }
 
+    /// A lab of farm's own (`farm capture --lab`): its port, key and known_hosts.
+    public init(lab: Lab, sshOptions: [String] = []) throws {
+        try self.init(parsing: "\(lab.destination):\(lab.port)", identity: lab.identity, sshOptions: sshOptions + lab.hostKeyOptions)
+    }
+
     public var description: String { (user.map { $0 + "@" } ?? "") + host + (port.map { ":\($0)" } ?? "") }
 
     var arguments: [String] {
@@ -101,8 +106,6 @@ public struct Capture: Sendable {
 
     public static var wasInterrupted: Bool { interrupted != 0 }
 
-    /// Quotes one word for a POSIX shell on the host.
-    static func quote(_ word: String) -> String { "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
 
     func ssh(_ target: CaptureTarget, _ command: String, input: String? = nil, timeout: Int = 60) throws -> Executable.Result {
         guard let ssh = Executable.find("ssh") else { throw ToolMissing(tool: "ssh", package: "openssh-client", purpose: "farm capture") }
@@ -116,6 +119,27 @@ public struct Capture: Sendable {
             throw CaptureError("\(target): \(what) failed (ssh exit \(result.status))\(detail.isEmpty ? "" : ": " + detail)")
         }
         return result.stdout
+    }
+
+    /// Captures every target, `parallel` at a time; results in the targets' order.
+    public func run(_ targets: [CaptureTarget], parallel: Int) -> [Result<CaptureReport, any Error>] {
+        final class Results: @unchecked Sendable {
+            let lock = NSLock()
+            var rows: [Int: Result<CaptureReport, any Error>] = [:]
+        }
+        let results = Results()
+        // Each capture blocks its own thread from start to cleanup: the ssh children it starts
+        // die with that thread (their parent-death signal), never before the capture is done.
+        let queue = OperationQueue()
+        queue.maxConcurrentOperationCount = max(1, parallel)
+        for (index, target) in targets.enumerated() {
+            queue.addOperation {
+                let result = Result { try self.run(target) }
+                results.lock.withLock { results.rows[index] = result }
+            }
+        }
+        queue.waitUntilAllOperationsAreFinished()
+        return targets.indices.map { results.rows[$0] ?? .failure(CaptureError("\(targets[$0]): not captured")) }
     }
 
     public func run(_ target: CaptureTarget) throws -> CaptureReport {
@@ -145,20 +169,20 @@ public struct Capture: Sendable {
             let file = scratch + "/lime.ko"
             try moduleBytes.write(to: URL(fileURLWithPath: file))
             uploaded = true
-            _ = try checked(target, "uploading the module", "umask 077; cat > \(Capture.quote(remote))", input: file)
+            _ = try checked(target, "uploading the module", "umask 077; cat > \(remote.shellQuoted)", input: file)
         }
-        let sum = try checked(target, "checking the upload", "sha256sum \(Capture.quote(remote))")
+        let sum = try checked(target, "checking the upload", "sha256sum \(remote.shellQuoted)")
         guard sum.hasPrefix(module.checksum) else { throw CaptureError("\(target): the uploaded module's sha256 is not the repository's") }
 
         // 4. insmod in the background (LiME's init only returns when the image is sent).
         let parameters = "path=tcp:\(port) format=lime localhostonly=1"
-        let load = "(\(sudo)insmod \(Capture.quote(remote)) \(Capture.quote(parameters)); echo $? > \(Capture.quote(remote + ".rc"))) "
-            + "</dev/null >\(Capture.quote(remote + ".log")) 2>&1 &"
+        let load = "(\(sudo)insmod \(remote.shellQuoted) \(parameters.shellQuoted); echo $? > \((remote + ".rc").shellQuoted)) "
+            + "</dev/null >\((remote + ".log").shellQuoted) 2>&1 &"
         _ = try checked(target, "loading LiME", load)
         let listening = String(format: "0100007F:%04X 00000000:0000 0A", port)
         let wait = """
-        i=0; while [ $i -lt 150 ]; do grep -q \(Capture.quote(listening)) /proc/net/tcp && exit 0; \
-        [ -e \(Capture.quote(remote + ".rc")) ] && { cat \(Capture.quote(remote + ".log")); exit 3; }; sleep 0.2; i=$((i+1)); done; exit 4
+        i=0; while [ $i -lt 150 ]; do grep -q \(listening.shellQuoted) /proc/net/tcp && exit 0; \
+        [ -e \((remote + ".rc").shellQuoted) ] && { cat \((remote + ".log").shellQuoted); exit 3; }; sleep 0.2; i=$((i+1)); done; exit 4
         """
         let waited = try ssh(target, wait, timeout: 60)
         guard waited.status == 0 else {
@@ -225,11 +249,11 @@ public struct Capture: Sendable {
     func cleanUp(_ target: CaptureTarget, remote: String, port: Int, sudo: String) {
         // An insmod still waiting for a reader is released by a connection that closes at once.
         let script = """
-        if [ ! -e \(Capture.quote(remote + ".rc")) ]; then \
+        if [ ! -e \((remote + ".rc").shellQuoted) ]; then \
         { bash -c 'exec 3<>/dev/tcp/127.0.0.1/\(port)' || nc 127.0.0.1 \(port) </dev/null; } >/dev/null 2>&1; fi; \
-        i=0; while [ $i -lt 50 ] && [ ! -e \(Capture.quote(remote + ".rc")) ]; do sleep 0.2; i=$((i+1)); done; \
+        i=0; while [ $i -lt 50 ] && [ ! -e \((remote + ".rc").shellQuoted) ]; do sleep 0.2; i=$((i+1)); done; \
         if grep -q '^lime ' /proc/modules; then \(sudo)rmmod lime; fi; \
-        rm -f \(Capture.quote(remote)) \(Capture.quote(remote + ".rc")) \(Capture.quote(remote + ".log"))
+        rm -f \(remote.shellQuoted) \((remote + ".rc").shellQuoted) \((remote + ".log").shellQuoted)
         """
         let result = try? ssh(target, script, timeout: 60)
         if result?.status != 0 {

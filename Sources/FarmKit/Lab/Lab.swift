@@ -30,8 +30,12 @@ public struct Lab: Sendable, Codable {
 
     /// OpenSSH options that reach the lab with strict host key checking against its own known_hosts.
     public var sshOptions: [String] {
-        ["-p", "\(port)", "-i", identity, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=\(knownHosts)",
-         "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR"]
+        ["-p", "\(port)", "-i", identity, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"] + hostKeyOptions.flatMap { ["-o", $0] }
+    }
+
+    /// The `-o` settings that make ssh trust this lab's host key and no other.
+    public var hostKeyOptions: [String] {
+        ["UserKnownHostsFile=\(knownHosts)", "GlobalKnownHostsFile=/dev/null", "StrictHostKeyChecking=yes", "LogLevel=ERROR"]
     }
 
     public var destination: String { "root@127.0.0.1" }

@@ -97,21 +97,21 @@ public enum Sandbox {
             let target = spec.build + ".root"
             try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
             var script = ["set -e", "mount --make-rprivate /",
-                          "mount --bind \(quote(spec.root)) \(quote(target))",
-                          "mount -o remount,bind,ro \(quote(target))",
-                          "mount -t proc -o nosuid,nodev,noexec proc \(quote(target + "/proc"))",
-                          "mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs \(quote(target + "/tmp"))",
-                          "mount -t tmpfs -o nosuid,mode=755 tmpfs \(quote(target + "/dev"))"]
+                          "mount --bind \(spec.root.shellQuoted) \(target.shellQuoted)",
+                          "mount -o remount,bind,ro \(target.shellQuoted)",
+                          "mount -t proc -o nosuid,nodev,noexec proc \((target + "/proc").shellQuoted)",
+                          "mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs \((target + "/tmp").shellQuoted)",
+                          "mount -t tmpfs -o nosuid,mode=755 tmpfs \((target + "/dev").shellQuoted)"]
             for device in ["null", "zero", "full", "random", "urandom", "tty"] {
-                script.append(": > \(quote(target + "/dev/" + device)) && mount --bind /dev/\(device) \(quote(target + "/dev/" + device))")
+                script.append(": > \((target + "/dev/" + device).shellQuoted) && mount --bind /dev/\(device) \((target + "/dev/" + device).shellQuoted)")
             }
             for mount in spec.mounts {
-                script.append("mount --bind \(quote(mount.source)) \(quote(target + mount.target))")
-                script.append("mount -o remount,bind,ro \(quote(target + mount.target))")
+                script.append("mount --bind \(mount.source.shellQuoted) \((target + mount.target).shellQuoted)")
+                script.append("mount -o remount,bind,ro \((target + mount.target).shellQuoted)")
             }
-            script.append("mount --bind \(quote(spec.build)) \(quote(target + SandboxSpec.buildDirectory))")
-            let environment = spec.fullEnvironment.sorted { $0.key < $1.key }.map { quote("\($0.key)=\($0.value)") }.joined(separator: " ")
-            script.append("exec chroot \(quote(target)) /usr/bin/env -i \(environment) /bin/sh -c \(quote("cd /build && " + spec.command))")
+            script.append("mount --bind \(spec.build.shellQuoted) \((target + SandboxSpec.buildDirectory).shellQuoted)")
+            let environment = spec.fullEnvironment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)".shellQuoted }.joined(separator: " ")
+            script.append("exec chroot \(target.shellQuoted) /usr/bin/env -i \(environment) /bin/sh -c \(("cd /build && " + spec.command).shellQuoted)")
             // setpriv makes the launcher die with farm; unshare --kill-child then ends the
             // namespace's first process, and with it every process in the pid namespace.
             let arguments = ["--pdeathsig", "KILL", "--", unshare, "--mount", "--uts", "--ipc", "--net", "--pid", "--fork",
@@ -126,7 +126,6 @@ public enum Sandbox {
         }
     }
 
-    static func quote(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
 
     /// Runs a program with stdout and stderr into one pipe that goes to `log`. Blocking. The
     /// program dies with farm (`Executable`'s parent-death signal).
