@@ -45,7 +45,7 @@ public struct CompileAction: TaskAction {
     /// Public for the benchmark, which runs plain `make` in the very same sandbox.
     public static func sandbox(bundleTree: String, root: String, source: String, release: String,
                                command: String, backend: SandboxBackend) throws -> SandboxSpec {
-        let buildDirectory = try kernelBuildDirectory(bundleTree: bundleTree, release: release)
+        let buildDirectory = try BundleTree(root: bundleTree, release: release).buildDirectory()
         var mounts: [SandboxSpec.Mount] = []
         let realTree = (bundleTree as NSString).resolvingSymlinksInPath
         for directory in ["usr/src", "usr/lib"] {
@@ -72,16 +72,6 @@ public struct CompileAction: TaskAction {
         return SandboxSpec(root: root, mounts: mounts, build: source, command: command, environment: environment)
     }
 
-    /// The headers' directory, relative to the bundle's root: `usr/src/linux-headers-<release>`.
-    static func kernelBuildDirectory(bundleTree: String, release: String) throws -> String {
-        let text = (try? String(contentsOfFile: bundleTree + "/BUNDLE_BUILD_DIR", encoding: .utf8)) ?? ""
-        let directory = text.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "./", with: "", options: .anchored)
-        guard !directory.isEmpty, !directory.split(separator: "/").contains("..") else {
-            throw CompileError(message: "the bundle of \(release) names no usable BUNDLE_BUILD_DIR ('\(directory)')")
-        }
-        return directory
-    }
-
     private func compile(_ context: TaskContext) throws -> [String: Digest] {
         let trees = UnpackedTrees(objects: context.objects)
         let bundleTree = try trees.tree(of: try context.input("bundle", "bundle"), log: context.log)
@@ -89,8 +79,7 @@ public struct CompileAction: TaskAction {
         context.log.append("sandbox: \(backend.rawValue)\(backend.isReproducible ? "" : " (the host's compiler: not reproducible)")\n")
         if backend != .host { context.log.append("toolchain: \(toolchain) (\(compiler)), root \(root)\n") }
 
-        let headers = bundleTree + "/" + (try CompileAction.kernelBuildDirectory(bundleTree: bundleTree, release: release))
-        try checkCompiler(config: headers + "/.config", log: context.log)
+        try checkCompiler(BundleTree(root: bundleTree, release: release), log: context.log)
 
         let source = context.workDirectory + "/build"
         try prepareSource(context, into: source)
@@ -114,9 +103,9 @@ public struct CompileAction: TaskAction {
     }
 
     /// The kernel's `.config` names the compiler that built it; the toolchain must be that one.
-    private func checkCompiler(config path: String, log: TaskLog) throws {
-        guard let config = KernelConfig.read(path: path) else {
-            log.append("no .config in the headers (\(path)); the toolchain follows the compiler the manifest names\n")
+    private func checkCompiler(_ bundle: BundleTree, log: TaskLog) throws {
+        guard let config = try bundle.config() else {
+            log.append("no .config in the headers (\(try bundle.configPath())); the toolchain follows the compiler the manifest names\n")
             return
         }
         guard let needed = config.compiler else {

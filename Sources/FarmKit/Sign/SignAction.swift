@@ -40,8 +40,7 @@ public struct SignAction: TaskAction {
     private func sign(_ context: TaskContext) throws -> [String: Digest] {
         let trees = UnpackedTrees(objects: context.objects)
         let bundleTree = try trees.tree(of: try context.input("bundle", "bundle"), log: context.log)
-        let headers = bundleTree + "/" + (try CompileAction.kernelBuildDirectory(bundleTree: bundleTree, release: release))
-        let config = KernelConfig.read(path: headers + "/.config")
+        let config = try BundleTree(root: bundleTree, release: release).config()
         let hash = try SignAction.hash(config: config, release: release, log: context.log)
         try SignAction.checkKeyType(moduleKey.type, config: config, release: release, keyPath: moduleKeyPaths.base)
 
