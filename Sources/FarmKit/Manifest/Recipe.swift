@@ -22,8 +22,6 @@ public struct Recipe: Sendable, Hashable {
     public var output: String
     /// Whether debug information is stripped from the module after the build.
     public var strip: Bool
-    /// Recipes whose modules this one needs built first (e.g. for their Module.symvers).
-    public var requires: [ModuleReference]
     /// Also ship the signed module compressed (`xz`, `zstd` or `gzip`), as `make modules_install` would.
     public var compress: Compression? = nil
 
@@ -44,10 +42,10 @@ public struct Recipe: Sendable, Hashable {
     }
 }
 
-/// The recipes a manifest needs, loaded from `recipes/` and checked for missing names and cycles.
+/// The recipes a manifest needs, loaded from `recipes/`; a missing one is refused where the manifest names it.
 public struct RecipeBook: Sendable {
     public var recipes: [String: Recipe]
-    /// Recipe names in an order where each comes after the recipes it requires.
+    /// Recipe names in the manifest's order.
     public var order: [String]
 
     public init(recipes: [String: Recipe], order: [String]) {
@@ -59,23 +57,10 @@ public struct RecipeBook: Sendable {
         let root = directory ?? (manifest.directory + "/recipes")
         var recipes: [String: Recipe] = [:]
         var order: [String] = []
-        var visiting: [String] = []
-
-        func visit(_ reference: ModuleReference) throws {
-            if recipes[reference.name] != nil { return }
-            if let start = visiting.firstIndex(of: reference.name) {
-                let cycle = (visiting[start...] + [reference.name]).joined(separator: " -> ")
-                throw ManifestError("recipe cycle: \(cycle); a recipe cannot require itself through others", at: reference.location)
-            }
-            let recipe = try loadRecipe(reference, root: root)
-            visiting.append(reference.name)
-            for required in recipe.requires { try visit(required) }
-            visiting.removeLast()
-            recipes[reference.name] = recipe
-            order.append(reference.name)
+        for module in manifest.modules where recipes[module.name] == nil {
+            recipes[module.name] = try loadRecipe(module, root: root)
+            order.append(module.name)
         }
-
-        for module in manifest.modules { try visit(module) }
         return RecipeBook(recipes: recipes, order: order)
     }
 
@@ -95,7 +80,7 @@ public struct RecipeBook: Sendable {
         guard let root = try YAMLValue.parse(text, file: path) else {
             throw ManifestError("the recipe is empty; it needs 'farm', 'source', 'build', 'module' and 'output'", file: path)
         }
-        let top = try root.mapping("the recipe", allowed: ["farm", "description", "source", "build", "module", "output", "strip", "requires", "compress"])
+        let top = try root.mapping("the recipe", allowed: ["farm", "description", "source", "build", "module", "output", "strip", "compress"])
         try ManifestLoader.checkSchema(top, file: "recipe")
         _ = try top["description"]?.string("a description")
 
@@ -121,9 +106,6 @@ public struct RecipeBook: Sendable {
             throw commit.fail("'commit' belongs with 'git'")
         }
 
-        let requires = try top["requires"]?.list("'requires'").map {
-            ModuleReference(name: try $0.string("a recipe name"), location: $0.location)
-        } ?? []
         var compress: Recipe.Compression?
         if let value = top["compress"] {
             let text = try value.string("a compression")
@@ -137,6 +119,6 @@ public struct RecipeBook: Sendable {
                       module: try top.required("module").string("the module file the build makes"),
                       output: try top.required("output").string("the published module name"),
                       strip: try top["strip"]?.bool("'strip'") ?? true,
-                      requires: requires, compress: compress)
+                      compress: compress)
     }
 }
