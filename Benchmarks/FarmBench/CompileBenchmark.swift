@@ -60,13 +60,13 @@ func compileBenchmark(_ arguments: [String]) async throws {
         .flatMap { try explainer.cachedOutputs(of: $0, in: graph)?["package"] }.unwrap("no LiME source"))
     var specs: [SandboxSpec] = []
     for kernel in kernels {
-        func output(_ name: String, _ key: String) throws -> Digest {
-            let node = try graph.node(named: name).unwrap("no task \(name)")
-            return try (try explainer.cachedOutputs(of: node, in: graph)?[key]).unwrap("\(name) is not built")
+        func output(_ task: FarmTask, _ key: String) throws -> Digest {
+            let node = try graph.node(for: task).unwrap("no task \(task)")
+            return try (try explainer.cachedOutputs(of: node, in: graph)?[key]).unwrap("\(task) is not built")
         }
         let toolchain = try catalog.recipe(for: kernel)
-        let bundle = try trees.tree(of: try output("bundle:\(kernel.release)", "bundle"), log: log)
-        let root = try trees.tree(of: try output("toolchain:\(toolchain.name)", "root"), log: log)
+        let bundle = try trees.tree(of: try output(.bundle(release: kernel.release), "bundle"), log: log)
+        let root = try trees.tree(of: try output(.toolchain(name: toolchain.name), "root"), log: log)
         let directory = "\(project)/dkms/\(kernel.release)"
         _ = try PackageExtractor.extract(package: sourcePackage, into: directory + "-package")
         let source = try FileManager.default.contentsOfDirectory(atPath: directory + "-package/usr/src").first.unwrap("no source in the package")

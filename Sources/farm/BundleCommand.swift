@@ -19,7 +19,7 @@ struct BundleCommand: AsyncParsableCommand {
     func run() async throws {
         let session = try options.session()
         let kernel = try session.kernel(release)
-        let result = try await session.buildOne("bundle:\(kernel.release)", output: "bundle", into: directory,
+        let result = try await session.buildOne(.bundle(release: kernel.release), output: "bundle", into: directory,
                                                 as: "bundle-\(kernel.release).tgz",
                                                           options: jobs.buildOptions(), reporter: output.reporter())
         guard let path = result.path else { throw ExitCode(ExitStatus.failure) }

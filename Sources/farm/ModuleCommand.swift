@@ -29,12 +29,13 @@ struct ModuleCommand: AsyncParsableCommand {
             throw ValidationError("no recipe '\(recipe)' among the manifest's modules (\(session.recipes.order.joined(separator: ", ")))")
         }
         let kernel = try session.kernel(release)
-        let kind = session.manifest.signing == nil || unsigned ? "compile" : "sign"
+        let signed = session.manifest.signing != nil && !unsigned
+        let task: FarmTask = signed ? .sign(recipe: recipe, release: kernel.release) : .compile(recipe: recipe, release: kernel.release)
         let name = module.outputName(release: kernel.release)
         // A recipe with `compress:` also gets the signed module compressed, written beside it.
         let extras = module.compress.map { ["compressed": name + $0.suffix] } ?? [:]
-        let result = try await session.buildOne("\(kind):\(recipe)/\(kernel.release)", output: "module", into: directory,
-                                                as: name, extras: kind == "sign" ? extras : [:],
+        let result = try await session.buildOne(task, output: "module", into: directory,
+                                                as: name, extras: signed ? extras : [:],
                                                 options: jobs.buildOptions(), reporter: output.reporter())
         guard let path = result.path else { throw ExitCode(ExitStatus.failure) }
         print(path)

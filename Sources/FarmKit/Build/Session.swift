@@ -103,19 +103,19 @@ public struct Session: Sendable {
     /// Builds one task and what it needs, then copies its output `output` to `directory/name`
     /// (atomically), and each of `extras` (output name to file name) the task produced.
     /// For `farm bundle RELEASE -o DIR` and `farm module`.
-    public func buildOne(_ taskName: String, output: String, into directory: String, as name: String,
+    public func buildOne(_ task: FarmTask, output: String, into directory: String, as name: String,
                          extras: [String: String] = [:],
                          options: BuildOptions, reporter: any BuildReporter) async throws -> (summary: BuildSummary, path: String?) {
         let graph = try plan([])
-        guard let node = graph.node(named: taskName) else {
-            throw PlanError("no task '\(taskName)' in the plan of \(manifest.path); 'farm plan' lists the tasks")
+        guard let node = graph.node(for: task) else {
+            throw PlanError("no task '\(task)' in the plan of \(manifest.path); 'farm plan' lists the tasks")
         }
         let cache = try openCache()
         defer { cache.close() }
         let summary = try await Builder(cache: cache, options: options, reporter: reporter).build(graph, targets: [node.id])
         guard summary.succeeded, !options.dryRun else { return (summary, nil) }
         let definitionOutputs = try Explainer(cache: cache).cachedOutputs(of: node, in: graph)
-        guard let digest = definitionOutputs?[output] else { throw PlanError("\(taskName) has no output '\(output)'") }
+        guard let digest = definitionOutputs?[output] else { throw PlanError("\(task) has no output '\(output)'") }
         try AtomicFile.makeDirectory(directory)
         func copy(_ digest: Digest, as name: String) throws -> String {
             let target = directory + "/" + name

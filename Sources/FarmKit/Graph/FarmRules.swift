@@ -27,7 +27,7 @@ public struct FarmRules: BuildRules {
                 sources[name] = try source(of: recipe, manifest: manifest, mirrors: mirrors, into: &graph)
             } catch {
                 // A source that cannot be had fails the recipe's tasks, not the whole plan.
-                let node = graph.add(UnbuildableAction(kind: "source", message: "\(error)"), label: recipe.name)
+                let node = graph.add(UnbuildableAction(task: .source(recipe: recipe.name), message: "\(error)"), as: .source(recipe: recipe.name))
                 sources[name] = .init(role: "source", node: node)
             }
         }
@@ -46,13 +46,13 @@ public struct FarmRules: BuildRules {
                 } else {
                     let upstream = toolchain.upstream ?? kernel.upstream
                     let line = mirrors.sourceLine(upstream: upstream, suite: toolchain.suite, components: toolchain.components)
-                    root = graph.add(ToolchainAction(recipe: toolchain, sourceLine: line.line, reason: line.reason), label: toolchain.name)
+                    root = graph.add(ToolchainAction(recipe: toolchain, sourceLine: line.line, reason: line.reason), as: .toolchain(name: toolchain.name))
                     roots[toolchain.name] = root
                 }
                 for name in recipes.order {
                     guard let recipe = recipes.recipes[name], let source = sources[name] else { continue }
                     let action = CompileAction(recipe: recipe, release: kernel.release, toolchain: toolchain, backend: backend)
-                    compiles.append((recipe, graph.add(action, label: "\(recipe.name)/\(kernel.release)",
+                    compiles.append((recipe, graph.add(action, as: .compile(recipe: recipe.name, release: kernel.release),
                                                        dependencies: [.init(role: "bundle", node: bundle), .init(role: "toolchain", node: root), source])))
                 }
             } catch {
@@ -60,21 +60,22 @@ public struct FarmRules: BuildRules {
                 // and `farm bundle` still works), with the error that names the compiler it needs.
                 for name in recipes.order {
                     guard let recipe = recipes.recipes[name] else { continue }
-                    compiles.append((recipe, graph.add(UnbuildableAction(kind: "compile", message: "\(error)"), label: "\(name)/\(kernel.release)")))
+                    let task = FarmTask.compile(recipe: name, release: kernel.release)
+                    compiles.append((recipe, graph.add(UnbuildableAction(task: task, message: "\(error)"), as: task)))
                 }
             }
             guard let signing else { continue }
             for (recipe, compile) in compiles {
-                let label = "\(recipe.name)/\(kernel.release)"
+                let task = FarmTask.sign(recipe: recipe.name, release: kernel.release)
                 let dependencies: [BuildGraph.Dependency] = [.init(role: "module", node: compile), .init(role: "bundle", node: bundle)]
                 let node = switch signing.keys {
                 case let .success((moduleKey, repositoryKey)):
                     graph.add(SignAction(recipe: recipe, release: kernel.release, moduleKey: moduleKey, moduleKeyPaths: signing.modulePaths,
                                          repositoryKey: repositoryKey, repositoryKeyPaths: signing.repositoryPaths),
-                              label: label, dependencies: dependencies)
+                              as: task, dependencies: dependencies)
                 case let .failure(error):
-                    graph.add(UnbuildableAction(kind: "sign", message: error.message, missing: EnvironmentError(error.message)),
-                              label: label, dependencies: dependencies)
+                    graph.add(UnbuildableAction(task: task, message: error.message, missing: EnvironmentError(error.message)),
+                              as: task, dependencies: dependencies)
                 }
                 signed.append((recipe.name, kernel.release, node))
             }
@@ -90,14 +91,29 @@ public struct FarmRules: BuildRules {
             }
             var outputs: [String: String] = [:]
             for name in recipes.order { outputs[name] = recipes.recipes[name]?.output }
+            let modules = signed.map { PublishAction.Module(recipe: $0.recipe, release: $0.release) }
             let action = PublishAction(directory: (directory as NSString).standardizingPath, machines: machines, outputs: outputs,
-                                       repositoryKey: repositoryKey, repositoryKeyPaths: signing.repositoryPaths)
-            graph.add(action, label: publish.dir, dependencies: signed.map {
-                .init(role: PublishAction.role(recipe: $0.recipe, release: $0.release), node: $0.node, optional: true)
+                                       modules: modules, repositoryKey: repositoryKey, repositoryKeyPaths: signing.repositoryPaths)
+            graph.add(action, as: .publish(directory: publish.dir), dependencies: zip(modules, signed).map {
+                .init(role: $0.role, node: $1.node, optional: true)
             })
         case let .failure(error):
-            graph.add(UnbuildableAction(kind: "publish", message: error.message, missing: EnvironmentError(error.message)), label: publish.dir)
+            graph.add(UnbuildableAction(task: .publish(directory: publish.dir), message: error.message, missing: EnvironmentError(error.message)),
+                      as: .publish(directory: publish.dir))
         }
+    }
+
+    /// The kernel's image package, fetched like any package, and the initramfs task over it.
+    public func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
+        guard let image = kernel.image else {
+            throw PlanError("\(manifest.path):\(kernel.location.line):\(kernel.location.column): kernel \(kernel.release) has no 'image:' package"
+                            + " pinned; run 'farm crawl' (an image no mirror serves is left out)")
+        }
+        let (urls, reason) = MirrorResolver(manifest: manifest, aptRoot: aptRoot).urls(for: image, upstream: kernel.upstream, suite: kernel.suite)
+        let fetch = FetchAction(package: image, urls: urls, reason: reason)
+        let fetched = graph.add(fetch, as: .fetch(file: fetch.file))
+        return graph.add(try InitramfsAction(release: kernel.release), as: .initramfs(release: kernel.release),
+                         dependencies: [.init(role: "image", node: fetched)])
     }
 
     /// The task that provides a recipe's source, as the `source` dependency of its compile tasks.
@@ -110,14 +126,14 @@ public struct FarmRules: BuildRules {
             }
             let (urls, reason) = mirrors.urls(for: pinned.package, upstream: pinned.upstream, suite: pinned.suite)
             let action = FetchAction(package: pinned.package, urls: urls, reason: reason)
-            return .init(role: "source", node: graph.add(action, label: action.file))
+            return .init(role: "source", node: graph.add(action, as: .fetch(file: action.file)))
         case let .directory(path):
             let directory = path.hasPrefix("/") ? path : manifest.directory + "/" + path
             let action = try SourceDirectoryAction(recipe: recipe.name, directory: (directory as NSString).standardizingPath)
-            return .init(role: "source", node: graph.add(action, label: recipe.name))
+            return .init(role: "source", node: graph.add(action, as: .source(recipe: recipe.name)))
         case let .git(url, commit):
             let action = SourceGitAction(recipe: recipe.name, url: url, commit: commit)
-            return .init(role: "source", node: graph.add(action, label: recipe.name))
+            return .init(role: "source", node: graph.add(action, as: .source(recipe: recipe.name)))
         }
     }
 
@@ -125,7 +141,7 @@ public struct FarmRules: BuildRules {
     @discardableResult
     func bundle(_ kernel: Kernel, mirrors: MirrorResolver, into graph: inout BuildGraph) -> BuildGraph.NodeID {
         let packages = fetchTasks(for: kernel, mirrors: mirrors, into: &graph)
-        return graph.add(BundleAction(release: kernel.release, distro: "debian"), label: kernel.release, dependencies: packages)
+        return graph.add(BundleAction(release: kernel.release, distro: "debian"), as: .bundle(release: kernel.release), dependencies: packages)
     }
 
     /// The fetch tasks of a kernel's packages, as `package.N` dependencies in the packages' order.
@@ -133,7 +149,7 @@ public struct FarmRules: BuildRules {
         kernel.packages.enumerated().map { index, package in
             let (urls, reason) = mirrors.urls(for: package, upstream: kernel.upstream, suite: kernel.suite)
             let action = FetchAction(package: package, urls: urls, reason: reason)
-            return BuildGraph.Dependency(role: "package.\(index)", node: graph.add(action, label: action.file))
+            return BuildGraph.Dependency(role: "package.\(index)", node: graph.add(action, as: .fetch(file: action.file)))
         }
     }
 }
@@ -142,6 +158,12 @@ public struct FarmRules: BuildRules {
 public struct UnbuildableAction: TaskAction {
     public let kind: String
     public let message: String
+
+    public init(task: FarmTask, message: String, missing: EnvironmentError? = nil) {
+        kind = task.kind
+        self.message = message
+        self.missing = missing
+    }
     /// A problem of the machine rather than of this one task (the signing keys are missing): then
     /// the build stops before anything runs instead of failing this task minutes later.
     public var missing: EnvironmentError?

@@ -4,6 +4,14 @@ import Foundation
 /// sign and publish tasks; tests supply rules of their own.
 public protocol BuildRules: Sendable {
     func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws
+    /// What a lab boots for `kernel` (`farm lab up`): the node whose outputs are `kernel` and `initramfs`.
+    func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID
+}
+
+extension BuildRules {
+    public func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
+        throw PlanError("these rules make no lab image")
+    }
 }
 
 public struct PlanError: Error, CustomStringConvertible, LocalizedError {

@@ -34,14 +34,29 @@ public struct PublishAction: TaskAction {
     public let machines: [String: String]
     /// The published file name per recipe (`lime-{release}.ko`); the recipe's name is the module's `type`.
     public let outputs: [String: String]
+    /// The signed modules it publishes, each an optional input under its `role`.
+    public let modules: [Module]
     public let repositoryKey: RepositoryKey
     public let repositoryKeyPaths: RepositoryKey.Paths
 
-    public init(directory: String, machines: [String: String], outputs: [String: String], repositoryKey: RepositoryKey,
-                repositoryKeyPaths: RepositoryKey.Paths) {
+    /// One recipe's module for one kernel: what a sign task made.
+    public struct Module: Sendable, Hashable {
+        public let recipe: String
+        public let release: String
+        public init(recipe: String, release: String) {
+            self.recipe = recipe
+            self.release = release
+        }
+        /// The input's role, made from the module and never read back.
+        public var role: String { "module." + FarmTask.sign(recipe: recipe, release: release).label }
+    }
+
+    public init(directory: String, machines: [String: String], outputs: [String: String], modules: [Module],
+                repositoryKey: RepositoryKey, repositoryKeyPaths: RepositoryKey.Paths) {
         self.directory = directory
         self.machines = machines
         self.outputs = outputs
+        self.modules = modules
         self.repositoryKey = repositoryKey
         self.repositoryKeyPaths = repositoryKeyPaths
     }
@@ -53,8 +68,6 @@ public struct PublishAction: TaskAction {
             + outputs.sorted { $0.key < $1.key }.map { ("output:" + $0.key, $0.value) }
             + machines.sorted { $0.key < $1.key }.map { ("machine:" + $0.key, $0.value) }
     }
-
-    public static func role(recipe: String, release: String) -> String { "module.\(recipe)/\(release)" }
 
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
         try await Blocking.run { try publish(context) }
@@ -70,11 +83,15 @@ public struct PublishAction: TaskAction {
             }
             files.append(.init(path: path, digest: digest, size: size))
         }
-        for role in context.roles(withPrefix: "module.") {
-            let parts = role.dropFirst("module.".count).split(separator: "/", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let output = outputs[parts[0]] else { continue }
-            let (recipe, release) = (parts[0], parts[1])
-            let module = try context.input(role, "module"), signature = try context.input(role, "signature")
+        var missing: [String] = []
+        for entry in self.modules {
+            let (recipe, release) = (entry.recipe, entry.release)
+            // An optional input whose sign task failed under -k: left out.
+            guard context.inputs[entry.role] != nil, let output = outputs[recipe] else {
+                missing.append(FarmTask.sign(recipe: recipe, release: release).label)
+                continue
+            }
+            let module = try context.input(entry.role, "module"), signature = try context.input(entry.role, "signature")
             let name = output.replacingOccurrences(of: "{release}", with: release)
             let location = Publisher.location(for: name, checksum: module.hex, published: published, directory: directory)
             modules.append(RepositoryModule(type: recipe, name: name, arch: machines[release] ?? "x86_64", checksum: module.hex,
@@ -85,10 +102,7 @@ public struct PublishAction: TaskAction {
         guard !modules.isEmpty else {
             throw RepositoryError("no module was signed, so there is nothing to publish to \(directory); 'farm build -k' lists the failures")
         }
-        let missing = outputs.keys.flatMap { recipe in
-            machines.keys.filter { context.inputs[PublishAction.role(recipe: recipe, release: $0)] == nil }.map { "\(recipe)/\($0)" }
-        }.sorted()
-        if !missing.isEmpty { context.log.append("left out (their modules did not build): \(missing.joined(separator: ", "))\n") }
+        if !missing.isEmpty { context.log.append("left out (their modules did not build): \(missing.sorted().joined(separator: ", "))\n") }
 
         let primary = RepositoryFormat.primaryXML(modules)
         let primaryFile = context.workDirectory + "/primary.xml"

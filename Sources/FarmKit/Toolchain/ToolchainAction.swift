@@ -76,7 +76,7 @@ public struct ToolchainAction: TaskAction {
             let status = try Sandbox.runLogged(launcher[0], Array(launcher.dropFirst()) + arguments, environment: environment, log: context.log)
             guard status == 0, FileManager.default.fileExists(atPath: output) else {
                 throw ToolchainError(message: "mmdebstrap failed (exit \(status)) making toolchain \(recipe.name) from '\(sourceLine)';"
-                                     + " the log says why: farm log toolchain:\(recipe.name)")
+                                     + " the log says why: farm log \(FarmTask.toolchain(name: recipe.name))")
             }
             return ["root": try context.store(file: output)]
         }

@@ -78,7 +78,7 @@ struct DebianArchiveTests {
         let (path, _, _) = try await crawledProject(scratch)
         let release = try newestBookwormAmd64(try ManifestLoader.load(path: path), series: series).release
         let session = try Session(manifestPath: path, cacheDirectory: nil, rules: FarmRules())
-        let (summary, bundle) = try await session.buildOne("bundle:\(release)", output: "bundle", into: scratch.file("out"),
+        let (summary, bundle) = try await session.buildOne(.bundle(release: release), output: "bundle", into: scratch.file("out"),
                                                           as: "bundle-\(release).tgz", options: BuildOptions(), reporter: EventLog())
         #expect(summary.succeeded)
         let tgz = try #require(bundle)

@@ -31,13 +31,14 @@ struct StubRepositoryRules: BuildRules {
 
     func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
         var signed: [BuildGraph.Dependency] = []
-        for kernel in kernels {
+        let modules = kernels.map { PublishAction.Module(recipe: "lime", release: $0.release) }
+        for (kernel, module) in zip(kernels, modules) {
             let id = graph.add(StubSignedModule(release: kernel.release, keyHome: paths.home, fingerprint: key.fingerprint), label: kernel.release)
-            signed.append(.init(role: PublishAction.role(recipe: "lime", release: kernel.release), node: id, optional: true))
+            signed.append(.init(role: module.role, node: id, optional: true))
         }
         let machines = Dictionary(uniqueKeysWithValues: kernels.map { ($0.release, "x86_64") })
-        graph.add(PublishAction(directory: directory, machines: machines, outputs: ["lime": "lime-{release}.ko"], repositoryKey: key,
-                                repositoryKeyPaths: paths), label: directory, dependencies: signed)
+        graph.add(PublishAction(directory: directory, machines: machines, outputs: ["lime": "lime-{release}.ko"], modules: modules,
+                                repositoryKey: key, repositoryKeyPaths: paths), as: .publish(directory: directory), dependencies: signed)
     }
 }
 

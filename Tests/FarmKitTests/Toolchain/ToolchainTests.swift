@@ -135,7 +135,7 @@ struct ToolchainTests {
     }
 
     func sourceTree(_ session: Session, _ scratch: Scratch, into name: String) async throws -> (digest: String, files: [String: String]) {
-        let (summary, path) = try await session.buildOne("source:mod", output: "tree", into: scratch.file(name), as: "source.tgz",
+        let (summary, path) = try await session.buildOne(.source(recipe: "mod"), output: "tree", into: scratch.file(name), as: "source.tgz",
                                                          options: BuildOptions(), reporter: EventLog())
         #expect(summary.succeeded)
         let archive = try #require(path)
