@@ -59,6 +59,8 @@ public struct Builder: Sendable {
         let selected = targets.map { graph.closure(of: $0) } ?? Array(graph.nodes.indices)
         let inBuild = targets == nil ? nil : Set(selected)
         var state = [State](repeating: .waiting, count: graph.count)
+        // Dry run: why each task that would run would run, for the reasons of its dependents.
+        var reasons: [BuildGraph.NodeID: String] = [:]
         var remaining = [Int](repeating: 0, count: graph.count)
         for id in selected { remaining[id] = graph.nodes[id].dependencies.count }
 
@@ -113,31 +115,25 @@ public struct Builder: Sendable {
             while let id = ready.popLast() {
                 guard case .waiting = state[id] else { continue }
                 let node = graph.nodes[id]
-                var inputs: [TaskDefinition.Input] = []
-                var inputsKnown = true
-                for dependency in node.dependencies {
+                let resolution = TaskDefinition.resolve(node, in: graph) { dependency in
                     switch state[dependency.node] {
-                    case let .done(outputs):
-                        for (name, digest) in outputs {
-                            inputs.append(.init(role: dependency.role, output: name, digest: digest))
-                        }
-                    case .failed where dependency.optional, .skipped where dependency.optional:
-                        continue
-                    default:
-                        inputsKnown = false
+                    case let .done(outputs): .outputs(outputs)
+                    case .failed, .skipped: .absent
+                    case .pending, .waiting: .unknown(reasons[dependency.node] ?? "it runs first")
                     }
                 }
                 let task = BuildEvent.Task(kind: node.kind, label: node.label)
-                guard inputsKnown else {
-                    // Only in a dry run: an input will be rebuilt, so this task's key is not known yet.
+                guard case let .resolved(definition) = resolution else {
+                    // Only in a dry run (a real build settles a task once its inputs are done, and
+                    // skips the dependents of a failure): an input will be rebuilt first.
+                    let reason = switch resolution { case let .unknown(why), let .skipped(why): why; case .resolved: "" }
                     state[id] = .pending
                     summary.wouldRun += 1
-                    reporter.report(.wouldRun(task, reason: "an input will be rebuilt"))
+                    reasons[id] = reason
+                    reporter.report(.wouldRun(task, reason: reason))
                     release(id)
                     continue
                 }
-                let definition = TaskDefinition(kind: node.kind, version: node.action.version,
-                                                parameters: node.action.parameters, inputs: inputs)
                 if let outputs = try cache.cachedOutputs(forKey: definition.key) {
                     state[id] = .done(Dictionary(uniqueKeysWithValues: outputs.map { ($0.name, $0.digest) }))
                     summary.cached += 1
@@ -148,7 +144,9 @@ public struct Builder: Sendable {
                     summary.wouldRun += 1
                     var withKey = task
                     withKey.key = definition.key
-                    reporter.report(.wouldRun(withKey, reason: try Explainer(cache: cache).reason(for: node, definition: definition)))
+                    let reason = try Explainer(cache: cache).reason(for: node, definition: definition)
+                    reasons[id] = reason
+                    reporter.report(.wouldRun(withKey, reason: reason))
                     release(id)
                 } else {
                     queues[node.action.resource, default: []].append((id, definition))

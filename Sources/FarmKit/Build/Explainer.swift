@@ -59,31 +59,39 @@ extension Explainer {
         "\(node.name): \(try walk(node, in: graph).reasons[node.id] ?? "?")"
     }
 
+    /// Resolves every task the node needs, dependencies first, with the scheduler's resolver:
+    /// a dependency in the store gives its outputs; one whose last run at this key failed is
+    /// absent (an optional input is left out, as `-k` does); any other would run first.
     private func walk(_ node: BuildGraph.Node, in graph: BuildGraph) throws
         -> (outputs: [BuildGraph.NodeID: [String: Digest]], reasons: [BuildGraph.NodeID: String]) {
         var outputs: [BuildGraph.NodeID: [String: Digest]] = [:]
         var reasons: [BuildGraph.NodeID: String] = [:]
+        var failed: Set<BuildGraph.NodeID> = []
         for id in graph.closure(of: [node.id]) {
             let current = graph.nodes[id]
-            var inputs: [TaskDefinition.Input] = []
-            var blocked: String?
-            for dependency in current.dependencies {
-                if let produced = outputs[dependency.node] {
-                    inputs += produced.map { .init(role: dependency.role, output: $0.key, digest: $0.value) }
-                } else if blocked == nil {
-                    blocked = "input \(dependency.role) (\(graph.nodes[dependency.node].name)) will be rebuilt: \(reasons[dependency.node] ?? "?")"
-                }
+            let resolution = TaskDefinition.resolve(current, in: graph) { dependency in
+                if let produced = outputs[dependency.node] { return .outputs(produced) }
+                if failed.contains(dependency.node) { return .absent }
+                return .unknown(reasons[dependency.node] ?? "?")
             }
-            if let blocked {
-                reasons[id] = blocked
+            let definition: TaskDefinition
+            switch resolution {
+            case let .resolved(resolved):
+                definition = resolved
+            case let .unknown(why):
+                reasons[id] = why
+                continue
+            case let .skipped(why):
+                // As a -k build does: skipped, and absent for what depends on it.
+                failed.insert(id)
+                reasons[id] = why
                 continue
             }
-            let definition = TaskDefinition(kind: current.kind, version: current.action.version,
-                                            parameters: current.action.parameters, inputs: inputs)
             if let cached = try cache.cachedOutputs(forKey: definition.key) {
                 outputs[id] = Dictionary(uniqueKeysWithValues: cached.map { ($0.name, $0.digest) })
                 reasons[id] = "up to date (key \(definition.key.short))"
             } else {
+                if let record = try cache.record(forKey: definition.key), record.status != 0 { failed.insert(id) }
                 reasons[id] = try reason(for: current, definition: definition)
             }
         }

@@ -110,3 +110,44 @@ public struct TaskDefinition: Sendable, Hashable {
         self.init(kind: kind, version: version, parameters: parameters, inputs: inputs)
     }
 }
+
+/// What a dependency gives the task that needs it, as far as is known.
+public enum InputResolution: Sendable {
+    /// Its outputs (built now, or taken from the store).
+    case outputs([String: Digest])
+    /// It failed or was skipped: an optional input is then left out.
+    case absent
+    /// Not known yet (it will run first); the text says why, for a dry run or `farm explain`.
+    case unknown(String)
+}
+
+/// A task's definition as its dependencies allow.
+public enum DefinitionResolution: Sendable {
+    case resolved(TaskDefinition)
+    /// An input will be made first, so the key is not known yet.
+    case unknown(String)
+    /// A required input failed or was skipped: the task is skipped too.
+    case skipped(String)
+}
+
+extension TaskDefinition {
+    /// The one way a task's definition (and so its key) is made from its dependencies: the
+    /// scheduler, the dry run and `farm explain` all call this, so they cannot disagree.
+    public static func resolve(_ node: BuildGraph.Node, in graph: BuildGraph,
+                               _ resolution: (BuildGraph.Dependency) -> InputResolution) -> DefinitionResolution {
+        var inputs: [Input] = []
+        for dependency in node.dependencies {
+            switch resolution(dependency) {
+            case let .outputs(outputs):
+                for (name, digest) in outputs { inputs.append(.init(role: dependency.role, output: name, digest: digest)) }
+            case .absent where dependency.optional:
+                continue
+            case .absent:
+                return .skipped("input \(dependency.role) (\(graph.nodes[dependency.node].name)) fails")
+            case let .unknown(why):
+                return .unknown("input \(dependency.role) (\(graph.nodes[dependency.node].name)) will be rebuilt: \(why)")
+            }
+        }
+        return .resolved(TaskDefinition(kind: node.kind, version: node.action.version, parameters: node.action.parameters, inputs: inputs))
+    }
+}

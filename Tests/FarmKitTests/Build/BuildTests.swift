@@ -69,6 +69,8 @@ struct BuildTests {
         #expect(index.split(separator: "\n").map { $0.split(separator: " ")[0] }
                 == [0, 2, 3].map { "module.\(SyntheticProject.release($0))"[...] })
         #expect(!summary.succeeded)
+        // farm explain agrees with the build on the input left out: the publication is up to date.
+        #expect(try project.session().explain("synthetic-publish:repository").contains("up to date"))
         // The failure is shown with the tail of its log.
         #expect(log.failed["synthetic-compile:\(broken)"]?.log.contains("error: headers for \(broken) are broken") == true)
         // And retried by the next run, not remembered as a result.
@@ -100,7 +102,10 @@ struct BuildTests {
         #expect(dry.built == 0)
         #expect(dry.wouldRun == dry.total)
         #expect(log.wouldRun["synthetic-fetch:pool/main/l/linux/linux-kbuild-\(SyntheticProject.release(0))_amd64.deb"] == "never built")
-        #expect(log.wouldRun["synthetic-bundle:\(SyntheticProject.release(0))"] == "an input will be rebuilt")
+        // The dry run and `farm explain` say the same, naming the input that runs first.
+        let bundleReason = "input package.0 (synthetic-fetch:pool/main/l/linux/linux-headers-\(SyntheticProject.release(0))_amd64.deb) will be rebuilt: never built"
+        #expect(log.wouldRun["synthetic-bundle:\(SyntheticProject.release(0))"] == bundleReason)
+        #expect(try project.session().explain("synthetic-bundle:\(SyntheticProject.release(0))") == "synthetic-bundle:\(SyntheticProject.release(0)): " + bundleReason)
         try await project.build()
         let (after, afterLog) = try await project.build(dryRun: true)
         #expect(after.wouldRun == 0)
