@@ -111,27 +111,19 @@ struct KeysCommand: ParsableCommand {
 
         func run() throws {
             let paths = try options.paths()
-            guard let old = try ModuleKey.load(paths.module) else {
-                throw ValidationError("no module key at \(paths.module.metadata) to rotate; run 'farm keys init'")
-            }
-            // The tools before any key is retired: a missing one must not leave no key at all.
-            try ModuleKey.requireTool()
-            if repo { try GnuPG.requireTool() }
-            if let reason = force ? "--force" : old.rotationReason(wantedHash: hash) {
-                let retired = try ModuleKey.retire(paths.module, key: old)
-                let key = try ModuleKey.create(at: paths.module, type: type ?? old.type, bits: bits ?? (type == nil ? old.bits : nil),
-                                               hash: hash ?? old.hash, refreshDays: refreshDays ?? old.refreshDays)
+            let rotation = KeyRotation(wantedHash: hash, type: type, bits: bits, refreshDays: refreshDays, force: force, repository: repo)
+            let outcome = try rotation.run(module: paths.module, repository: paths.repository)
+            let key = outcome.moduleKey
+            if let reason = outcome.reason, let retired = outcome.retiredModuleKey {
                 print("rotated the module key (\(reason)); the old one is in \(retired)")
                 print("made " + KeysCommand.describe(key, paths.module))
                 print("the next 'farm build' signs every module with it; export its certificate with 'farm keys export'")
             } else {
-                print("the module key is \(old.age()) days old (refresh after \(old.refreshDays)) and made with \(old.hash); nothing to do")
+                print("the module key is \(key.age()) days old (refresh after \(key.refreshDays)) and made with \(key.hash); nothing to do")
             }
-            if repo, let old = try RepositoryKey.load(paths.repository) {
-                let retired = try RepositoryKey.retire(paths.repository, key: old)
-                let key = try RepositoryKey.create(at: paths.repository, uid: old.uids.first ?? "farm repository signing key <farm@localhost>")
+            if let repositoryKey = outcome.repositoryKey, let retired = outcome.retiredRepositoryKey {
                 print("rotated the repository key; the old one is in \(retired)")
-                print("made " + KeysCommand.describe(key, paths.repository))
+                print("made " + KeysCommand.describe(repositoryKey, paths.repository))
             }
         }
     }
