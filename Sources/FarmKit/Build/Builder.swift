@@ -36,15 +36,6 @@ public struct Builder: Sendable {
     /// From this many tasks on, results are read in one scan rather than one query per task.
     static let preloadThreshold = 2_000
 
-    private enum State {
-        case waiting
-        case done([String: Digest])
-        /// Dry run: will run, so its outputs (and its dependents' keys) are unknown.
-        case pending
-        case failed
-        case skipped
-    }
-
     private struct Completion: Sendable {
         let node: BuildGraph.NodeID
         let key: Digest
@@ -56,164 +47,95 @@ public struct Builder: Sendable {
                       collecting: Set<BuildGraph.NodeID> = []) async throws -> BuildSummary {
         let clock = ContinuousClock.now
         let writesBefore = cache.databaseChanges
-        let selected = targets.map { graph.closure(of: $0) } ?? Array(graph.nodes.indices)
-        let inBuild = targets == nil ? nil : Set(selected)
-        var state = [State](repeating: .waiting, count: graph.count)
-        // Dry run: why each task that would run would run, for the reasons of its dependents.
-        var reasons: [BuildGraph.NodeID: String] = [:]
-        var remaining = [Int](repeating: 0, count: graph.count)
-        for id in selected { remaining[id] = graph.nodes[id].dependencies.count }
-
-        var summary = BuildSummary()
-        summary.total = selected.count
-        reporter.report(.planned(total: summary.total))
-
-        if selected.count >= Builder.preloadThreshold { try cache.preloadResults() }
-        var ready = selected.filter { remaining[$0] == 0 }.reversed() as [BuildGraph.NodeID]
-        var queues: [ResourceClass: [(BuildGraph.NodeID, TaskDefinition)]] = [.cpu: [], .network: []]
-        var running: [ResourceClass: Int] = [.cpu: 0, .network: 0]
+        var schedule = Schedule(graph: graph, targets: targets)
+        reporter.report(.planned(total: schedule.summary.total))
+        if schedule.selected.count >= Builder.preloadThreshold { try cache.preloadResults() }
         var stopping = false
-        var finished = 0
-
-        func progress() -> BuildEvent.Progress {
-            BuildEvent.Progress(finished: finished, total: summary.total, running: running.values.reduce(0, +))
-        }
-
-        func release(_ id: BuildGraph.NodeID) {
-            for dependent in graph.dependents[id] where inBuild?.contains(dependent) ?? true {
-                remaining[dependent] -= 1
-                if remaining[dependent] == 0 { ready.append(dependent) }
-            }
-        }
-
-        /// Marks everything downstream of a failed task as skipped, except where it is an
-        /// optional input: that dependent goes on without it.
-        func skipDependents(of id: BuildGraph.NodeID) {
-            var stack = graph.dependents[id].map { (parent: id, node: $0) }
-            while let (parent, next) = stack.popLast() {
-                guard inBuild?.contains(next) ?? true, case .waiting = state[next] else { continue }
-                let node = graph.nodes[next]
-                if node.dependencies.contains(where: { $0.node == parent && $0.optional }) {
-                    remaining[next] -= 1
-                    if remaining[next] == 0 { ready.append(next) }
-                    continue
-                }
-                state[next] = .skipped
-                summary.skipped += 1
-                finished += 1
-                reporter.report(.skipped(.init(kind: node.kind, label: node.label), progress(), because: graph.nodes[id].name))
-                stack.append(contentsOf: graph.dependents[next].map { (parent: next, node: $0) })
-            }
-        }
-
-        /// Decides each ready task: from the store, or queued to run.
-        func settleReady() throws {
-            try cache.readBatch { try settleBatch() }
-        }
-
-        func settleBatch() throws {
-            while let id = ready.popLast() {
-                guard case .waiting = state[id] else { continue }
-                let node = graph.nodes[id]
-                let resolution = TaskDefinition.resolve(node, in: graph) { dependency in
-                    switch state[dependency.node] {
-                    case let .done(outputs): .outputs(outputs)
-                    case .failed, .skipped: .absent
-                    case .pending, .waiting: .unknown(reasons[dependency.node] ?? "it runs first")
-                    }
-                }
-                let task = BuildEvent.Task(kind: node.kind, label: node.label)
-                guard case let .resolved(definition) = resolution else {
-                    // Only in a dry run (a real build settles a task once its inputs are done, and
-                    // skips the dependents of a failure): an input will be rebuilt first.
-                    let reason = switch resolution { case let .unknown(why), let .skipped(why): why; case .resolved: "" }
-                    state[id] = .pending
-                    summary.wouldRun += 1
-                    reasons[id] = reason
-                    reporter.report(.wouldRun(task, reason: reason))
-                    release(id)
-                    continue
-                }
-                if let outputs = try cache.cachedOutputs(forKey: definition.key) {
-                    state[id] = .done(Dictionary(uniqueKeysWithValues: outputs.map { ($0.name, $0.digest) }))
-                    summary.cached += 1
-                    finished += 1
-                    release(id)
-                } else if options.dryRun {
-                    state[id] = .pending
-                    summary.wouldRun += 1
-                    var withKey = task
-                    withKey.key = definition.key
-                    let reason = try Explainer(cache: cache).reason(for: node, definition: definition)
-                    reasons[id] = reason
-                    reporter.report(.wouldRun(withKey, reason: reason))
-                    release(id)
-                } else {
-                    queues[node.action.resource, default: []].append((id, definition))
-                }
-            }
-        }
 
         try await withThrowingTaskGroup(of: Completion.self) { group in
             func launch() {
                 guard !stopping else { return }
-                for resource in [ResourceClass.network, .cpu] {
-                    let limit = resource == .network ? options.networkJobs : options.jobs
-                    while running[resource, default: 0] < limit, !(queues[resource]?.isEmpty ?? true) {
-                        let (id, definition) = queues[resource]!.removeFirst()
-                        running[resource, default: 0] += 1
-                        let node = graph.nodes[id]
-                        reporter.report(.started(.init(kind: node.kind, label: node.label, key: definition.key), progress()))
-                        group.addTask { [cache] in
-                            let outcome = await TaskRunner(cache: cache).run(node, definition: definition)
-                            return Completion(node: id, key: definition.key, outcome: outcome)
-                        }
+                for (id, definition) in schedule.launchable(networkLimit: options.networkJobs, cpuLimit: options.jobs) {
+                    let node = graph.nodes[id]
+                    reporter.report(.started(.init(kind: node.kind, label: node.label, key: definition.key), schedule.progress))
+                    group.addTask { [cache] in
+                        let outcome = await TaskRunner(cache: cache).run(node, definition: definition)
+                        return Completion(node: id, key: definition.key, outcome: outcome)
                     }
                 }
             }
 
-            try settleReady()
+            try settle(&schedule)
             // Everything not taken from the store now will run (or, in a dry run, would run).
-            try Builder.checkRequirements(of: selected.lazy.filter { if case .done = state[$0] { false } else { true } }.map { graph.nodes[$0] })
+            try Builder.checkRequirements(of: schedule.toRun)
             launch()
             while let completion = try await group.next() {
                 let node = graph.nodes[completion.node]
-                running[node.action.resource, default: 1] -= 1
-                finished += 1
                 let task = BuildEvent.Task(kind: node.kind, label: node.label, key: completion.key)
                 let outcome = completion.outcome
                 if let outputs = outcome.outputs {
-                    state[completion.node] = .done(outputs)
-                    summary.built += 1
-                    reporter.report(.built(task, progress(), duration: outcome.duration, log: outcome.log))
-                    release(completion.node)
+                    schedule.succeeded(completion.node, outputs: outputs)
+                    reporter.report(.built(task, schedule.progress, duration: outcome.duration, log: outcome.log))
                 } else {
-                    state[completion.node] = .failed
-                    reporter.report(.failed(task, progress(), error: outcome.error ?? "failed", log: outcome.log))
-                    summary.failed += 1
-                    summary.failures.append(node.name)
+                    schedule.failed(completion.node)
+                    reporter.report(.failed(task, schedule.progress, error: outcome.error ?? "failed", log: outcome.log))
                     if options.keepGoing {
-                        skipDependents(of: completion.node)
+                        for skipped in schedule.skipDependents(of: completion.node) {
+                            let node = graph.nodes[skipped]
+                            reporter.report(.skipped(.init(kind: node.kind, label: node.label), schedule.progress,
+                                                     because: graph.nodes[completion.node].name))
+                        }
                     } else {
                         stopping = true
                     }
                 }
-                if !stopping { try settleReady() }
+                if !stopping { try settle(&schedule) }
                 launch()
             }
         }
 
+        var summary = schedule.summary
         for id in collecting {
-            if case let .done(outputs) = state[id] { summary.collected[id] = outputs }
+            if case let .done(outputs) = schedule.state[id] { summary.collected[id] = outputs }
         }
-        if stopping {
-            summary.notRun = selected.filter { if case .waiting = state[$0] { return true } else { return false } }.count
-        }
-        let elapsed = ContinuousClock.now - clock
-        summary.duration = elapsed.seconds
+        if stopping { summary.notRun = schedule.notDecided }
+        summary.duration = (ContinuousClock.now - clock).seconds
         summary.databaseWrites = cache.databaseChanges - writesBefore
         reporter.report(.completed(summary))
         return summary
+    }
+
+    /// Decides each ready task: taken from the store, queued to run, or (dry run) marked pending
+    /// with the reason it would run.
+    private func settle(_ schedule: inout Schedule) throws {
+        try cache.readBatch {
+            while let id = schedule.nextReady() {
+                let node = schedule.graph.nodes[id]
+                let task = BuildEvent.Task(kind: node.kind, label: node.label)
+                let definition: TaskDefinition
+                switch schedule.resolve(id) {
+                case let .resolved(resolved):
+                    definition = resolved
+                case let .unknown(why), let .skipped(why):
+                    // Only in a dry run (a real build decides a task once its inputs are done, and
+                    // skips the dependents of a failure): an input will be rebuilt first.
+                    schedule.markPending(id, reason: why)
+                    reporter.report(.wouldRun(task, reason: why))
+                    continue
+                }
+                if let outputs = try cache.cachedOutputs(forKey: definition.key) {
+                    schedule.takeFromStore(id, outputs: Dictionary(uniqueKeysWithValues: outputs.map { ($0.name, $0.digest) }))
+                } else if options.dryRun {
+                    let reason = try Explainer(cache: cache).reason(for: node, definition: definition)
+                    schedule.markPending(id, reason: reason)
+                    var withKey = task
+                    withKey.key = definition.key
+                    reporter.report(.wouldRun(withKey, reason: reason))
+                } else {
+                    schedule.enqueue(id, definition)
+                }
+            }
+        }
     }
 }
 
