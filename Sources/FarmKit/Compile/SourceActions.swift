@@ -1,4 +1,3 @@
-import CGit2
 import Foundation
 
 /// Task kind `source` for `source: {dir: PATH}`: the directory's files as a reproducible tarball
@@ -110,89 +109,42 @@ public struct SourceGitAction: TaskAction {
     public var resource: ResourceClass { .network }
 
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
-        try await Blocking.run { try export(context) }
-    }
-
-    private func check(_ code: Int32, _ what: String) throws {
-        guard code < 0 else { return }
-        let detail = git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "error \(code)"
-        throw GitSourceError(message: "git source \(url) (recipe \(recipe)): \(what) failed: \(detail)")
+        try await Blocking.run {
+            do {
+                return try export(context)
+            } catch let error as GitError {
+                throw GitSourceError(message: "git source \(url) (recipe \(recipe)): \(error.operation) failed: \(error.detail)")
+            }
+        }
     }
 
     private func export(_ context: TaskContext) throws -> [String: Digest] {
-        git_libgit2_init()
-        defer { git_libgit2_shutdown() }
         let repositories = (context.objects.root as NSString).deletingLastPathComponent + "/git"
         try AtomicFile.makeDirectory(repositories)
-        let path = repositories + "/" + SHA256.hash(url).hex.prefix(16)
-        var repository: OpaquePointer?
-        if git_repository_open_bare(&repository, path) < 0 {
-            try check(git_repository_init(&repository, path, 1), "creating \(path)")
-        }
-        defer { git_repository_free(repository) }
-
-        var oid = git_oid()
-        try check(git_oid_fromstr(&oid, commit), "reading the commit id \(commit)")
-        var commitObject: OpaquePointer?
-        if git_commit_lookup(&commitObject, repository, &oid) < 0 {
+        let repository = try Git.Repository(bareAt: repositories + "/" + SHA256.hash(url).hex.prefix(16))
+        var found = try repository.commit(commit)
+        if found == nil {
             context.log.append("fetching \(url)\n")
-            var remote: OpaquePointer?
-            try check(git_remote_create_anonymous(&remote, repository, url), "opening the remote")
-            defer { git_remote_free(remote) }
-            var options = git_fetch_options()
-            try check(git_fetch_options_init(&options, UInt32(GIT_FETCH_OPTIONS_VERSION)), "setting up the fetch")
-            let refspecs = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
-            var pointers = refspecs.map { strdup($0) }
-            defer { pointers.forEach { free($0) } }
-            try pointers.withUnsafeMutableBufferPointer { buffer in
-                var array = git_strarray(strings: buffer.baseAddress, count: buffer.count)
-                try check(git_remote_fetch(remote, &array, &options, nil), "fetching")
-            }
-            guard git_commit_lookup(&commitObject, repository, &oid) == 0 else {
-                throw GitSourceError(message: "git source \(url) (recipe \(recipe)): no commit \(commit) on any branch or tag; check 'commit:' in the recipe")
-            }
+            try repository.fetchBranchesAndTags(from: url)
+            found = try repository.commit(commit)
         }
-        defer { git_commit_free(commitObject) }
-        var tree: OpaquePointer?
-        try check(git_commit_tree(&tree, commitObject), "reading the commit's tree")
-        defer { git_tree_free(tree) }
-        var treeID = [CChar](repeating: 0, count: 41)
-        git_oid_tostr(&treeID, 41, git_tree_id(tree))
-        context.log.append("commit \(commit), tree \(String(cString: treeID))\n")
+        guard let found else {
+            throw GitSourceError(message: "git source \(url) (recipe \(recipe)): no commit \(commit) on any branch or tag; check 'commit:' in the recipe")
+        }
+        let tree = try found.tree()
+        context.log.append("commit \(commit), tree \(tree.id)\n")
 
         let output = context.workDirectory + "/source.tgz"
         let writer = try Archive.Writer(tarGzipAt: output)
-        try write(tree: tree, prefix: "", repository: repository, into: writer, log: context.log)
-        try writer.finish()
-        return ["tree": try context.store(file: output)]
-    }
-
-    /// The tree's entries in git's (name) order, recursively.
-    private func write(tree: OpaquePointer?, prefix: String, repository: OpaquePointer?, into writer: Archive.Writer, log: TaskLog) throws {
-        for index in 0..<git_tree_entrycount(tree) {
-            guard let entry = git_tree_entry_byindex(tree, index) else { continue }
-            let path = prefix + String(cString: git_tree_entry_name(entry))
-            let mode = git_tree_entry_filemode(entry)
-            switch mode {
-            case GIT_FILEMODE_TREE:
-                try writer.addDirectory(path, mode: 0o755)
-                var subtree: OpaquePointer?
-                try check(git_tree_lookup(&subtree, repository, git_tree_entry_id(entry)), "reading \(path)")
-                defer { git_tree_free(subtree) }
-                try write(tree: subtree, prefix: path + "/", repository: repository, into: writer, log: log)
-            case GIT_FILEMODE_BLOB, GIT_FILEMODE_BLOB_EXECUTABLE, GIT_FILEMODE_LINK:
-                var blob: OpaquePointer?
-                try check(git_blob_lookup(&blob, repository, git_tree_entry_id(entry)), "reading \(path)")
-                defer { git_blob_free(blob) }
-                let data = Data(bytes: git_blob_rawcontent(blob), count: Int(git_blob_rawsize(blob)))
-                if mode == GIT_FILEMODE_LINK {
-                    try writer.addSymlink(path, target: String(decoding: data, as: UTF8.self))
-                } else {
-                    try writer.addFile(path, mode: mode == GIT_FILEMODE_BLOB_EXECUTABLE ? 0o755 : 0o644, contents: data)
-                }
-            default:
-                log.append("left out \(path): a submodule (farm does not fetch submodules)\n")
+        try tree.walk { path, entry in
+            switch entry {
+            case .directory: try writer.addDirectory(path, mode: 0o755)
+            case let .file(data, executable): try writer.addFile(path, mode: executable ? 0o755 : 0o644, contents: data)
+            case let .symlink(target): try writer.addSymlink(path, target: target)
+            case .submodule: context.log.append("left out \(path): a submodule (farm does not fetch submodules)\n")
             }
         }
+        try writer.finish()
+        return ["tree": try context.store(file: output)]
     }
 }

@@ -1,4 +1,3 @@
-import COpenSSL
 import Foundation
 
 public struct SigningError: Error, CustomStringConvertible, LocalizedError {
@@ -26,28 +25,14 @@ public enum ModuleSigner {
         if module.count >= magic.count, module.suffix(magic.count) == magic {
             throw SigningError("the module is already signed (it ends with the module signature magic); sign the unsigned module")
         }
-        let privateKey = try loadKey(key)
-        defer { EVP_PKEY_free(privateKey) }
-        let x509 = try loadCertificate(certificate)
-        defer { X509_free(x509) }
-        guard let digest = EVP_get_digestbyname(hash) else {
+        let signature: Data
+        do {
+            signature = try OpenSSL.cmsSign(content: module, privateKey: key, certificate: certificate, digest: hash)
+        } catch let error as OpenSSLError where error.kind == .unknownDigest {
             throw SigningError("unknown hash '\(hash)' (from CONFIG_MODULE_SIG_HASH); expected e.g. sha256, sha384 or sha512")
+        } catch let error as OpenSSLError {
+            throw SigningError(error.message)
         }
-
-        let content = try memoryBIO(module)
-        defer { BIO_free(content) }
-        let partial = UInt32(CMS_NOCERTS | CMS_PARTIAL | CMS_BINARY | CMS_DETACHED | CMS_STREAM)
-        guard let cms = CMS_sign(nil, nil, nil, nil, partial) else { throw openSSLError("CMS_sign") }
-        defer { CMS_ContentInfo_free(cms) }
-        guard CMS_add1_signer(cms, x509, privateKey, digest, UInt32(CMS_NOCERTS | CMS_BINARY | CMS_NOSMIMECAP | CMS_NOATTR)) != nil else {
-            throw openSSLError("adding the signer (does the key belong to the certificate?)")
-        }
-        guard CMS_final(cms, content, nil, UInt32(CMS_NOCERTS | CMS_BINARY)) == 1 else { throw openSSLError("CMS_final") }
-
-        guard let output = BIO_new(BIO_s_mem()) else { throw openSSLError("BIO_new") }
-        defer { BIO_free(output) }
-        guard i2d_CMS_bio_stream(output, cms, nil, 0) == 1 else { throw openSSLError("writing the signature") }
-        let signature = memoryContents(output)
         guard signature.count <= Int(UInt32.max) else { throw SigningError("the signature is too large") }
 
         var result = module
@@ -58,52 +43,5 @@ public enum ModuleSigner {
         withUnsafeBytes(of: length) { result.append(contentsOf: $0) }
         result.append(magic)
         return result
-    }
-
-    static func loadKey(_ path: String) throws -> OpaquePointer {
-        guard let data = FileManager.default.contents(atPath: path) else { throw SigningError("\(path): cannot read the private key") }
-        let bio = try memoryBIO(data)
-        defer { BIO_free(bio) }
-        guard let key = PEM_read_bio_PrivateKey(bio, nil, nil, nil) else {
-            throw openSSLError("\(path): not a PEM private key (an unencrypted one is needed)")
-        }
-        return key
-    }
-
-    static func loadCertificate(_ path: String) throws -> OpaquePointer {
-        guard let data = FileManager.default.contents(atPath: path) else { throw SigningError("\(path): cannot read the certificate") }
-        let bio = try memoryBIO(data)
-        defer { BIO_free(bio) }
-        if let certificate = PEM_read_bio_X509(bio, nil, nil, nil) { return certificate }
-        ERR_clear_error()
-        let der = try memoryBIO(data)
-        defer { BIO_free(der) }
-        guard let certificate = d2i_X509_bio(der, nil) else { throw openSSLError("\(path): not an X.509 certificate (PEM or DER)") }
-        return certificate
-    }
-
-    static func memoryBIO(_ data: Data) throws -> OpaquePointer {
-        let bio = BIO_new(BIO_s_mem())
-        guard let bio else { throw openSSLError("BIO_new") }
-        let written = data.withUnsafeBytes { BIO_write(bio, $0.baseAddress, Int32($0.count)) }
-        guard written == data.count || data.isEmpty else { BIO_free(bio); throw openSSLError("BIO_write") }
-        return bio
-    }
-
-    static func memoryContents(_ bio: OpaquePointer) -> Data {
-        var pointer: UnsafeMutablePointer<CChar>?
-        let count = BIO_ctrl(bio, BIO_CTRL_INFO, 0, &pointer)
-        guard count > 0, let pointer else { return Data() }
-        return Data(bytes: pointer, count: count)
-    }
-
-    static func openSSLError(_ what: String) -> SigningError {
-        var reasons: [String] = []
-        while case let code = ERR_get_error(), code != 0 {
-            var buffer = [CChar](repeating: 0, count: 256)
-            ERR_error_string_n(code, &buffer, buffer.count)
-            reasons.append(String(cString: buffer))
-        }
-        return SigningError(what + (reasons.isEmpty ? "" : ": " + reasons.joined(separator: "; ")))
     }
 }

@@ -1,4 +1,3 @@
-import COpenSSL
 import Foundation
 
 public struct VerificationError: Error, CustomStringConvertible, LocalizedError {
@@ -46,36 +45,21 @@ public enum ModuleVerifier {
         let body = module.prefix(available - length)
         let signature = module.dropFirst(available - length).prefix(length)
 
-        let x509 = try ModuleSigner.loadCertificate(certificate)
-        defer { X509_free(x509) }
-        let signatureBIO = try ModuleSigner.memoryBIO(Data(signature))
-        defer { BIO_free(signatureBIO) }
-        guard let cms = d2i_CMS_bio(signatureBIO, nil) else {
-            throw VerificationError("\(name): the appended signature is not a CMS (PKCS#7) message")
-        }
-        defer { CMS_ContentInfo_free(cms) }
-        let content = try ModuleSigner.memoryBIO(Data(body))
-        defer { BIO_free(content) }
-        guard let certificates = OPENSSL_sk_new_null() else { throw VerificationError("out of memory") }
-        defer { OPENSSL_sk_free(certificates) }
-        OPENSSL_sk_push(certificates, UnsafeRawPointer(x509))
-        // The certificate is the trust anchor itself (as in the kernel's keyring): no chain to check.
-        let flags = UInt32(CMS_BINARY | CMS_NOVERIFY | CMS_NOINTERN | CMS_DETACHED)
-        let status = CMS_verify(cms, certificates, nil, content, nil, flags)
-        guard status == 1 else {
-            ERR_clear_error()
-            throw VerificationError("\(name): the signature does not verify with \(certificate): the module was changed after signing,"
-                                    + " or it was signed with another key")
-        }
-        var hash = "unknown"
-        if let signers = CMS_get0_SignerInfos(cms), OPENSSL_sk_num(signers) > 0,
-           let signer = OPENSSL_sk_value(signers, 0) {
-            var digest: UnsafeMutablePointer<X509_ALGOR>?
-            CMS_SignerInfo_get0_algs(OpaquePointer(signer), nil, nil, &digest, nil)
-            if let algorithm = digest?.pointee.algorithm {
-                hash = String(cString: OBJ_nid2sn(OBJ_obj2nid(algorithm)))
+        let digest: String?
+        do {
+            digest = try OpenSSL.cmsVerify(signatureDER: Data(signature), content: Data(body), certificate: certificate)
+        } catch let error as OpenSSLError {
+            switch error.kind {
+            case .notCMS:
+                throw VerificationError("\(name): the appended signature is not a CMS (PKCS#7) message")
+            case .doesNotVerify:
+                throw VerificationError("\(name): the signature does not verify with \(certificate): the module was changed after signing,"
+                                        + " or it was signed with another key")
+            case .unknownDigest, .failed:
+                throw VerificationError(error.message)
             }
         }
+        let hash = digest ?? "unknown"
         return Report(bodyLength: body.count, signatureLength: length, hash: hash.lowercased())
     }
 }

@@ -1,26 +1,13 @@
-import COpenSSL
 import Foundation
 
-/// SHA-256 through OpenSSL's EVP interface; the only place FarmKit hashes bytes.
+/// SHA-256 (through OpenSSL); the only place FarmKit hashes bytes.
 public struct SHA256: ~Copyable {
-    private let context: OpaquePointer
+    private let context = OpenSSL.SHA256Context()
 
-    // OpenSSL 3 looks the implementation up in its providers on every init unless it is fetched
-    // once; a no-op build hashes 50,000 task definitions, so the lookup is worth saving.
-    nonisolated(unsafe) private static let algorithm: OpaquePointer? = EVP_MD_fetch(nil, "SHA256", nil)
-
-    public init() {
-        guard let context = EVP_MD_CTX_new(), EVP_DigestInit_ex(context, SHA256.algorithm ?? EVP_sha256(), nil) == 1 else {
-            fatalError("OpenSSL could not set up a SHA-256 context (out of memory)")
-        }
-        self.context = context
-    }
-
-    deinit { EVP_MD_CTX_free(context) }
+    public init() {}
 
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        EVP_DigestUpdate(context, base, bytes.count)
+        context.update(bytes)
     }
 
     public mutating func update(_ data: Data) {
@@ -33,10 +20,7 @@ public struct SHA256: ~Copyable {
     }
 
     public consuming func finalize() -> Digest {
-        var out = [UInt8](repeating: 0, count: 32)
-        var length: UInt32 = 0
-        EVP_DigestFinal_ex(context, &out, &length)
-        return Digest(bytes: out)
+        Digest(bytes: context.finalize())
     }
 
     public static func hash(_ data: Data) -> Digest {
