@@ -20,17 +20,24 @@ let package = Package(
         // Linux calls Glibc does not wrap for Swift (a child's parent-death signal), as static inline functions.
         .systemLibrary(name: "CFarmLinux"),
 
+        // The engine: graph, task contract, keys, scheduler, explain, store and support. It knows
+        // nothing of kernels; the compiler keeps it that way (it does not import FarmKit).
+        .target(
+            name: "FarmEngine",
+            dependencies: ["CSQLite", "COpenSSL", "CFarmLinux"]
+        ),
+        // The product on the engine: manifest, families, task kinds, repository, lab, capture.
         .target(
             name: "FarmKit",
             dependencies: [
-                "CSQLite", "COpenSSL", "CArchive", "CCurl", "CGit2", "CFarmLinux",
+                "FarmEngine", "CArchive", "CCurl", "CGit2",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
         .executableTarget(
             name: "farm",
             dependencies: [
-                "FarmKit",
+                "FarmEngine", "FarmKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -38,24 +45,24 @@ let package = Package(
         // and scheduler without the real kinds. Not part of the product.
         .target(
             name: "SyntheticKinds",
-            dependencies: ["FarmKit"],
+            dependencies: ["FarmEngine", "FarmKit"],
             path: "Tests/SyntheticKinds"
         ),
         .executableTarget(
             name: "farm-bench",
-            dependencies: ["FarmKit", "SyntheticKinds"],
+            dependencies: ["FarmEngine", "FarmKit", "SyntheticKinds"],
             path: "Benchmarks/FarmBench"
         ),
         // A driver that runs builds of test-defined task kinds in a separate process, so tests
         // can kill a build mid-way and run two builds on one cache. Not part of the product.
         .executableTarget(
             name: "farm-test-driver",
-            dependencies: ["FarmKit", "SyntheticKinds"],
+            dependencies: ["FarmEngine", "FarmKit", "SyntheticKinds"],
             path: "Tests/FarmTestDriver"
         ),
         .testTarget(
             name: "FarmKitTests",
-            dependencies: ["FarmKit", "SyntheticKinds", "farm-test-driver", "farm"],
+            dependencies: ["FarmEngine", "FarmKit", "SyntheticKinds", "farm-test-driver", "farm"],
             // Run by the tests with Margarita Shotgun's own Python, from its source path.
             exclude: ["Repository/margarita_client.py"]
         ),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FarmEngine
 import FarmKit
 import Foundation
 

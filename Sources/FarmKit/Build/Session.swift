@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// One invocation's view of a project: the manifest, its recipes, the rules that plan tasks, and

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Task kind `bundle`: one kernel's header packages (inputs `package.0`, `package.1`, ... with

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// An unpacked bundle: the kernel's header tree in kernel-packer's layout, and the facts about

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// What a kernel's `.config` says about how it was built.

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// A package refused or not extracted: which package, which entry, why.

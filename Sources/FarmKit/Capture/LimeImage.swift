@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// A LiME image (`format=lime`): per range a 32-byte header (magic `0x4C694D45` little-endian,

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Receives LiME's image from a TCP port of 127.0.0.1 (the SSH forward of the host's LiME port)

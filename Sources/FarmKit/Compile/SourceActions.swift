@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Task kind `source` for `source: {dir: PATH}`: the directory's files as a reproducible tarball

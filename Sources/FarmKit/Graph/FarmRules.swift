@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// The product's planning rules: per kernel, one fetch per pinned package (shared packages are

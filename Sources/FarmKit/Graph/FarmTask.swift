@@ -1,3 +1,4 @@
+import FarmEngine
 /// A task of farm's, named by what it is for. Rules add tasks under these names, commands ask
 /// for them, messages print them: a task's label is built here and nowhere else, and never
 /// parsed back (`farm log`, `farm explain` take what a user typed, `kind:label`, as a string).

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// A shell glob over kernel releases (`6.1.*`, `*-rt-amd64`), as `farm build PATTERN` takes it.

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Turns the kernels a build covers into tasks. The product's rules add fetch, bundle, compile,
@@ -45,3 +46,5 @@ public struct Planner: Sendable {
         return graph
     }
 }
+
+extension PlanError: BadInput {}

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 public struct LabError: Error, CustomStringConvertible, LocalizedError {

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// A lab VM: one distribution kernel booted under QEMU with farm's initramfs, reachable by SSH on

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// A lab's name, checked once: it becomes a directory under `<cache>/labs/` that `farm lab down`

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// QEMU's machine protocol (QMP) on the lab's Unix socket, which lives in the lab's 0700

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// `manifest.yml`: the upstreams to crawl, the kernels to cover and the modules to build.

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// A manifest or recipe that farm refuses, with the place it refers to.
@@ -25,3 +26,5 @@ public struct ManifestError: Error, CustomStringConvertible, LocalizedError {
 
     public var errorDescription: String? { description }
 }
+
+extension ManifestError: BadInput {}

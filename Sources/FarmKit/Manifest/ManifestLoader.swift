@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Reads and checks `manifest.yml`. Every refusal names file:line:column and what was expected.

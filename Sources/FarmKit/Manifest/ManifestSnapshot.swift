@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// A checked manifest kept in the cache in a compact binary form, named by the sha256 of the

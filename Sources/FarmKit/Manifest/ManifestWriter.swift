@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Writes what `farm crawl` owns (`packages:` and `kernels:`) back into `manifest.yml` as text,

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// `recipes/<name>.yml`: how to build one module for a kernel.

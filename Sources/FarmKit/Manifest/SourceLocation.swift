@@ -1,3 +1,4 @@
+import FarmEngine
 /// A place in an input file, printed as `file:line:column` the way compilers do.
 public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
     public let file: String

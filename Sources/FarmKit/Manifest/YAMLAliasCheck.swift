@@ -1,3 +1,4 @@
+import FarmEngine
 import CYaml
 import Foundation
 

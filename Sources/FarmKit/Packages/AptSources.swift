@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 public struct AptSourceError: Error, CustomStringConvertible, LocalizedError, EnvironmentMissing {

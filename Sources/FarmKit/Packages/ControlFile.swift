@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Debian's deb822 control format (Release, Packages, `.sources`): stanzas of `Field: value`

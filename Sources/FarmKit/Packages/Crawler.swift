@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// `farm crawl`: reads each apt upstream's verified indices and finds every kernel that has

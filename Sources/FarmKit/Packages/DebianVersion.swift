@@ -1,3 +1,4 @@
+import FarmEngine
 /// Debian's version ordering (epoch:upstream-revision, `~` before everything, letters before
 /// other symbols), as dpkg compares them.
 public enum DebianVersion {

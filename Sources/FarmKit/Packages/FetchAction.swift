@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Downloads one pinned package into the CAS. Its key is the pin (file name, sha256, size), not

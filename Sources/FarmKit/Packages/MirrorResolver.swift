@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Turns a package's archive path into URLs: the upstream's explicit mirror, or for `mirror: apt`

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// What a publication consists of: every file of the repository, by path, as a CAS object.

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Makes a directory hold a publication so that a reader sees the old repository or the new one,

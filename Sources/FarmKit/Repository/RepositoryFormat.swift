@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML

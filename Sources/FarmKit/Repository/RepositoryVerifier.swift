@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Where a repository is read from: a directory, or an http(s):// or file:// URL.

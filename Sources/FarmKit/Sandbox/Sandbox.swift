@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Where a build command runs.

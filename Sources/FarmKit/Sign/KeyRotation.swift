@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// `farm keys rotate`: the module key is replaced when it is past its refresh period, made with

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 public struct KeyError: Error, CustomStringConvertible, LocalizedError, BadInput {

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// The repository's OpenPGP signing key. For a manifest's `repo-key: keys/repo`:

@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// Task kind `sign`: one built module, signed for its kernel. Inputs: `module` (the compile

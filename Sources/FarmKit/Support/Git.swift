@@ -1,3 +1,4 @@
+import FarmEngine
 import CGit2
 import Foundation
 

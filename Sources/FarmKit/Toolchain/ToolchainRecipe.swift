@@ -1,3 +1,4 @@
+import FarmEngine
 import Foundation
 
 /// `recipes/toolchains/<name>.yml`: a root file system with the compiler some kernels were built

@@ -1,3 +1,4 @@
+import FarmEngine
 import FarmKit
 import Foundation
 import Testing

@@ -3,17 +3,17 @@ import Foundation
 
 /// An OpenSSL failure: what was being done, followed by OpenSSL's own error queue. `kind` tells
 /// apart the outcomes a caller words differently for its users.
-struct OpenSSLError: Error, CustomStringConvertible {
-    enum Kind: Sendable { case unknownDigest, notCMS, doesNotVerify, failed }
-    let kind: Kind
-    let message: String
-    var description: String { message }
+public struct OpenSSLError: Error, CustomStringConvertible {
+    public enum Kind: Sendable { case unknownDigest, notCMS, doesNotVerify, failed }
+    public let kind: Kind
+    public let message: String
+    public var description: String { message }
 }
 
 /// OpenSSL behind thrown errors: SHA-256, and detached CMS signatures made and checked the way
 /// Linux's `scripts/sign-file` and the kernel's `mod_verify_sig` do. The only file that imports
 /// `COpenSSL`.
-enum OpenSSL {
+public enum OpenSSL {
     /// A running SHA-256 over the bytes given so far.
     struct SHA256Context: ~Copyable {
         private let context: OpaquePointer
@@ -48,7 +48,7 @@ enum OpenSSL {
     /// signed attributes, no S/MIME capabilities, binary content, the signer named by issuer and
     /// serial number. `privateKey` is a PEM file, `certificate` PEM or DER, `digest` an OpenSSL
     /// digest name (`sha256`); an unknown one throws `.unknownDigest`.
-    static func cmsSign(content: Data, privateKey: String, certificate: String, digest name: String) throws -> Data {
+    public static func cmsSign(content: Data, privateKey: String, certificate: String, digest name: String) throws -> Data {
         let key = try loadPrivateKey(privateKey)
         defer { EVP_PKEY_free(key) }
         let x509 = try loadCertificate(certificate)
@@ -77,7 +77,7 @@ enum OpenSSL {
     /// DER), which is trusted as it is: no chain is checked, as in the kernel's keyring. Returns
     /// the first signer's digest short name (`SHA256`), nil when it names none. Throws `.notCMS`
     /// when the bytes are not a CMS message and `.doesNotVerify` when the signature is wrong.
-    static func cmsVerify(signatureDER: Data, content: Data, certificate: String) throws -> String? {
+    public static func cmsVerify(signatureDER: Data, content: Data, certificate: String) throws -> String? {
         let x509 = try loadCertificate(certificate)
         defer { X509_free(x509) }
         let signatureBIO = try memoryBIO(signatureDER)

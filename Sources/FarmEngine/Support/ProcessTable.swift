@@ -1,10 +1,10 @@
 import Foundation
 
 /// This machine's processes, found by their command lines in /proc.
-enum ProcessTable {
+public enum ProcessTable {
     /// Every process whose command line (its arguments joined by NULs) contains `text`, with its
     /// program (the first argument). A zombie has an empty command line, so it is never found.
-    static func processes(mentioning text: String) -> [(pid: Int32, program: String)] {
+    public static func processes(mentioning text: String) -> [(pid: Int32, program: String)] {
         let needle = Data(text.utf8)
         return ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
             guard let pid = Int32(entry), let cmdline = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),

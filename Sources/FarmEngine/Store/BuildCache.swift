@@ -337,6 +337,11 @@ public final class BuildCache: @unchecked Sendable {
         public var failed: Int
         public var skipped: Int
         public var hitRate: Double { total == 0 ? 1 : Double(cached) / Double(total) }
+
+        public init(command: String, started: Date, duration: Double, total: Int, built: Int, cached: Int, failed: Int, skipped: Int) {
+            (self.command, self.started, self.duration, self.total) = (command, started, duration, total)
+            (self.built, self.cached, self.failed, self.skipped) = (built, cached, failed, skipped)
+        }
     }
 
     /// The last run's figures live beside the database, not in it, so a no-op build writes no row.

@@ -26,8 +26,6 @@ public protocol BadInput: Error {}
 /// Errors caused by a missing tool or library (exit 3).
 public protocol EnvironmentMissing: Error {}
 
-extension ManifestError: BadInput {}
-extension PlanError: BadInput {}
 
 /// Something farm needs from the machine is not there or does not work (exit 3): a key, a kernel
 /// feature, a writable cache. The message says what to do.
