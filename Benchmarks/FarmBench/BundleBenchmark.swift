@@ -82,7 +82,7 @@ final class SilentReporter: BuildReporter { func report(_ event: BuildEvent) {} 
 
 extension Optional {
     func unwrap(_ message: String) throws -> Wrapped {
-        guard let self else { throw PlanError(message) }
+        guard let self else { throw FarmError.badInput(message) }
         return self
     }
 }

@@ -77,14 +77,14 @@ struct LabCommand: AsyncParsableCommand {
                 return
             }
             let lab = try Labs(cacheDirectory: options.cacheDirectory).resolve(name)
-            guard let ssh = Executable.find("ssh") else { throw ToolMissing(tool: "ssh", package: "openssh-client", purpose: "farm lab ssh") }
+            guard let ssh = Executable.find("ssh") else { throw FarmError.toolMissing(tool: "ssh", package: "openssh-client", purpose: "farm lab ssh") }
             var arguments = ["ssh"] + lab.sshOptions
             if command.isEmpty && isatty(0) != 0 { arguments.append("-t") }
             arguments.append(lab.destination)
             arguments += command.first == "--" ? Array(command.dropFirst()) : command
             let argv = arguments.map { strdup($0) } + [nil]
             execv(ssh, argv)
-            throw LabError("could not run \(ssh): \(String(cString: strerror(errno)))")
+            throw FarmError("could not run \(ssh): \(String(cString: strerror(errno)))")
         }
     }
 

@@ -68,7 +68,7 @@ public struct SyntheticCompile: TaskAction {
         context.log.append("compiling for \(release)\nline 2 of the compiler's output\n")
         if fails {
             context.log.append("error: headers for \(release) are broken\n")
-            throw TaskInputError(message: "the compiler exited with status 2")
+            throw FarmError(message: "the compiler exited with status 2")
         }
         var hasher = SHA256()
         hasher.update(bundle)

@@ -183,7 +183,7 @@ struct TaskRunner: Sendable {
                                       objects: cache.objects, workDirectory: work, log: log)
             let produced = try await node.action.run(context)
             for (name, digest) in produced where cache.objects.size(of: digest) == nil {
-                throw TaskInputError(message: "task \(node.name) returned output '\(name)' that is not in the store")
+                throw FarmError(message: "task \(node.name) returned output '\(name)' that is not in the store")
             }
             outputs = produced
         } catch {

@@ -1,12 +1,5 @@
 import Foundation
 
-public struct TaskInputError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public init(message: String) { self.message = message }
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// What a running task sees: its inputs (by role and output name), a scratch directory on the
 /// cache's file system, its log, and the CAS to put its outputs into.
 public struct TaskContext: Sendable {
@@ -25,7 +18,7 @@ public struct TaskContext: Sendable {
 
     public func input(_ role: String, _ output: String) throws -> Digest {
         guard let digest = inputs[role]?[output] else {
-            throw TaskInputError(message: "task \(kind):\(label) has no input '\(role)' with output '\(output)'")
+            throw FarmError(message: "task \(kind):\(label) has no input '\(role)' with output '\(output)'")
         }
         return digest
     }

@@ -45,7 +45,7 @@ public struct Requirement: Sendable {
     /// A program on PATH, with the package that provides it.
     public static func tool(_ name: String, package: String, purpose: String) -> Requirement {
         Requirement(id: "tool:" + name) {
-            Executable.find(name) == nil ? ToolMissing(tool: name, package: package, purpose: purpose) : nil
+            Executable.find(name) == nil ? FarmError.toolMissing(tool: name, package: package, purpose: purpose) : nil
         }
     }
 

@@ -1,11 +1,5 @@
 import Foundation
 
-public struct CacheError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// A cache directory: `farm.sqlite` (task results) and `cas/` (objects). Several farm processes may
 /// share one: SQLite runs in WAL mode, objects are immutable, and `farm gc` takes the cache's lock
 /// exclusively while builds hold it shared.
@@ -40,7 +34,7 @@ public final class BuildCache: @unchecked Sendable {
         }
         try AtomicFile.makeDirectory(directory)
         guard Glibc.access(directory, W_OK) == 0 else {
-            throw EnvironmentError("the cache \(directory) is not writable by this user (\(String(cString: strerror(errno))));"
+            throw FarmError.environment("the cache \(directory) is not writable by this user (\(String(cString: strerror(errno))));"
                                    + " pass --cache DIR (or set FARM_CACHE) to a directory you can write, or fix its permissions")
         }
         objects = try ContentStore(root: directory + "/cas")
@@ -99,7 +93,7 @@ public final class BuildCache: @unchecked Sendable {
             return
         }
         guard version == 0 else {
-            throw CacheError(message: "\(database.path) has schema version \(version), this farm knows \(BuildCache.schemaVersion); use a newer farm or another --cache")
+            throw FarmError(message: "\(database.path) has schema version \(version), this farm knows \(BuildCache.schemaVersion); use a newer farm or another --cache")
         }
         try database.execute("PRAGMA journal_mode=WAL")
         try createSchema()

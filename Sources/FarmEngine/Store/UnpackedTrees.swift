@@ -1,11 +1,5 @@
 import Foundation
 
-public struct UnpackError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// `cache/unpacked/<sha256>`: a tarball from the CAS unpacked once per cache (toolchain roots,
 /// bundle trees) and shared by every task that needs it. A tree appears under its final name only
 /// when complete (unpacked beside it, then renamed), under a lock, so concurrent tasks and farm
@@ -65,10 +59,10 @@ public struct UnpackedTrees: Sendable {
 
     /// Extracts a tar archive (compressed or not) into an existing directory with GNU tar.
     public static func untar(_ archive: String, into directory: String, options: [String]) throws {
-        guard let tar = Executable.find("tar") else { throw ToolMissing(tool: "tar", package: "tar", purpose: "unpacking trees") }
+        guard let tar = Executable.find("tar") else { throw FarmError.toolMissing(tool: "tar", package: "tar", purpose: "unpacking trees") }
         let result = try Executable.run(tar, ["--extract", "--file", archive, "--directory", directory] + options)
         guard result.status == 0 else {
-            throw UnpackError(message: "unpacking \(archive) failed: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw FarmError(message: "unpacking \(archive) failed: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
     }
 
@@ -195,7 +189,7 @@ public struct UnpackedTrees: Sendable {
         }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw UnpackError(message: "\(path) exists in the unpacked tree \(tree) but is not a directory, so nothing can be mounted on it")
+            throw FarmError(message: "\(path) exists in the unpacked tree \(tree) but is not a directory, so nothing can be mounted on it")
         }
     }
 }

@@ -197,12 +197,3 @@ public enum Executable {
     }
 }
 
-/// A tool farm runs is not installed (exit 3): says which package provides it.
-public struct ToolMissing: Error, CustomStringConvertible, LocalizedError, EnvironmentMissing {
-    public let message: String
-    public init(tool: String, package: String, purpose: String) {
-        message = "\(tool) is not installed; \(purpose) needs it: apt-get install \(package)"
-    }
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}

@@ -12,26 +12,19 @@ public enum ExitStatus {
 
     public static func code(for error: any Error) -> Int32 {
         switch error {
+        case let farm as FarmError:
+            switch farm.category {
+            case .failure: return failure
+            case .badInput: return badInput
+            case .environment: return environment
+            }
         case let unmet as RequirementsUnmet:
-            return unmet.problems.allSatisfy { $0 is BadInput } ? badInput : environment
+            return unmet.problems.allSatisfy { code(for: $0) == badInput } ? badInput : environment
         case is BadInput: return badInput
-        case is EnvironmentMissing: return environment
         default: return failure
         }
     }
 }
 
-/// Errors caused by what the user gave farm (exit 2).
+/// Errors of their own type caused by what the user gave farm (exit 2): `ManifestError`, a lab name.
 public protocol BadInput: Error {}
-/// Errors caused by a missing tool or library (exit 3).
-public protocol EnvironmentMissing: Error {}
-
-
-/// Something farm needs from the machine is not there or does not work (exit 3): a key, a kernel
-/// feature, a writable cache. The message says what to do.
-public struct EnvironmentError: Error, CustomStringConvertible, LocalizedError, EnvironmentMissing {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}

@@ -38,7 +38,7 @@ public struct Session: Sendable {
         if let kernel = manifest.kernels.first(where: { $0.release == release }) { return kernel }
         let stem = release.split(separator: "-").first.map(String.init) ?? release
         let alike = manifest.kernels.map(\.release).filter { $0.hasPrefix(stem) }.prefix(5)
-        throw PlanError("no kernel \(release) in \(manifest.path)"
+        throw FarmError.badInput("no kernel \(release) in \(manifest.path)"
                         + (alike.isEmpty ? "; 'farm plan' lists the kernels, 'farm crawl' finds new ones"
                                          : "; it has \(alike.joined(separator: ", "))\(alike.count == 5 ? ", ..." : "")"))
     }
@@ -109,14 +109,14 @@ public struct Session: Sendable {
                          options: BuildOptions, reporter: any BuildReporter) async throws -> (summary: BuildSummary, path: String?) {
         let graph = try plan([])
         guard let node = graph.node(for: task) else {
-            throw PlanError("no task '\(task)' in the plan of \(manifest.path); 'farm plan' lists the tasks")
+            throw FarmError.badInput("no task '\(task)' in the plan of \(manifest.path); 'farm plan' lists the tasks")
         }
         let cache = try openCache()
         defer { cache.close() }
         let summary = try await Builder(cache: cache, options: options, reporter: reporter).build(graph, targets: [node.id])
         guard summary.succeeded, !options.dryRun else { return (summary, nil) }
         let definitionOutputs = try Explainer(cache: cache).cachedOutputs(of: node, in: graph)
-        guard let digest = definitionOutputs?[output] else { throw PlanError("\(task) has no output '\(output)'") }
+        guard let digest = definitionOutputs?[output] else { throw FarmError.badInput("\(task) has no output '\(output)'") }
         try AtomicFile.makeDirectory(directory)
         func copy(_ digest: Digest, as name: String) throws -> String {
             let target = directory + "/" + name
@@ -137,7 +137,7 @@ public struct Session: Sendable {
     public func explain(_ name: String) throws -> String {
         let graph = try plan([])
         guard let node = graph.node(named: name) ?? graph.nodes.first(where: { $0.label == name }) else {
-            throw PlanError("no task named '\(name)' in the plan; 'farm plan' lists tasks as kind:label")
+            throw FarmError.badInput("no task named '\(name)' in the plan; 'farm plan' lists tasks as kind:label")
         }
         let cache = try openCache(.readOnly)
         defer { cache.close() }
@@ -150,10 +150,10 @@ public struct Session: Sendable {
         defer { cache.close() }
         let records = try cache.findRecords(name)
         guard !records.isEmpty else {
-            throw PlanError("no recorded run of '\(name)' in \(cacheDirectory); name a task as kind:label ('farm plan' lists them) or by key")
+            throw FarmError.badInput("no recorded run of '\(name)' in \(cacheDirectory); name a task as kind:label ('farm plan' lists them) or by key")
         }
         guard records.count == 1, let record = records.first else {
-            throw PlanError("'\(name)' names several tasks: \(records.map(\.name).joined(separator: ", ")); use kind:label")
+            throw FarmError.badInput("'\(name)' names several tasks: \(records.map(\.name).joined(separator: ", ")); use kind:label")
         }
         guard let log = record.log else { return (record, "") }
         return (record, String(decoding: try cache.objects.read(log), as: UTF8.self))

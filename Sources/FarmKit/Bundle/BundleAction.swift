@@ -24,7 +24,7 @@ public struct BundleAction: TaskAction {
     private func bundle(_ context: TaskContext) throws -> [String: Digest] {
         let roles = context.roles(withPrefix: "package.")
         guard !roles.isEmpty else {
-            throw TaskInputError(message: "task \(context.kind):\(context.label) has no package inputs; the kernel lists no packages")
+            throw FarmError(message: "task \(context.kind):\(context.label) has no package inputs; the kernel lists no packages")
         }
         let staging = context.workDirectory + "/staging"
         for role in roles {

@@ -1,13 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct BundleError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public init(message: String) { self.message = message }
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// Turns the extracted kbuild, arch and common header packages of one kernel into
 /// `bundle-<release>.tgz` in kernel-packer's layout, byte for byte the same for the same packages.
 public enum BundleBuilder {
@@ -47,7 +40,7 @@ public enum BundleBuilder {
             }
         }
         guard case .directory = tree[headers] else {
-            throw BundleError(message: "\(stagingRoot): the packages hold no directory \(headers); "
+            throw FarmError(message: "\(stagingRoot): the packages hold no directory \(headers); "
                               + "check that the kernel's package list has the headers of release \(release)")
         }
 
@@ -65,7 +58,7 @@ public enum BundleBuilder {
             switch tree[directory] {
             case nil: tree[directory] = .directory
             case .directory?: break
-            default: throw BundleError(message: "\(stagingRoot)/\(directory): expected a directory for the bundle's build link; the packages are not laid out as Debian's")
+            default: throw FarmError(message: "\(stagingRoot)/\(directory): expected a directory for the bundle's build link; the packages are not laid out as Debian's")
             }
         }
         tree[modules + "/build"] = .symlink("../../../" + headers)
@@ -135,7 +128,7 @@ public enum BundleBuilder {
     /// (6.1.0-47-amd64 gives 6, 1, 0).
     static func versionParts(_ release: String) throws -> (String, String, String) {
         guard !release.isEmpty, !release.contains("/"), release != ".", release != ".." else {
-            throw BundleError(message: "'\(release)' is not a kernel release; expected something like 6.1.0-47-amd64")
+            throw FarmError(message: "'\(release)' is not a kernel release; expected something like 6.1.0-47-amd64")
         }
         let parts = release.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
         if parts.count == 3 {
@@ -144,7 +137,7 @@ public enum BundleBuilder {
                 return (String(parts[0]), String(parts[1]), String(third))
             }
         }
-        throw BundleError(message: "kernel release '\(release)' does not start with three numbers (like 6.1.0-47-amd64); "
+        throw FarmError(message: "kernel release '\(release)' does not start with three numbers (like 6.1.0-47-amd64); "
                           + "BUNDLE_VERSION, BUNDLE_MAJOR and BUNDLE_MINOR need them")
     }
 
@@ -201,7 +194,7 @@ public enum BundleBuilder {
             if part.isEmpty || part == "." { continue }
             if part == ".." {
                 guard !resolved.isEmpty else {
-                    throw BundleError(message: "symlink \(link) leads above the bundle's root; the packages are malformed or hostile")
+                    throw FarmError(message: "symlink \(link) leads above the bundle's root; the packages are malformed or hostile")
                 }
                 resolved.removeLast()
                 continue
@@ -257,7 +250,7 @@ public enum BundleBuilder {
             guard count >= 0 else { throw FileSystemError.io(operation: "readlink", path: path, errno: errno) }
             tree[relative] = .symlink(String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self))
         default:
-            throw BundleError(message: "\(path) is neither a file, a directory nor a symlink; a bundle holds nothing else")
+            throw FarmError(message: "\(path) is neither a file, a directory nor a symlink; a bundle holds nothing else")
         }
     }
 }

@@ -20,7 +20,7 @@ public struct BundleTree: Sendable {
         let text = (try? String(contentsOfFile: root + "/BUNDLE_BUILD_DIR", encoding: .utf8)) ?? ""
         let directory = text.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "./", with: "", options: .anchored)
         guard !directory.isEmpty, !directory.split(separator: "/").contains("..") else {
-            throw BundleError(message: "the bundle of \(release) names no usable BUNDLE_BUILD_DIR ('\(directory)')")
+            throw FarmError(message: "the bundle of \(release) names no usable BUNDLE_BUILD_DIR ('\(directory)')")
         }
         return directory
     }

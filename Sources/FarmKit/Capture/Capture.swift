@@ -1,13 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct CaptureError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// Set by SIGINT/SIGTERM: a capture stops streaming and cleans up.
 nonisolated(unsafe) private var interrupted: sig_atomic_t = 0
 
@@ -28,17 +21,17 @@ public struct CaptureTarget: Sendable, CustomStringConvertible {
             rest = rest[rest.index(after: at)...]
             // ssh would read it as an option (-oProxyCommand=...), whatever separates it.
             guard let user, !user.isEmpty, !user.hasPrefix("-") else {
-                throw CaptureError("'\(text)': the user before '@' must be a name, not empty or starting with '-'")
+                throw FarmError("'\(text)': the user before '@' must be a name, not empty or starting with '-'")
             }
         }
         if let colon = rest.lastIndex(of: ":"), !rest.hasPrefix("[") {
             guard let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port) else {
-                throw CaptureError("'\(text)': the port after ':' is not a number from 1 to 65535")
+                throw FarmError("'\(text)': the port after ':' is not a number from 1 to 65535")
             }
             self.port = port
             rest = rest[..<colon]
         }
-        guard !rest.isEmpty, !rest.hasPrefix("-") else { throw CaptureError("'\(text)' names no host ([user@]host[:port])") }
+        guard !rest.isEmpty, !rest.hasPrefix("-") else { throw FarmError("'\(text)' names no host ([user@]host[:port])") }
         host = String(rest)
         self.identity = identity
         self.sshOptions = sshOptions
@@ -109,7 +102,7 @@ public struct Capture: Sendable {
 
 
     func ssh(_ target: CaptureTarget, _ command: String, input: String? = nil, timeout: Int = 60) throws -> Executable.Result {
-        guard let ssh = Executable.find("ssh") else { throw ToolMissing(tool: "ssh", package: "openssh-client", purpose: "farm capture") }
+        guard let ssh = Executable.find("ssh") else { throw FarmError.toolMissing(tool: "ssh", package: "openssh-client", purpose: "farm capture") }
         return try Executable.run(ssh, target.arguments + ["--", target.destination, command], input: input, timeout: Double(timeout))
     }
 
@@ -117,7 +110,7 @@ public struct Capture: Sendable {
         let result = try ssh(target, command, input: input, timeout: timeout)
         guard result.status == 0 else {
             let detail = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
-            throw CaptureError("\(target): \(what) failed (ssh exit \(result.status))\(detail.isEmpty ? "" : ": " + detail)")
+            throw FarmError("\(target): \(what) failed (ssh exit \(result.status))\(detail.isEmpty ? "" : ": " + detail)")
         }
         return result.stdout
     }
@@ -140,18 +133,18 @@ public struct Capture: Sendable {
             }
         }
         queue.waitUntilAllOperationsAreFinished()
-        return targets.indices.map { results.rows[$0] ?? .failure(CaptureError("\(targets[$0]): not captured")) }
+        return targets.indices.map { results.rows[$0] ?? .failure(FarmError("\(targets[$0]): not captured")) }
     }
 
     public func run(_ target: CaptureTarget) throws -> CaptureReport {
         // 1. What the host runs.
         let facts = try checked(target, "reading uname and /proc/iomem",
                                 "uname -r; uname -m; id -u; cat /proc/iomem").split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        guard facts.count >= 3 else { throw CaptureError("\(target): uname printed nothing usable") }
+        guard facts.count >= 3 else { throw FarmError("\(target): uname printed nothing usable") }
         let (release, machine) = (facts[0], facts[1])
         let sudo = facts[2] == "0" ? "" : "sudo -n "
         let ram = LimeImage.systemRAM(iomem: facts.dropFirst(3).joined(separator: "\n"))
-        guard !ram.isEmpty else { throw CaptureError("\(target): /proc/iomem lists no System RAM (reading it needs root)") }
+        guard !ram.isEmpty else { throw FarmError("\(target): /proc/iomem lists no System RAM (reading it needs root)") }
         progress("\(target): \(release) \(machine), \(ram.reduce(0) { $0 + $1.size } >> 20) MiB of System RAM")
 
         // 2. The module, checked before anything touches the host.
@@ -173,7 +166,7 @@ public struct Capture: Sendable {
             _ = try checked(target, "uploading the module", "umask 077; cat > \(remote.shellQuoted)", input: file)
         }
         let sum = try checked(target, "checking the upload", "sha256sum \(remote.shellQuoted)")
-        guard sum.hasPrefix(module.checksum) else { throw CaptureError("\(target): the uploaded module's sha256 is not the repository's") }
+        guard sum.hasPrefix(module.checksum) else { throw FarmError("\(target): the uploaded module's sha256 is not the repository's") }
 
         // 4. insmod in the background (LiME's init only returns when the image is sent).
         let parameters = "path=tcp:\(port) format=lime localhostonly=1"
@@ -188,7 +181,7 @@ public struct Capture: Sendable {
         let waited = try ssh(target, wait, timeout: 60)
         guard waited.status == 0 else {
             let why = waited.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            throw CaptureError("\(target): LiME did not start listening on port \(port)"
+            throw FarmError("\(target): LiME did not start listening on port \(port)"
                                + (why.isEmpty ? "" : ": insmod said: \(why)") + (waited.status == 4 ? " (30 s)" : ""))
         }
 
@@ -209,7 +202,7 @@ public struct Capture: Sendable {
         // 6. The image must be what the host's RAM says.
         let ranges = try LimeImage.ranges(of: image + ".part")
         guard ranges == ram else {
-            throw CaptureError("\(target): the image's ranges (\(ranges.count), \(written) bytes) are not the host's System RAM (\(ram.count) ranges);"
+            throw FarmError("\(target): the image's ranges (\(ranges.count), \(written) bytes) are not the host's System RAM (\(ram.count) ranges);"
                                + " kept as \(image).part")
         }
         try AtomicFile.rename(image + ".part", to: image)
@@ -232,7 +225,7 @@ public struct Capture: Sendable {
             let (_, modules) = try checker.index(using: verifier, scratch: scratch)
             guard let module = modules.first(where: { $0.version == release && $0.arch == machine }) else {
                 let versions = Set(modules.map(\.version)).sorted()
-                throw CaptureError("\(target): \(repository) has no module for \(release) (\(machine)); it has \(versions.count) kernel(s)"
+                throw FarmError("\(target): \(repository) has no module for \(release) (\(machine)); it has \(versions.count) kernel(s)"
                                    + (versions.isEmpty ? "" : ", e.g. \(versions.suffix(3).joined(separator: ", "))")
                                    + "; build one with 'farm build' and publish it")
             }
@@ -281,7 +274,7 @@ extension CaptureTarget {
                 return try CaptureTarget(parsing: try hostValue.string("[user@]host[:port]"),
                                          identity: try map["identity"]?.string("a key file") ?? identity,
                                          sshOptions: sshOptions + (try map["ssh-options"]?.stringList("ssh options") ?? []))
-            } catch let error as CaptureError {
+            } catch let error as FarmError {
                 throw hostValue.fail(error.message)
             }
         }

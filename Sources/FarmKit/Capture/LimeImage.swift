@@ -15,7 +15,7 @@ public enum LimeImage {
 
     /// The ranges of an image, after checking that headers and sizes add up to the file exactly.
     public static func ranges(of path: String) throws -> [Range] {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw CaptureError("\(path): cannot read the image") }
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw FarmError("\(path): cannot read the image") }
         defer { try? handle.close() }
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.uint64Value ?? 0
         var offset: UInt64 = 0
@@ -23,17 +23,17 @@ public enum LimeImage {
         while offset < size {
             try handle.seek(toOffset: offset)
             let header = handle.readData(ofLength: 32)
-            guard header.count == 32 else { throw CaptureError("\(path): a LiME header at byte \(offset) is cut short") }
+            guard header.count == 32 else { throw FarmError("\(path): a LiME header at byte \(offset) is cut short") }
             func integer<T: FixedWidthInteger>(_ at: Int, _: T.Type) -> T {
                 header.subdata(in: at..<(at + MemoryLayout<T>.size)).withUnsafeBytes { T(littleEndian: $0.loadUnaligned(as: T.self)) }
             }
             guard integer(0, UInt32.self) == magic else {
-                throw CaptureError("\(path): no LiME header magic at byte \(offset); not a LiME image or not complete")
+                throw FarmError("\(path): no LiME header magic at byte \(offset); not a LiME image or not complete")
             }
-            guard integer(4, UInt32.self) == 1 else { throw CaptureError("\(path): LiME header version \(integer(4, UInt32.self)) at byte \(offset), expected 1") }
+            guard integer(4, UInt32.self) == 1 else { throw FarmError("\(path): LiME header version \(integer(4, UInt32.self)) at byte \(offset), expected 1") }
             let range = Range(start: integer(8, UInt64.self), end: integer(16, UInt64.self))
             guard range.end >= range.start, offset + 32 + range.size <= size else {
-                throw CaptureError("\(path): the range \(String(range.start, radix: 16))-\(String(range.end, radix: 16)) at byte \(offset) runs past the end of the file")
+                throw FarmError("\(path): the range \(String(range.start, radix: 16))-\(String(range.end, radix: 16)) at byte \(offset) runs past the end of the file")
             }
             ranges.append(range)
             offset += 32 + range.size

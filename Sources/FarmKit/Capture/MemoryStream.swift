@@ -34,14 +34,14 @@ public struct MemoryStream: Sendable {
         var lastData = Date()
         var shown = Date()
         while true {
-            if Capture.wasInterrupted { throw CaptureError("\(target): interrupted after \(total >> 20) MiB; LiME is unloaded, \(path) is partial") }
+            if Capture.wasInterrupted { throw FarmError("\(target): interrupted after \(total >> 20) MiB; LiME is unloaded, \(path) is partial") }
             var poller = pollfd(fd: socketFD, events: Int16(POLLIN), revents: 0)
             let ready = poll(&poller, 1, 200)
             if ready < 0, errno == EINTR { continue }
             guard ready > 0 else {
                 let silent = Date().timeIntervalSince(lastData)
                 if silent > stall {
-                    throw CaptureError("\(target): LiME sent nothing for \(Int(silent)) s "
+                    throw FarmError("\(target): LiME sent nothing for \(Int(silent)) s "
                                        + (total == 0 ? "after the connection was made" : "after \(total) bytes (\(total >> 20) MiB)")
                                        + "; the host may be stuck or the link down; \(path) is partial")
                 }
@@ -74,8 +74,8 @@ public struct MemoryStream: Sendable {
     private func connect(stillForwarding: () -> Bool) throws -> Int32 {
         let deadline = Date().addingTimeInterval(30)
         while true {
-            guard stillForwarding() else { throw CaptureError("\(target): the SSH port forward ended before streaming began") }
-            if Capture.wasInterrupted { throw CaptureError("\(target): interrupted") }
+            guard stillForwarding() else { throw FarmError("\(target): the SSH port forward ended before streaming began") }
+            if Capture.wasInterrupted { throw FarmError("\(target): interrupted") }
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
@@ -86,7 +86,7 @@ public struct MemoryStream: Sendable {
             }
             if connected == 0 { return fd }
             close(fd)
-            guard Date() < deadline else { throw CaptureError("\(target): could not connect to the forwarded port 127.0.0.1:\(port)") }
+            guard Date() < deadline else { throw FarmError("\(target): could not connect to the forwarded port 127.0.0.1:\(port)") }
             usleep(100_000)
         }
     }

@@ -1,12 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct CompileError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// Task kind `compile`: one recipe's module for one kernel, built in a sandbox. Inputs: `bundle`
 /// (output `bundle`, the kernel's headers), `toolchain` (output `root`) and `source` (output
 /// `package`, a source-carrying .deb, or `tree`, a tar of the source). Output: `module`.
@@ -92,12 +86,12 @@ public struct CompileAction: TaskAction {
         context.log.append("$ \(recipe.build)\n")
         let status = try Sandbox.run(spec, backend: backend, log: context.log)
         guard status == 0 else {
-            throw CompileError(message: "building \(recipe.name) for \(release) failed (exit \(status)) in the \(backend.rawValue) sandbox;"
+            throw FarmError(message: "building \(recipe.name) for \(release) failed (exit \(status)) in the \(backend.rawValue) sandbox;"
                                + " the whole log: farm log \(FarmTask.compile(recipe: recipe.name, release: release))")
         }
         let built = source + "/" + module
         guard FileManager.default.fileExists(atPath: built) else {
-            throw CompileError(message: "the build of \(recipe.name) for \(release) succeeded but left no \(module); check 'module:' in \(recipe.path)")
+            throw FarmError(message: "the build of \(recipe.name) for \(release) succeeded but left no \(module); check 'module:' in \(recipe.path)")
         }
         try check(module: built, log: context.log)
         return ["module": try context.store(file: built)]
@@ -115,7 +109,7 @@ public struct CompileAction: TaskAction {
         }
         log.append("kernel compiler: \(config.values["CONFIG_CC_VERSION_TEXT"] ?? needed)\n")
         guard backend == .host || needed == compiler else {
-            throw CompileError(message: "kernel \(release) was built with \(needed) (CONFIG_CC_VERSION_TEXT in its .config), but toolchain"
+            throw FarmError(message: "kernel \(release) was built with \(needed) (CONFIG_CC_VERSION_TEXT in its .config), but toolchain"
                                + " \(toolchain) provides \(compiler); set 'toolchain:' on the kernel to a recipe with 'compiler: \(needed)'")
         }
     }
@@ -131,7 +125,7 @@ public struct CompileAction: TaskAction {
                 ["Makefile", "Kbuild"].contains { FileManager.default.fileExists(atPath: sources + "/" + name + "/" + $0) }
             }
             guard candidates.count == 1 else {
-                throw CompileError(message: "package \(summary.name ?? "?") \(summary.version ?? "") should hold one module source under /usr/src"
+                throw FarmError(message: "package \(summary.name ?? "?") \(summary.version ?? "") should hold one module source under /usr/src"
                                    + " (a directory with a Makefile or Kbuild); found \(candidates.isEmpty ? "none" : candidates.joined(separator: ", "))")
             }
             context.log.append("source: \(summary.name ?? "package") \(summary.version ?? ""), /usr/src/\(candidates[0])\n")
@@ -142,7 +136,7 @@ public struct CompileAction: TaskAction {
             do {
                 try UnpackedTrees.untar(archive, into: directory, options: ["--no-same-owner"])
             } catch {
-                throw CompileError(message: "the source of \(recipe.name): \(error)")
+                throw FarmError(message: "the source of \(recipe.name): \(error)")
             }
             context.log.append("source: \(try context.input("source", "tree").short)\n")
         }
@@ -154,10 +148,10 @@ public struct CompileAction: TaskAction {
         let vermagic = info.value("vermagic") ?? ""
         let expectedName = ((recipe.module as NSString).deletingPathExtension).replacingOccurrences(of: "-", with: "_")
         guard vermagic.hasPrefix(release + " ") || vermagic == release else {
-            throw CompileError(message: "\(recipe.module) was built for the wrong kernel: its vermagic is '\(vermagic)', which does not start with \(release)")
+            throw FarmError(message: "\(recipe.module) was built for the wrong kernel: its vermagic is '\(vermagic)', which does not start with \(release)")
         }
         guard info.value("name") == expectedName else {
-            throw CompileError(message: "\(recipe.module) calls itself '\(info.value("name") ?? "")' in .modinfo, not '\(expectedName)'")
+            throw FarmError(message: "\(recipe.module) calls itself '\(info.value("name") ?? "")' in .modinfo, not '\(expectedName)'")
         }
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         log.append("\(recipe.module): name=\(expectedName) vermagic=\(vermagic), \(size) bytes\n")

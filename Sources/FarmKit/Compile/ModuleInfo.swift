@@ -1,12 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct ModuleInfoError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// The `.modinfo` section of a kernel module (a 64-bit little-endian ELF relocatable object):
 /// `key=value` strings such as `vermagic=6.1.0-56-amd64 SMP preempt mod_unload modversions`.
 public struct ModuleInfo: Sendable {
@@ -16,14 +10,14 @@ public struct ModuleInfo: Sendable {
 
     public static func read(path: String) throws -> ModuleInfo {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ModuleInfoError(message: "\(path): cannot read the module")
+            throw FarmError(message: "\(path): cannot read the module")
         }
         return try parse(data, file: path)
     }
 
     public static func parse(_ data: Data, file: String) throws -> ModuleInfo {
         let bytes = [UInt8](data)
-        func fail(_ why: String) -> ModuleInfoError { ModuleInfoError(message: "\(file): not a kernel module: \(why)") }
+        func fail(_ why: String) -> FarmError { FarmError(message: "\(file): not a kernel module: \(why)") }
         func integer(_ offset: Int, _ size: Int) throws -> Int {
             guard offset >= 0, size <= 8, offset + size <= bytes.count else { throw fail("truncated ELF data at offset \(offset)") }
             var value: UInt64 = 0

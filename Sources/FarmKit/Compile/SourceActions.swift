@@ -25,7 +25,7 @@ public struct SourceDirectoryAction: TaskAction {
     static func entries(of root: String) throws -> [Entry] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw PlanError("the recipe's source directory \(root) does not exist")
+            throw FarmError.badInput("the recipe's source directory \(root) does not exist")
         }
         var entries: [Entry] = []
         func walk(_ relative: String) throws {
@@ -38,7 +38,7 @@ public struct SourceDirectoryAction: TaskAction {
                 case S_IFDIR: entries.append(.directory(path)); try walk(path)
                 case S_IFREG: entries.append(.file(path, executable: info.st_mode & 0o111 != 0))
                 case S_IFLNK: entries.append(.link(path, target: try FileManager.default.destinationOfSymbolicLink(atPath: root + "/" + path)))
-                default: throw PlanError("\(root)/\(path): a source directory holds files, directories and links only")
+                default: throw FarmError.badInput("\(root)/\(path): a source directory holds files, directories and links only")
                 }
             }
         }
@@ -53,7 +53,7 @@ public struct SourceDirectoryAction: TaskAction {
             case let .directory(path): listing += "d \(path)\n"
             case let .file(path, executable):
                 guard let data = FileManager.default.contents(atPath: root + "/" + path) else {
-                    throw PlanError("\(root)/\(path): cannot read this source file")
+                    throw FarmError.badInput("\(root)/\(path): cannot read this source file")
                 }
                 listing += "\(executable ? "x" : "f") \(SHA256.hash(data).hex) \(path)\n"
             case let .link(path, target): listing += "l \(path) -> \(target)\n"
@@ -66,7 +66,7 @@ public struct SourceDirectoryAction: TaskAction {
         try await Blocking.run {
             let entries = try SourceDirectoryAction.entries(of: directory)
             guard try SourceDirectoryAction.digest(of: entries, in: directory) == content else {
-                throw CompileError(message: "\(directory) changed while farm was building; run the build again")
+                throw FarmError(message: "\(directory) changed while farm was building; run the build again")
             }
             let output = context.workDirectory + "/source.tgz"
             let writer = try Archive.Writer(tarGzipAt: output)
@@ -82,12 +82,6 @@ public struct SourceDirectoryAction: TaskAction {
             return ["tree": try context.store(file: output)]
         }
     }
-}
-
-public struct GitSourceError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public var description: String { message }
-    public var errorDescription: String? { message }
 }
 
 /// Task kind `source` for `source: {git: URL, commit: ID}`: the commit's tree, fetched with
@@ -114,7 +108,7 @@ public struct SourceGitAction: TaskAction {
             do {
                 return try export(context)
             } catch let error as GitError {
-                throw GitSourceError(message: "git source \(url) (recipe \(recipe)): \(error.operation) failed: \(error.detail)")
+                throw FarmError(message: "git source \(url) (recipe \(recipe)): \(error.operation) failed: \(error.detail)")
             }
         }
     }
@@ -130,7 +124,7 @@ public struct SourceGitAction: TaskAction {
             found = try repository.commit(commit)
         }
         guard let found else {
-            throw GitSourceError(message: "git source \(url) (recipe \(recipe)): no commit \(commit) on any branch or tag; check 'commit:' in the recipe")
+            throw FarmError(message: "git source \(url) (recipe \(recipe)): no commit \(commit) on any branch or tag; check 'commit:' in the recipe")
         }
         let tree = try found.tree()
         context.log.append("commit \(commit), tree \(tree.id)\n")

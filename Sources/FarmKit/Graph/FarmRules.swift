@@ -75,7 +75,7 @@ public struct FarmRules: BuildRules {
                                          repositoryKey: repositoryKey, repositoryKeyPaths: signing.repositoryPaths),
                               as: task, dependencies: dependencies)
                 case let .failure(error):
-                    graph.add(UnbuildableAction(task: task, message: error.message, missing: EnvironmentError(error.message)),
+                    graph.add(UnbuildableAction(task: task, message: error.message, missing: FarmError.environment(error.message)),
                               as: task, dependencies: dependencies)
                 }
                 signed.append((recipe.name, kernel.release, node))
@@ -99,7 +99,7 @@ public struct FarmRules: BuildRules {
                 .init(role: $0.role, node: $1.node, optional: true)
             })
         case let .failure(error):
-            graph.add(UnbuildableAction(task: .publish(directory: publish.dir), message: error.message, missing: EnvironmentError(error.message)),
+            graph.add(UnbuildableAction(task: .publish(directory: publish.dir), message: error.message, missing: FarmError.environment(error.message)),
                       as: .publish(directory: publish.dir))
         }
     }
@@ -107,7 +107,7 @@ public struct FarmRules: BuildRules {
     /// The kernel's image package, fetched like any package, and the initramfs task over it.
     public func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
         guard let image = kernel.image else {
-            throw PlanError("\(manifest.path):\(kernel.location.line):\(kernel.location.column): kernel \(kernel.release) has no 'image:' package"
+            throw FarmError.badInput("\(manifest.path):\(kernel.location.line):\(kernel.location.column): kernel \(kernel.release) has no 'image:' package"
                             + " pinned; run 'farm crawl' (an image no mirror serves is left out)")
         }
         let (urls, reason) = MirrorResolver(manifest: manifest, aptRoot: aptRoot).urls(for: image, upstream: kernel.upstream, suite: kernel.suite)
@@ -122,7 +122,7 @@ public struct FarmRules: BuildRules {
         switch recipe.source {
         case let .package(name):
             guard let pinned = manifest.packages.first(where: { $0.name == name }) else {
-                throw PlanError("recipe \(recipe.path) takes its source from the package \(name), which \(manifest.path) does not pin;"
+                throw FarmError.badInput("recipe \(recipe.path) takes its source from the package \(name), which \(manifest.path) does not pin;"
                                 + " run 'farm crawl' to pin it")
             }
             let (urls, reason) = mirrors.urls(for: pinned.package, upstream: pinned.upstream, suite: pinned.suite)
@@ -160,19 +160,19 @@ public struct UnbuildableAction: TaskAction {
     public let kind: String
     public let message: String
 
-    public init(task: FarmTask, message: String, missing: EnvironmentError? = nil) {
+    public init(task: FarmTask, message: String, missing: FarmError? = nil) {
         kind = task.kind
         self.message = message
         self.missing = missing
     }
     /// A problem of the machine rather than of this one task (the signing keys are missing): then
     /// the build stops before anything runs instead of failing this task minutes later.
-    public var missing: EnvironmentError?
+    public var missing: FarmError?
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] { [("unbuildable", message)] }
     public var requirements: [Requirement] { missing.map { [.unmet(kind + ":" + $0.message, $0)] } ?? [] }
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
-        throw PlanError(message)
+        throw FarmError.badInput(message)
     }
 }
 
@@ -198,7 +198,7 @@ extension Signing {
     struct Plan {
         let modulePaths: ModuleKey.Paths
         let repositoryPaths: RepositoryKey.Paths
-        let keys: Result<(ModuleKey, RepositoryKey), KeyError>
+        let keys: Result<(ModuleKey, RepositoryKey), FarmError>
 
         /// nil when the manifest has no `signing:`.
         init?(manifest: Manifest) {
@@ -206,18 +206,18 @@ extension Signing {
             (modulePaths, repositoryPaths) = paths
             do {
                 guard let moduleKey = try ModuleKey.load(modulePaths) else {
-                    throw KeyError("no module-signing key (\(modulePaths.metadata) is missing); run 'farm keys init' to make the keys"
+                    throw FarmError.badInput("no module-signing key (\(modulePaths.metadata) is missing); run 'farm keys init' to make the keys"
                                    + " \(manifest.path) names under 'signing:'")
                 }
                 guard let repositoryKey = try RepositoryKey.load(repositoryPaths) else {
-                    throw KeyError("no repository key (\(repositoryPaths.metadata) is missing); run 'farm keys init' to make the keys"
+                    throw FarmError.badInput("no repository key (\(repositoryPaths.metadata) is missing); run 'farm keys init' to make the keys"
                                    + " \(manifest.path) names under 'signing:'")
                 }
                 keys = .success((moduleKey, repositoryKey))
-            } catch let error as KeyError {
+            } catch let error as FarmError {
                 keys = .failure(error)
             } catch {
-                keys = .failure(KeyError("\(error)"))
+                keys = .failure(FarmError.badInput("\(error)"))
             }
         }
     }

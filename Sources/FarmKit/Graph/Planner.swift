@@ -11,15 +11,8 @@ public protocol BuildRules: Sendable {
 
 extension BuildRules {
     public func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
-        throw PlanError("these rules make no lab image")
+        throw FarmError.badInput("these rules make no lab image")
     }
-}
-
-public struct PlanError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-    public var errorDescription: String? { message }
 }
 
 /// From manifest + recipes + patterns to a DAG of typed tasks.
@@ -33,7 +26,7 @@ public struct Planner: Sendable {
         guard !patterns.isEmpty else { return kernels }
         for pattern in patterns where !kernels.contains(where: { pattern.matches($0.release) }) {
             let examples = kernels.prefix(3).map(\.release).joined(separator: ", ")
-            throw PlanError("pattern '\(pattern)' matches none of the \(kernels.count) kernels in \(manifestPath)"
+            throw FarmError.badInput("pattern '\(pattern)' matches none of the \(kernels.count) kernels in \(manifestPath)"
                 + (examples.isEmpty ? "; run 'farm crawl' to list kernels" : " (e.g. \(examples)); quote the pattern so the shell does not expand it"))
         }
         return kernels.filter { kernel in patterns.contains { $0.matches(kernel.release) } }
@@ -47,4 +40,3 @@ public struct Planner: Sendable {
     }
 }
 
-extension PlanError: BadInput {}

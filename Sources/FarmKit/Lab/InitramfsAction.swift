@@ -1,13 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct LabError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// Task kind `initramfs`: what a lab VM boots for one kernel. Input `image` (the kernel's
 /// `linux-image-<release>` package, through the fetch task and the CAS). Outputs `kernel`
 /// (its vmlinuz) and `initramfs` (a gzipped newc cpio): busybox from `busybox-static`, dropbear
@@ -33,7 +26,7 @@ public struct InitramfsAction: TaskAction {
         for package in ["busybox-static", "dropbear-bin", "openssh-sftp-server"] {
             let result = try? Executable.run("/usr/bin/dpkg-query", ["-W", "-f", "${Version}", package])
             guard let result, result.status == 0, !result.stdout.isEmpty else {
-                throw ToolMissing(tool: package, package: package, purpose: "the lab's initramfs")
+                throw FarmError.toolMissing(tool: package, package: package, purpose: "the lab's initramfs")
             }
             tools[package] = result.stdout
         }
@@ -89,7 +82,7 @@ public struct InitramfsAction: TaskAction {
         _ = try PackageExtractor.extract(package: try context.inputPath("image", "package"), into: image)
         let vmlinuz = image + "/boot/vmlinuz-" + release
         guard FileManager.default.fileExists(atPath: vmlinuz) else {
-            throw LabError("the image package of \(release) has no /boot/vmlinuz-\(release)")
+            throw FarmError("the image package of \(release) has no /boot/vmlinuz-\(release)")
         }
         let tree = context.workDirectory + "/tree"
         for directory in ["bin", "sbin", "usr/bin", "usr/sbin", "etc/dropbear", "proc", "sys", "dev", "tmp", "run", "var/log",
@@ -119,7 +112,7 @@ public struct InitramfsAction: TaskAction {
         for library in libraries.sorted() {
             let target = library.contains("/ld-linux") ? library : "/lib/" + (library as NSString).lastPathComponent
             try AtomicFile.makeDirectory(tree + (target as NSString).deletingLastPathComponent)
-            guard let real = realpath(library, nil) else { throw LabError("\(library), which dropbear needs, is missing") }
+            guard let real = realpath(library, nil) else { throw FarmError("\(library), which dropbear needs, is missing") }
             defer { free(real) }
             try copy(String(cString: real), to: tree + target, mode: 0o755)
         }
@@ -142,11 +135,11 @@ public struct InitramfsAction: TaskAction {
 
     /// `find | sort | cpio -o -H newc -R 0:0 --reproducible | gzip -n`: every file owned by root.
     public static func pack(_ tree: String, into archive: String) throws {
-        guard Executable.find("cpio") != nil else { throw ToolMissing(tool: "cpio", package: "cpio", purpose: "the lab's initramfs") }
+        guard Executable.find("cpio") != nil else { throw FarmError.toolMissing(tool: "cpio", package: "cpio", purpose: "the lab's initramfs") }
         let script = "set -eo pipefail; cd \"$1\"; find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet | gzip -n -6 > \"$2\""
         let absolute = archive.hasPrefix("/") ? archive : FileManager.default.currentDirectoryPath + "/" + archive
         let result = try Executable.run("/bin/bash", ["-c", script, "pack", tree, absolute])
-        guard result.status == 0 else { throw LabError("packing the initramfs failed: \(result.stderr)") }
+        guard result.status == 0 else { throw FarmError("packing the initramfs failed: \(result.stderr)") }
     }
 
     /// Unpacks `drivers` and every module they depend on (the `depends=` of each module's
@@ -169,7 +162,7 @@ public struct InitramfsAction: TaskAction {
         var visiting: Set<String> = []
         func visit(_ module: String) throws {
             guard !order.contains(module), let path = files[module] else { return }
-            guard visiting.insert(module).inserted else { throw LabError("kernel \(release): modules depend on each other in a cycle through \(module)") }
+            guard visiting.insert(module).inserted else { throw FarmError("kernel \(release): modules depend on each other in a cycle through \(module)") }
             let target = directory + "/\(module).ko"
             switch (path as NSString).pathExtension {
             case "xz": try decompress("xz", path, to: target)
@@ -183,21 +176,21 @@ public struct InitramfsAction: TaskAction {
         }
         for driver in InitramfsAction.drivers { try visit(driver) }
         for needed in ["virtio_pci", "virtio_net"] where !order.contains(needed) && !builtin(image: image, module: needed) {
-            throw LabError("kernel \(release) has no \(needed) driver (neither a module nor built in); the lab needs it")
+            throw FarmError("kernel \(release) has no \(needed) driver (neither a module nor built in); the lab needs it")
         }
         return order
     }
 
     private func copy(_ source: String, to target: String, mode: mode_t) throws {
         try? FileManager.default.removeItem(atPath: target)
-        guard FileManager.default.fileExists(atPath: source) else { throw LabError("\(source) is missing; the lab's initramfs needs it") }
+        guard FileManager.default.fileExists(atPath: source) else { throw FarmError("\(source) is missing; the lab's initramfs needs it") }
         try FileManager.default.copyItem(atPath: source, toPath: target)
         chmod(target, mode)
     }
 
     private func decompress(_ tool: String, _ source: String, to target: String) throws {
         let result = try Executable.run("/bin/sh", ["-c", "\(tool) -dc \"$1\" > \"$2\"", "sh", source, target])
-        guard result.status == 0 else { throw LabError("\(tool) could not unpack \(source): \(result.stderr)") }
+        guard result.status == 0 else { throw FarmError("\(tool) could not unpack \(source): \(result.stderr)") }
     }
 
     /// `lib/modules/<release>`, or `usr/lib/modules/<release>` where the image is merged-/usr (trixie).
@@ -214,7 +207,7 @@ public struct InitramfsAction: TaskAction {
     /// The libraries `ldd` lists for a binary, and its loader.
     private func sharedLibraries(of binary: String) throws -> [String] {
         let result = try Executable.run("/usr/bin/ldd", [binary])
-        guard result.status == 0 else { throw LabError("ldd \(binary) failed: \(result.stderr)") }
+        guard result.status == 0 else { throw FarmError("ldd \(binary) failed: \(result.stderr)") }
         var libraries: [String] = []
         for line in result.stdout.split(separator: "\n") {
             for word in line.split(whereSeparator: \.isWhitespace) where word.hasPrefix("/") { libraries.append(String(word)) }

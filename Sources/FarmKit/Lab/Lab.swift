@@ -100,13 +100,13 @@ public struct Labs: Sendable {
     public func resolve(_ name: String?) throws -> Lab {
         if let name {
             guard let lab = load(try LabName(name)) else {
-                throw LabError("no lab named '\(name)' in \(root); 'farm lab list' shows the labs")
+                throw FarmError("no lab named '\(name)' in \(root); 'farm lab list' shows the labs")
             }
             return lab
         }
         let labs = list()
         guard labs.count == 1, let lab = labs.first else {
-            throw LabError(labs.isEmpty ? "no lab is up; start one with 'farm lab up RELEASE'"
+            throw FarmError(labs.isEmpty ? "no lab is up; start one with 'farm lab up RELEASE'"
                            : "several labs are up (\(labs.map(\.name).joined(separator: ", "))); name one")
         }
         return lab
@@ -151,15 +151,15 @@ public struct Labs: Sendable {
     /// Boots `kernel` with `initramfs` plus the lab's own keys, and waits until SSH answers.
     public func up(release: String, kernel: String, initramfs: String, options: UpOptions, log: (String) -> Void) throws -> Lab {
         guard let qemu = Executable.find("qemu-system-x86_64") else {
-            throw ToolMissing(tool: "qemu-system-x86_64", package: "qemu-system-x86", purpose: "farm lab")
+            throw FarmError.toolMissing(tool: "qemu-system-x86_64", package: "qemu-system-x86", purpose: "farm lab")
         }
         for (tool, package) in [("ssh", "openssh-client"), ("ssh-keygen", "openssh-client"), ("dropbearkey", "dropbear-bin")]
         where Executable.find(tool) == nil {
-            throw ToolMissing(tool: tool, package: package, purpose: "farm lab")
+            throw FarmError.toolMissing(tool: tool, package: package, purpose: "farm lab")
         }
         if let existing = load(options.name) {
             if existing.pid != nil {
-                throw LabError("lab '\(options.name)' is already up (\(existing.release), port \(existing.port)); 'farm lab down \(options.name)' first")
+                throw FarmError("lab '\(options.name)' is already up (\(existing.release), port \(existing.port)); 'farm lab down \(options.name)' first")
             }
             down(existing)
         }
@@ -204,7 +204,7 @@ public struct Labs: Sendable {
                 }
             }
             let tail = ((try? String(contentsOfFile: lab.console, encoding: .utf8)) ?? "").split(separator: "\n").suffix(15).joined(separator: "\n")
-            throw LabError("lab '\(options.name)': \(release) \(outcome); the console's last lines:\n\(tail)\nthe whole console log: \(keptConsole)")
+            throw FarmError("lab '\(options.name)': \(release) \(outcome); the console's last lines:\n\(tail)\nthe whole console log: \(keptConsole)")
         } catch {
             // The console says why a kernel did not come up: it outlives the lab.
             if FileManager.default.fileExists(atPath: lab.console) { try? FileManager.default.moveItem(atPath: lab.console, toPath: keptConsole) }
@@ -226,15 +226,15 @@ public struct Labs: Sendable {
         // Left by a farm killed while it made them: ssh-keygen would ask before overwriting.
         for file in [directory + "/host_key", lab.identity, lab.identity + ".pub"] { unlink(file) }
         let host = try Executable.run(Executable.find("dropbearkey")!, ["-t", "ed25519", "-f", directory + "/host_key"])
-        guard host.status == 0 else { throw LabError("dropbearkey failed: \(host.stderr)") }
+        guard host.status == 0 else { throw FarmError("dropbearkey failed: \(host.stderr)") }
         guard let publicLine = host.stdout.split(separator: "\n").first(where: { $0.hasPrefix("ssh-") }) else {
-            throw LabError("dropbearkey printed no public key")
+            throw FarmError("dropbearkey printed no public key")
         }
         let fields = publicLine.split(separator: " ")
         try AtomicFile.write(Data("[127.0.0.1]:\(lab.port) \(fields[0]) \(fields[1])\n".utf8), to: lab.knownHosts, mode: 0o600)
         let client = try Executable.run(Executable.find("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-C", "farm-lab-\(lab.name)",
                                                                             "-f", lab.identity])
-        guard client.status == 0 else { throw LabError("ssh-keygen failed: \(client.stderr)") }
+        guard client.status == 0 else { throw FarmError("ssh-keygen failed: \(client.stderr)") }
         chmod(lab.identity, 0o600)
     }
 
@@ -294,12 +294,12 @@ public struct Labs: Sendable {
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, qemu, &actions, &attributes, argv, environ)
-        guard spawned == 0 else { throw LabError("could not start \(qemu): \(String(cString: strerror(spawned)))") }
+        guard spawned == 0 else { throw FarmError("could not start \(qemu): \(String(cString: strerror(spawned)))") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0, errno == EINTR {}
         guard status == 0 else {
             let text = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-            throw LabError("qemu-system-x86_64 (\(lab.accelerator)) did not start: \(text)")
+            throw FarmError("qemu-system-x86_64 (\(lab.accelerator)) did not start: \(text)")
         }
     }
 
@@ -334,7 +334,7 @@ public struct Labs: Sendable {
                                            timeout: 6)
             if probe.status == 0 { return true }
             if probe.stderr.contains("Host key verification failed") || probe.stderr.contains("REMOTE HOST IDENTIFICATION") {
-                throw LabError("the lab's host key does not match its known_hosts: \(probe.stderr)")
+                throw FarmError("the lab's host key does not match its known_hosts: \(probe.stderr)")
             }
             usleep(500_000)
         }
@@ -344,7 +344,7 @@ public struct Labs: Sendable {
     /// A TCP port of 127.0.0.1 nobody listens on now.
     public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw LabError("socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw FarmError("socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -352,7 +352,7 @@ public struct Labs: Sendable {
         address.sin_port = 0
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        guard bound == 0 else { throw LabError("bind: \(String(cString: strerror(errno)))") }
+        guard bound == 0 else { throw FarmError("bind: \(String(cString: strerror(errno)))") }
         _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
         return Int(UInt16(bigEndian: address.sin_port))
     }

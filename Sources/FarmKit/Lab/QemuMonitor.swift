@@ -19,9 +19,9 @@ struct QemuMonitor {
 
     /// Sends one command after the capabilities handshake and returns the reply line (events skipped).
     private func exchange(_ command: String) throws -> String {
-        guard socketPath.utf8.count <= QemuMonitor.maximumPathLength else { throw LabError("QMP socket path too long: \(socketPath)") }
+        guard socketPath.utf8.count <= QemuMonitor.maximumPathLength else { throw FarmError("QMP socket path too long: \(socketPath)") }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw LabError("socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw FarmError("socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var timeout = timeval(tv_sec: 2, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -34,7 +34,7 @@ struct QemuMonitor {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard connected == 0 else { throw LabError("connect \(socketPath): \(String(cString: strerror(errno)))") }
+        guard connected == 0 else { throw FarmError("connect \(socketPath): \(String(cString: strerror(errno)))") }
         var lines = LineReader(fd: fd)
         _ = try lines.next()  // the greeting
         try send(fd, #"{"execute":"qmp_capabilities"}"#)
@@ -45,7 +45,7 @@ struct QemuMonitor {
 
     private func send(_ fd: Int32, _ line: String) throws {
         let bytes = Array((line + "\n").utf8)
-        guard write(fd, bytes, bytes.count) == bytes.count else { throw LabError("QMP write failed") }
+        guard write(fd, bytes, bytes.count) == bytes.count else { throw FarmError("QMP write failed") }
     }
 
     private struct LineReader {
@@ -63,7 +63,7 @@ struct QemuMonitor {
                 }
                 var chunk = [UInt8](repeating: 0, count: 4096)
                 let count = read(fd, &chunk, chunk.count)
-                guard count > 0 else { throw LabError("QMP closed or timed out") }
+                guard count > 0 else { throw FarmError("QMP closed or timed out") }
                 buffer += chunk[..<count]
             }
         }

@@ -1,12 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct AptError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// One binary package as a Packages index lists it.
 public struct AptPackage: Sendable, Hashable {
     public var name: String
@@ -70,14 +64,14 @@ public struct AptArchive: Sendable {
 
         let path = "\(component)/binary-\(architecture)/Packages.xz"
         guard let pin = release.files[path] else {
-            throw AptError(message: "\(inReleaseURL): the Release lists no \(path); check the suite, component and architecture in the manifest")
+            throw FarmError(message: "\(inReleaseURL): the Release lists no \(path); check the suite, component and architecture in the manifest")
         }
         let indexURL = "\(baseURL)/dists/\(suite)/\(path)"
         let compressed = workDirectory + "/\(suite)-\(component)-\(architecture)-Packages.xz"
         unlink(compressed)
         try downloader.fetchPinned(urls: [indexURL], to: compressed, sha256: pin.sha256, size: pin.size, log: log)
         guard let data = FileManager.default.contents(atPath: compressed) else {
-            throw AptError(message: "\(compressed): cannot read the downloaded index")
+            throw FarmError(message: "\(compressed): cannot read the downloaded index")
         }
         let index = try Archive.decompress(data)
         let wanted: Set<String> = ["Package", "Version", "Architecture", "Source", "Depends", "Filename", "Size", "SHA256"]
@@ -100,7 +94,7 @@ public struct AptArchive: Sendable {
     /// fails verification is an error and is never used.
     func verify(_ signed: String, url: String, workDirectory: String) throws -> Data {
         guard let gpgv = Executable.find("gpgv") else {
-            throw AptError(message: "gpgv is not installed; it verifies the archive's InRelease (apt-get install gpgv)")
+            throw FarmError(message: "gpgv is not installed; it verifies the archive's InRelease (apt-get install gpgv)")
         }
         var arguments = ["--status-fd", "1"]
         for keyring in keyrings {
@@ -112,7 +106,7 @@ public struct AptArchive: Sendable {
         let result = try Executable.run(gpgv, arguments)
         let good = result.stdout.split(separator: "\n").contains { $0.hasPrefix("[GNUPG:] VALIDSIG") }
         guard result.status == 0, good, let data = FileManager.default.contents(atPath: output) else {
-            throw AptError(message: "\(url): the signature does not verify against \(keyrings.joined(separator: ", ")); the index is not used. gpgv said: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw FarmError(message: "\(url): the signature does not verify against \(keyrings.joined(separator: ", ")); the index is not used. gpgv said: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return data
     }
@@ -120,23 +114,23 @@ public struct AptArchive: Sendable {
     /// gpgv reads binary keyrings only; an ASCII-armored one is converted first.
     private func binaryKeyring(_ path: String, workDirectory: String) throws -> String {
         guard let head = FileHandle(forReadingAtPath: path)?.readData(ofLength: 32) else {
-            throw AptError(message: "\(path): cannot read the keyring; check 'Signed-By' in the apt sources or 'keyring' in the manifest")
+            throw FarmError(message: "\(path): cannot read the keyring; check 'Signed-By' in the apt sources or 'keyring' in the manifest")
         }
         guard String(decoding: head, as: UTF8.self).hasPrefix("-----BEGIN PGP") else { return path }
         guard let gpg = Executable.find("gpg") else {
-            throw AptError(message: "\(path) is ASCII-armored and gpg is not installed to convert it (apt-get install gnupg)")
+            throw FarmError(message: "\(path) is ASCII-armored and gpg is not installed to convert it (apt-get install gnupg)")
         }
         let converted = workDirectory + "/keyring-\(SHA256.hash(path).short).gpg"
         unlink(converted)
         let result = try Executable.run(gpg, ["--batch", "--yes", "--dearmor", "--output", converted, path])
-        guard result.status == 0 else { throw AptError(message: "\(path): gpg --dearmor failed: \(result.stderr)") }
+        guard result.status == 0 else { throw FarmError(message: "\(path): gpg --dearmor failed: \(result.stderr)") }
         return converted
     }
 
     func parseRelease(_ data: Data, suite: String, url: String) throws -> Release {
-        guard let stanza = ControlFile.parse(data).first else { throw AptError(message: "\(url): the Release is empty") }
+        guard let stanza = ControlFile.parse(data).first else { throw FarmError(message: "\(url): the Release is empty") }
         if let validUntil = stanza["Valid-Until"], let date = AptArchive.parseDate(validUntil), date < Date() {
-            throw AptError(message: "\(url): the Release expired on \(validUntil) (Valid-Until); the mirror is stale or the clock is wrong")
+            throw FarmError(message: "\(url): the Release expired on \(validUntil) (Valid-Until); the mirror is stale or the clock is wrong")
         }
         var files: [String: (Digest, Int64)] = [:]
         for line in (stanza["SHA256"] ?? "").split(separator: "\n") {

@@ -1,12 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct AptSourceError: Error, CustomStringConvertible, LocalizedError, EnvironmentMissing {
-    public let message: String
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// The host's apt sources: deb822 `.sources` files and one-line `.list` files.
 public struct AptSources: Sendable {
     public struct Entry: Sendable, Hashable {
@@ -96,7 +90,7 @@ public struct AptSources: Sendable {
         }
         guard let pick else {
             let kind = isSecurity ? "a security suite (e.g. \(codename ?? "bookworm")-security)" : "the main archive (suite \(codename ?? "?"))"
-            throw AptSourceError(message: "the host's apt sources have no entry for \(kind), needed for suite '\(suite)'; add one to /etc/apt/sources.list.d or give the upstream an explicit 'mirror: URL'")
+            throw FarmError.environment("the host's apt sources have no entry for \(kind), needed for suite '\(suite)'; add one to /etc/apt/sources.list.d or give the upstream an explicit 'mirror: URL'")
         }
         return pick
     }

@@ -278,7 +278,7 @@ public struct Crawler: Sendable {
             return AptArchive(baseURL: upstream.mirror, keyrings: [keyring])
         }
         guard let sources else {
-            throw AptSourceError(message: "cannot read the host's apt sources under \(aptRoot)etc/apt; give the upstream an explicit 'mirror: URL'")
+            throw FarmError.environment("cannot read the host's apt sources under \(aptRoot)etc/apt; give the upstream an explicit 'mirror: URL'")
         }
         let entry = try sources.entry(for: suite)
         if let keyring = upstream.keyring { return AptArchive(baseURL: entry.uri, keyrings: [resolvePath(keyring)]) }
@@ -298,7 +298,7 @@ public struct Crawler: Sendable {
         let keyrings = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
             .filter { $0.hasSuffix(".gpg") || $0.hasSuffix(".asc") }.sorted().map { directory + "/" + $0 }
         guard !keyrings.isEmpty else {
-            throw AptSourceError(message: "\(entry.file): the entry for \(suite) has no Signed-By and \(directory) holds no keyring; add 'keyring:' to the upstream in the manifest")
+            throw FarmError.environment("\(entry.file): the entry for \(suite) has no Signed-By and \(directory) holds no keyring; add 'keyring:' to the upstream in the manifest")
         }
         return AptArchive(baseURL: entry.uri, keyrings: keyrings)
     }

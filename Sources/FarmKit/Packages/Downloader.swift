@@ -1,12 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct DownloadError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// The most bytes a download may bring, and what that bound is, for the error message.
 public struct SizeLimit: Sendable {
     public var bytes: Int64
@@ -77,7 +71,7 @@ public struct Downloader: Sendable {
                 lastError = error
             } catch let error as HTTPError where error.tooLarge {
                 unlink(path)
-                throw DownloadError(message: "\(url): the server sent more than \(limit.what); the download was stopped there and"
+                throw FarmError(message: "\(url): the server sent more than \(limit.what); the download was stopped there and"
                                     + " its partial file removed. The mirror serves another file or is broken: try another mirror, or"
                                     + " run 'farm crawl' if the pin is stale")
             }
@@ -103,8 +97,8 @@ public struct Downloader: Sendable {
                 return
             }
             unlink(path)
-            throw DownloadError(message: "\(url): checksum mismatch: expected sha256 \(sha256.hex) (\(size) bytes), got \(actual.hex) (\(actualSize) bytes); nothing was stored. The mirror or the pin is wrong: run 'farm crawl' to refresh the pins")
+            throw FarmError(message: "\(url): checksum mismatch: expected sha256 \(sha256.hex) (\(size) bytes), got \(actual.hex) (\(actualSize) bytes); nothing was stored. The mirror or the pin is wrong: run 'farm crawl' to refresh the pins")
         }
-        throw DownloadError(message: failures.joined(separator: "; "))
+        throw FarmError(message: failures.joined(separator: "; "))
     }
 }

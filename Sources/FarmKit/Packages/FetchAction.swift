@@ -31,7 +31,7 @@ public struct FetchAction: TaskAction {
             context.log.append("\(file) is already in the store (sha256 \(sha256)); not downloaded\n")
             return ["package": sha256]
         }
-        guard !urls.isEmpty else { throw DownloadError(message: reason ?? "no mirror is known for \(file)") }
+        guard !urls.isEmpty else { throw FarmError(message: reason ?? "no mirror is known for \(file)") }
         let objects = context.objects
         let (urls, sha256, size, file, log) = (self.urls, self.sha256, self.size, self.file, context.log)
         return try await Blocking.run {

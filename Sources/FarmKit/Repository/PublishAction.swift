@@ -80,7 +80,7 @@ public struct PublishAction: TaskAction {
         var files: [PublicationFiles.File] = []
         func add(_ path: String, _ digest: Digest) throws {
             guard let size = context.objects.size(of: digest) else {
-                throw RepositoryError("publish: \(path) (\(digest.short)) is not in the store")
+                throw FarmError("publish: \(path) (\(digest.short)) is not in the store")
             }
             files.append(.init(path: path, digest: digest, size: size))
         }
@@ -101,7 +101,7 @@ public struct PublishAction: TaskAction {
             try add(location + ".sig", signature)
         }
         guard !modules.isEmpty else {
-            throw RepositoryError("no module was signed, so there is nothing to publish to \(directory); 'farm build -k' lists the failures")
+            throw FarmError("no module was signed, so there is nothing to publish to \(directory); 'farm build -k' lists the failures")
         }
         if !missing.isEmpty { context.log.append("left out (their modules did not build): \(missing.sorted().joined(separator: ", "))\n") }
 
@@ -122,7 +122,7 @@ public struct PublishAction: TaskAction {
         try GnuPG.detachSign(file: repomd, output: repomd + ".sig", keyHome: repositoryKeyPaths.home, fingerprint: repositoryKey.fingerprint)
 
         guard let armored = FileManager.default.contents(atPath: repositoryKeyPaths.publicKey) else {
-            throw KeyError("no public repository key at \(repositoryKeyPaths.publicKey); run 'farm keys init'")
+            throw FarmError.badInput("no public repository key at \(repositoryKeyPaths.publicKey); run 'farm keys init'")
         }
         try add(RepositoryFormat.keyPath, try context.store(armored))
         try add(RepositoryFormat.keyDescriptionPath, try context.store(try repositoryKey.encoded()))

@@ -289,10 +289,10 @@ public enum Publisher {
     /// `gzip -n -9`: no name or time in the header, so the same manifest gives the same bytes.
     static func gzip(_ file: String) throws -> String {
         guard let gzip = Executable.find("gzip") else {
-            throw ToolMissing(tool: "gzip", package: "gzip", purpose: "publishing the repository manifest")
+            throw FarmError.toolMissing(tool: "gzip", package: "gzip", purpose: "publishing the repository manifest")
         }
         let result = try Executable.run(gzip, ["-n", "-9", "-k", "-f", file])
-        guard result.status == 0 else { throw RepositoryError("gzip failed on \(file): \(result.stderr)") }
+        guard result.status == 0 else { throw FarmError("gzip failed on \(file): \(result.stderr)") }
         return file + ".gz"
     }
 }

@@ -4,13 +4,6 @@ import Foundation
 import FoundationXML
 #endif
 
-public struct RepositoryError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// One module as `*-primary.xml` lists it (specs/repository.md: all nine parts required).
 public struct RepositoryModule: Sendable, Hashable, Codable {
     public var type: String
@@ -144,25 +137,25 @@ public enum RepositoryFormat {
     /// Every href read is checked to stay inside the repository.
     public static func parseRepomd(_ data: Data, name: String) throws -> RepositoryIndex {
         let tree = try XMLTree.parse(data, name: name)
-        guard tree.name == "metadata" else { throw RepositoryError("\(name): the root element is <\(tree.name)>, not <metadata>") }
+        guard tree.name == "metadata" else { throw FarmError("\(name): the root element is <\(tree.name)>, not <metadata>") }
         guard let revision = tree.child("revision").flatMap({ Int($0.text) }) else {
-            throw RepositoryError("\(name): <revision> is missing or not an integer")
+            throw FarmError("\(name): <revision> is missing or not an integer")
         }
         guard let data = tree.children.first(where: { $0.name == "data" && $0.attributes["type"] == "primary" }) else {
-            throw RepositoryError("\(name): no <data type=\"primary\">")
+            throw FarmError("\(name): no <data type=\"primary\">")
         }
         func text(_ element: String) throws -> String {
             guard let value = data.child(element)?.text, !value.isEmpty else {
-                throw RepositoryError("\(name): <data type=\"primary\"> has no <\(element)>")
+                throw FarmError("\(name): <data type=\"primary\"> has no <\(element)>")
             }
             return value
         }
         func number(_ element: String) throws -> Int {
-            guard let value = Int(try text(element)) else { throw RepositoryError("\(name): <\(element)> is not an integer") }
+            guard let value = Int(try text(element)) else { throw FarmError("\(name): <\(element)> is not an integer") }
             return value
         }
         guard let location = data.child("location")?.attributes["href"], !location.isEmpty else {
-            throw RepositoryError("\(name): <data type=\"primary\"> has no <location href=...>")
+            throw FarmError("\(name): <data type=\"primary\"> has no <location href=...>")
         }
         try checkRelative(location, name: name)
         return RepositoryIndex(revision: revision, checksum: try text("checksum"), openChecksum: try text("open_checksum"),
@@ -172,17 +165,17 @@ public enum RepositoryFormat {
 
     public static func parsePrimary(_ data: Data, name: String) throws -> [RepositoryModule] {
         let tree = try XMLTree.parse(data, name: name)
-        guard tree.name == "modules" else { throw RepositoryError("\(name): the root element is <\(tree.name)>, not <modules>") }
+        guard tree.name == "modules" else { throw FarmError("\(name): the root element is <\(tree.name)>, not <modules>") }
         return try tree.children.filter { $0.name == "module" }.enumerated().map { index, element in
             func text(_ child: String) throws -> String {
                 guard let value = element.child(child)?.text, !value.isEmpty else {
-                    throw RepositoryError("\(name): module \(index + 1) has no <\(child)>")
+                    throw FarmError("\(name): module \(index + 1) has no <\(child)>")
                 }
                 return value
             }
             func href(_ child: String) throws -> String {
                 guard let value = element.child(child)?.attributes["href"], !value.isEmpty else {
-                    throw RepositoryError("\(name): module \(index + 1) has no <\(child) href=...>")
+                    throw FarmError("\(name): module \(index + 1) has no <\(child) href=...>")
                 }
                 try checkRelative(value, name: name)
                 return value
@@ -198,7 +191,7 @@ public enum RepositoryFormat {
     public static func checkRelative(_ path: String, name: String) throws {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
         guard !path.isEmpty, !path.hasPrefix("/"), !path.contains("://"), !parts.contains(".."), !parts.contains("") else {
-            throw RepositoryError("\(name): the href '\(path)' is not a relative path inside the repository")
+            throw FarmError("\(name): the href '\(path)' is not a relative path inside the repository")
         }
     }
 }
@@ -235,7 +228,7 @@ struct XMLTree {
         parser.shouldResolveExternalEntities = false
         guard parser.parse(), let root = builder.root else {
             let line = parser.lineNumber, column = parser.columnNumber
-            throw RepositoryError("\(name):\(line):\(column): not well-formed XML (\(parser.parserError.map { "\($0)" } ?? "no root element"))")
+            throw FarmError("\(name):\(line):\(column): not well-formed XML (\(parser.parserError.map { "\($0)" } ?? "no root element"))")
         }
         return root
     }

@@ -44,7 +44,7 @@ public struct RepositorySource: Sendable, CustomStringConvertible {
 
     /// Like `read`, for files the repository must have.
     public func require(_ path: String, because reason: String) throws -> Data {
-        guard let data = try read(path) else { throw RepositoryError("\(name(path)): missing (\(reason))") }
+        guard let data = try read(path) else { throw FarmError("\(name(path)): missing (\(reason))") }
         return data
     }
 }
@@ -84,23 +84,23 @@ public struct RepositoryVerifier: Sendable {
                 try verifier.check(signature: scratch + "/repomd.xml.sig", of: scratch + "/repomd.xml")
             } catch let error as OpenPGPError where error.badSignature {
                 // A good signature of other bytes: either file may have been changed.
-                throw RepositoryError("\(source.name(RepositoryFormat.repomdPath)): bad signature: its bytes do not match"
+                throw FarmError("\(source.name(RepositoryFormat.repomdPath)): bad signature: its bytes do not match"
                                       + " \(source.name(RepositoryFormat.repomdSignaturePath)); one of the two was changed")
             } catch {
                 // Not a signature, or not the pinned key's: the .sig file is at fault.
-                throw RepositoryError("\(source.name(RepositoryFormat.repomdSignaturePath)): \(error)")
+                throw FarmError("\(source.name(RepositoryFormat.repomdSignaturePath)): \(error)")
             }
         }
         let index = try RepositoryFormat.parseRepomd(repomd, name: source.name(RepositoryFormat.repomdPath))
         let gzipped = try source.require(index.location, because: "repomd.xml names it")
         let gzName = source.name(index.location)
         guard SHA256.hash(gzipped).hex == index.checksum.lowercased(), gzipped.count == index.size else {
-            throw RepositoryError("\(gzName): its sha256 or size (\(gzipped.count) bytes) is not what repomd.xml says (\(index.checksum), \(index.size) bytes)")
+            throw FarmError("\(gzName): its sha256 or size (\(gzipped.count) bytes) is not what repomd.xml says (\(index.checksum), \(index.size) bytes)")
         }
         let xml: Data
-        do { xml = try Archive.decompress(gzipped) } catch { throw RepositoryError("\(gzName): not a gzip file (\(error))") }
+        do { xml = try Archive.decompress(gzipped) } catch { throw FarmError("\(gzName): not a gzip file (\(error))") }
         guard SHA256.hash(xml).hex == index.openChecksum.lowercased(), xml.count == index.openSize else {
-            throw RepositoryError("\(gzName): the decompressed manifest's sha256 or size is not repomd.xml's open_checksum/open_size")
+            throw FarmError("\(gzName): the decompressed manifest's sha256 or size is not repomd.xml's open_checksum/open_size")
         }
         return (index, try RepositoryFormat.parsePrimary(xml, name: gzName))
     }
@@ -114,7 +114,7 @@ public struct RepositoryVerifier: Sendable {
                 return try body(verifier)
             }
         } catch let error as OpenPGPError where !entered {
-            throw RepositoryError("\(source.name(RepositoryFormat.keyPath)): \(error); if the repository's key was replaced on purpose,"
+            throw FarmError("\(source.name(RepositoryFormat.keyPath)): \(error); if the repository's key was replaced on purpose,"
                                   + " check the new fingerprint with its owner and pin it with --fingerprint")
         }
     }
@@ -124,7 +124,7 @@ public struct RepositoryVerifier: Sendable {
         let name = source.name(module.location)
         let bytes = try source.require(module.location, because: "the manifest lists it")
         guard SHA256.hash(bytes).hex == module.checksum.lowercased() else {
-            throw RepositoryError("\(name): sha256 \(SHA256.hash(bytes).hex) is not the manifest's \(module.checksum)")
+            throw FarmError("\(name): sha256 \(SHA256.hash(bytes).hex) is not the manifest's \(module.checksum)")
         }
         guard let verifier else { return bytes }
         let signature = try source.require(module.signature, because: "the signature of \(module.name)")
@@ -138,13 +138,13 @@ public struct RepositoryVerifier: Sendable {
         do {
             try verifier.check(signature: file + ".sig", of: file)
         } catch {
-            throw RepositoryError("\(source.name(module.signature)): \(error)")
+            throw FarmError("\(source.name(module.signature)): \(error)")
         }
         if let certificate {
             do {
                 _ = try ModuleVerifier.verify(bytes, name: name, certificate: certificate)
             } catch {
-                throw RepositoryError("\(error)")
+                throw FarmError("\(error)")
             }
         }
         return bytes

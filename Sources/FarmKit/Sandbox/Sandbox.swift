@@ -15,12 +15,6 @@ public enum SandboxBackend: String, Sendable, CaseIterable {
     public var isReproducible: Bool { self != .host }
 }
 
-public struct SandboxError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// One command to run in a sandbox: a read-only root, read-only trees mounted at fixed absolute
 /// paths, one writable directory at `/build`, a private `/tmp`, no network and a fixed environment.
 public struct SandboxSpec: Sendable {
@@ -76,7 +70,7 @@ public enum Sandbox {
         switch backend {
         case .bwrap:
             guard let bwrap = Executable.find("bwrap") else {
-                throw ToolMissing(tool: "bwrap", package: "bubblewrap", purpose: "the bwrap sandbox (--sandbox bwrap, the default)")
+                throw FarmError.toolMissing(tool: "bwrap", package: "bubblewrap", purpose: "the bwrap sandbox (--sandbox bwrap, the default)")
             }
             try prepareMountPoints(spec)
             var arguments = ["--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", spec.root, "/",
@@ -89,10 +83,10 @@ public enum Sandbox {
 
         case .chroot:
             guard geteuid() == 0 else {
-                throw SandboxError(message: "the chroot sandbox needs root (it mounts and chroots); run farm as root or use --sandbox bwrap")
+                throw FarmError(message: "the chroot sandbox needs root (it mounts and chroots); run farm as root or use --sandbox bwrap")
             }
             guard let setpriv = Executable.find("setpriv"), let unshare = Executable.find("unshare") else {
-                throw ToolMissing(tool: "setpriv and unshare", package: "util-linux", purpose: "the chroot sandbox")
+                throw FarmError.toolMissing(tool: "setpriv and unshare", package: "util-linux", purpose: "the chroot sandbox")
             }
             try prepareMountPoints(spec)
             let target = spec.build + ".root"

@@ -9,12 +9,12 @@ extension SandboxBackend {
         case .bwrap:
             Requirement(id: "sandbox:bwrap") {
                 guard let bwrap = Executable.find("bwrap") else {
-                    return ToolMissing(tool: "bwrap", package: "bubblewrap", purpose: "the bwrap sandbox (--sandbox bwrap, the default)")
+                    return FarmError.toolMissing(tool: "bwrap", package: "bubblewrap", purpose: "the bwrap sandbox (--sandbox bwrap, the default)")
                 }
                 // The same namespaces a compile asks for: fails where user namespaces are off.
                 let probe = try? Executable.run(bwrap, ["--unshare-all", "--ro-bind", "/", "/", "--", "/bin/true"])
                 guard let probe, probe.status == 0 else {
-                    return EnvironmentError("bwrap cannot start a sandbox here (\(probe?.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ?? "it did not run")):"
+                    return FarmError.environment("bwrap cannot start a sandbox here (\(probe?.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ?? "it did not run")):"
                                             + " enable user namespaces (sysctl kernel.unprivileged_userns_clone=1, or"
                                             + " user.max_user_namespaces > 0), or as root use --sandbox chroot")
                 }
@@ -23,10 +23,10 @@ extension SandboxBackend {
         case .chroot:
             Requirement(id: "sandbox:chroot") {
                 guard geteuid() == 0 else {
-                    return EnvironmentError("the chroot sandbox needs root (it mounts and chroots); run farm as root or use --sandbox bwrap")
+                    return FarmError.environment("the chroot sandbox needs root (it mounts and chroots); run farm as root or use --sandbox bwrap")
                 }
                 guard Executable.find("setpriv") != nil, Executable.find("unshare") != nil else {
-                    return ToolMissing(tool: "setpriv and unshare", package: "util-linux", purpose: "the chroot sandbox")
+                    return FarmError.toolMissing(tool: "setpriv and unshare", package: "util-linux", purpose: "the chroot sandbox")
                 }
                 return nil
             }

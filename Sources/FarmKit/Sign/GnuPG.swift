@@ -18,7 +18,7 @@ public struct OpenPGPError: Error, CustomStringConvertible, LocalizedError {
 public enum GnuPG {
     static func gpg() throws -> String {
         guard let path = Executable.find("gpg") else {
-            throw ToolMissing(tool: "gpg", package: "gnupg", purpose: "OpenPGP signing and checking of the repository")
+            throw FarmError.toolMissing(tool: "gpg", package: "gnupg", purpose: "OpenPGP signing and checking of the repository")
         }
         return path
     }
@@ -171,7 +171,7 @@ public enum GnuPG {
     /// Returns the key's fingerprint (40 uppercase hex).
     public static func generateKey(into directory: String, uid: String, algorithm: String) throws -> String {
         guard !FileManager.default.fileExists(atPath: directory) else {
-            throw KeyError("\(directory) exists already; move it away to make a new repository key")
+            throw FarmError.badInput("\(directory) exists already; move it away to make a new repository key")
         }
         try ModuleKey.makePrivateDirectory((directory as NSString).deletingLastPathComponent)
         let staging = directory + ".new-\(getpid())"

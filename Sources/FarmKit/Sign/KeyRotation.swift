@@ -36,7 +36,7 @@ public struct KeyRotation: Sendable {
 
     public func run(module paths: ModuleKey.Paths, repository repositoryPaths: RepositoryKey.Paths) throws -> Outcome {
         guard let old = try ModuleKey.load(paths) else {
-            throw KeyError("no module key at \(paths.metadata) to rotate; run 'farm keys init'")
+            throw FarmError.badInput("no module key at \(paths.metadata) to rotate; run 'farm keys init'")
         }
         try ModuleKey.requireTool()
         if repository { try GnuPG.requireTool() }

@@ -1,13 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct KeyError: Error, CustomStringConvertible, LocalizedError, BadInput {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// The X.509 module-signing key pair under `keys/`, made as the kernel's `certs/Makefile` makes
 /// `signing_key.pem`: `openssl req -x509` with basicConstraints CA:FALSE, keyUsage
 /// digitalSignature and a subject key id. For a manifest's `module-key: keys/module`:
@@ -54,7 +47,7 @@ public struct ModuleKey: Sendable, Codable, Equatable {
         do {
             return try decoder.decode(ModuleKey.self, from: data)
         } catch {
-            throw KeyError("\(paths.metadata): not farm's key description (\(error)); move it away and run 'farm keys init'")
+            throw FarmError.badInput("\(paths.metadata): not farm's key description (\(error)); move it away and run 'farm keys init'")
         }
     }
 
@@ -71,7 +64,7 @@ public struct ModuleKey: Sendable, Codable, Equatable {
     /// with mode 0600, in a directory of mode 0700).
     public static func create(at paths: Paths, type: KeyType, bits: Int? = nil, hash: String, refreshDays: Int,
                               subject: String = "farm module signing key") throws -> ModuleKey {
-        guard hashes.contains(hash) else { throw KeyError("unknown hash '\(hash)'; expected one of \(hashes.joined(separator: ", "))") }
+        guard hashes.contains(hash) else { throw FarmError.badInput("unknown hash '\(hash)'; expected one of \(hashes.joined(separator: ", "))") }
         let openssl = try requireTool()
         try makePrivateDirectory(paths.directory)
         let staging = paths.directory + "/.new-key-\(getpid())"
@@ -105,21 +98,21 @@ public struct ModuleKey: Sendable, Codable, Equatable {
                          "-keyout", staging + "/key.pem"]
         switch type {
         case .rsa:
-            guard [2048, 3072, 4096].contains(size) else { throw KeyError("an RSA key has 2048, 3072 or 4096 bits, not \(size)") }
+            guard [2048, 3072, 4096].contains(size) else { throw FarmError.badInput("an RSA key has 2048, 3072 or 4096 bits, not \(size)") }
             arguments += ["-newkey", "rsa:\(size)"]
         case .ecdsa:
-            guard size == 256 || size == 384 else { throw KeyError("an ECDSA key uses P-256 or P-384 (256 or 384), not \(size)") }
+            guard size == 256 || size == 384 else { throw FarmError.badInput("an ECDSA key uses P-256 or P-384 (256 or 384), not \(size)") }
             arguments += ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:" + (size == 256 ? "prime256v1" : "secp384r1")]
         }
         let made = try Executable.run(openssl, arguments)
         guard made.status == 0 else {
-            throw SigningError("openssl req could not make the module-signing key: \(made.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw FarmError("openssl req could not make the module-signing key: \(made.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         let der = try Executable.run(openssl, ["x509", "-in", staging + "/key.crt", "-outform", "DER", "-out", staging + "/key.der"])
-        guard der.status == 0 else { throw SigningError("openssl x509 could not write the DER certificate: \(der.stderr)") }
+        guard der.status == 0 else { throw FarmError("openssl x509 could not write the DER certificate: \(der.stderr)") }
         chmod(staging + "/key.pem", 0o600)
         guard let derBytes = FileManager.default.contents(atPath: staging + "/key.der") else {
-            throw SigningError("openssl wrote no DER certificate")
+            throw FarmError("openssl wrote no DER certificate")
         }
         let key = ModuleKey(type: type, bits: size, hash: hash, created: Date(), refreshDays: refreshDays,
                             fingerprint: SHA256.hash(derBytes).hex, subject: "O = farm, CN = \(subject)")
@@ -137,7 +130,7 @@ public struct ModuleKey: Sendable, Codable, Equatable {
     @discardableResult
     public static func requireTool() throws -> String {
         guard let openssl = Executable.find("openssl") else {
-            throw ToolMissing(tool: "openssl", package: "openssl", purpose: "making a module-signing key")
+            throw FarmError.toolMissing(tool: "openssl", package: "openssl", purpose: "making a module-signing key")
         }
         return openssl
     }

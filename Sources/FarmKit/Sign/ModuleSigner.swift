@@ -1,13 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct SigningError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// Linux's module signature, appended the way `scripts/sign-file` appends it: a detached CMS
 /// SignedData (DER) over the module's bytes with no certificates and no signed attributes, the
 /// signer named by issuer and serial number, then `struct module_signature` (only `id_type` =
@@ -24,17 +17,17 @@ public enum ModuleSigner {
     /// or DER X.509 certificate, `hash` an OpenSSL digest name as `CONFIG_MODULE_SIG_HASH` gives it.
     public static func sign(module: Data, key: String, certificate: String, hash: String) throws -> Data {
         if module.count >= magic.count, module.suffix(magic.count) == magic {
-            throw SigningError("the module is already signed (it ends with the module signature magic); sign the unsigned module")
+            throw FarmError("the module is already signed (it ends with the module signature magic); sign the unsigned module")
         }
         let signature: Data
         do {
             signature = try OpenSSL.cmsSign(content: module, privateKey: key, certificate: certificate, digest: hash)
         } catch let error as OpenSSLError where error.kind == .unknownDigest {
-            throw SigningError("unknown hash '\(hash)' (from CONFIG_MODULE_SIG_HASH); expected e.g. sha256, sha384 or sha512")
+            throw FarmError("unknown hash '\(hash)' (from CONFIG_MODULE_SIG_HASH); expected e.g. sha256, sha384 or sha512")
         } catch let error as OpenSSLError {
-            throw SigningError(error.message)
+            throw FarmError(error.message)
         }
-        guard signature.count <= Int(UInt32.max) else { throw SigningError("the signature is too large") }
+        guard signature.count <= Int(UInt32.max) else { throw FarmError("the signature is too large") }
 
         var result = module
         result.append(signature)

@@ -22,7 +22,7 @@ public struct RepositoryKey: Sendable, Codable, Equatable {
     public static func load(_ paths: Paths) throws -> RepositoryKey? {
         guard let data = FileManager.default.contents(atPath: paths.metadata) else { return nil }
         guard let key = try? JSONDecoder().decode(RepositoryKey.self, from: data), key.fingerprint.count == 40 else {
-            throw KeyError("\(paths.metadata): not a repository key description; move it away and run 'farm keys init'")
+            throw FarmError.badInput("\(paths.metadata): not a repository key description; move it away and run 'farm keys init'")
         }
         return key
     }

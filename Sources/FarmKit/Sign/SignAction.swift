@@ -73,7 +73,7 @@ public struct SignAction: TaskAction {
             return "sha256"
         }
         guard ModuleSigner.knownHashes.contains(hash) else {
-            throw SigningError("kernel \(release) wants module signatures made with \(hash) (CONFIG_MODULE_SIG_HASH), which farm cannot make;"
+            throw FarmError("kernel \(release) wants module signatures made with \(hash) (CONFIG_MODULE_SIG_HASH), which farm cannot make;"
                                + " it makes \(ModuleSigner.knownHashes.joined(separator: ", "))")
         }
         log.append("hash: \(hash) (CONFIG_MODULE_SIG_HASH)\n")
@@ -84,7 +84,7 @@ public struct SignAction: TaskAction {
     public static func checkKeyType(_ type: ModuleKey.KeyType, config: KernelConfig?, release: String, keyPath: String) throws {
         guard type == .ecdsa else { return }
         guard config?.values["CONFIG_MODULE_SIG_KEY_TYPE_ECDSA"] == "y" else {
-            throw SigningError("the module key \(keyPath) is ECDSA, but kernel \(release)'s .config does not set"
+            throw FarmError("the module key \(keyPath) is ECDSA, but kernel \(release)'s .config does not set"
                                + " CONFIG_MODULE_SIG_KEY_TYPE_ECDSA=y, so the kernel could not check the signature;"
                                + " make an RSA key with 'farm keys rotate --force --type rsa'")
         }
@@ -98,11 +98,11 @@ public struct SignAction: TaskAction {
         case .gzip: ("gzip", ["-n", "-k", "-f", file], "gzip")
         }
         guard let path = Executable.find(tool) else {
-            throw ToolMissing(tool: tool, package: package, purpose: "compressing \(recipe.name) modules (compress: \(compression.rawValue))")
+            throw FarmError.toolMissing(tool: tool, package: package, purpose: "compressing \(recipe.name) modules (compress: \(compression.rawValue))")
         }
         let result = try Executable.run(path, arguments)
         guard result.status == 0 else {
-            throw SigningError("\(tool) failed on \((file as NSString).lastPathComponent): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw FarmError("\(tool) failed on \((file as NSString).lastPathComponent): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         context.log.append("compressed: \(tool) \(arguments.dropLast().joined(separator: " "))\n")
         return try context.store(file: file + compression.suffix)
@@ -117,12 +117,12 @@ extension SignAction {
             .tool("gpg", package: "gnupg", purpose: "signing modules for the repository"),
             Requirement(id: "file:" + privateKey) {
                 access(privateKey, R_OK) == 0 ? nil
-                    : EnvironmentError("the module-signing key \(privateKey) is missing or unreadable; 'farm keys init' makes the keys"
+                    : FarmError.environment("the module-signing key \(privateKey) is missing or unreadable; 'farm keys init' makes the keys"
                                        + " (or restore it from your backup)")
             },
             Requirement(id: "file:" + home) {
                 FileManager.default.fileExists(atPath: home + "/private-keys-v1.d") ? nil
-                    : EnvironmentError("the repository key's home \(home) holds no private key; 'farm keys init' makes the keys"
+                    : FarmError.environment("the repository key's home \(home) holds no private key; 'farm keys init' makes the keys"
                                        + " (or restore it from your backup)")
             },
         ]

@@ -1,12 +1,6 @@
 import FarmEngine
 import Foundation
 
-public struct ToolchainError: Error, CustomStringConvertible, LocalizedError {
-    public let message: String
-    public var description: String { message }
-    public var errorDescription: String? { message }
-}
-
 /// Task kind `toolchain`: a root file system made by mmdebstrap from a toolchain recipe, stored
 /// as one `root.tar.zst`. The key covers the recipe, not the mirror; mmdebstrap's output is
 /// byte-reproducible for the same packages, and compile keys use the tarball's digest, so a
@@ -39,10 +33,10 @@ public struct ToolchainAction: TaskAction {
 
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
         guard let sourceLine else {
-            throw ToolchainError(message: "toolchain \(recipe.name) (\(recipe.path)): no mirror for suite \(recipe.suite): \(reason ?? "unknown")")
+            throw FarmError(message: "toolchain \(recipe.name) (\(recipe.path)): no mirror for suite \(recipe.suite): \(reason ?? "unknown")")
         }
         guard let mmdebstrap = Executable.find("mmdebstrap") else {
-            throw ToolMissing(tool: "mmdebstrap", package: "mmdebstrap", purpose: "making toolchain \(recipe.name)")
+            throw FarmError.toolMissing(tool: "mmdebstrap", package: "mmdebstrap", purpose: "making toolchain \(recipe.name)")
         }
         var command = [mmdebstrap]
         if geteuid() == 0 {
@@ -51,7 +45,7 @@ public struct ToolchainAction: TaskAction {
             // pid namespace whose first process dies with unshare (which dies with farm) nothing of
             // it outlives farm: not mmdebstrap, not apt, not gpg-agent. Unshare mode makes its own.
             guard let unshare = Executable.find("unshare") else {
-                throw ToolMissing(tool: "unshare", package: "util-linux", purpose: "making toolchain \(recipe.name)")
+                throw FarmError.toolMissing(tool: "unshare", package: "util-linux", purpose: "making toolchain \(recipe.name)")
             }
             command = [unshare, "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child=KILL", "--", mmdebstrap]
         }
@@ -76,7 +70,7 @@ public struct ToolchainAction: TaskAction {
             environment["LC_ALL"] = "C.UTF-8"
             let status = try Sandbox.runLogged(launcher[0], Array(launcher.dropFirst()) + arguments, environment: environment, log: context.log)
             guard status == 0, FileManager.default.fileExists(atPath: output) else {
-                throw ToolchainError(message: "mmdebstrap failed (exit \(status)) making toolchain \(recipe.name) from '\(sourceLine)';"
+                throw FarmError(message: "mmdebstrap failed (exit \(status)) making toolchain \(recipe.name) from '\(sourceLine)';"
                                      + " the log says why: farm log \(FarmTask.toolchain(name: recipe.name))")
             }
             return ["root": try context.store(file: output)]

@@ -48,7 +48,7 @@ struct BuildTests {
         let (_, log) = try await project.build([SyntheticProject.release(1)])
         #expect(log.built.contains("synthetic-compile:\(SyntheticProject.release(1))"))
         #expect(!log.built.contains("synthetic-compile:\(SyntheticProject.release(0))"))
-        await #expect(throws: PlanError.self) { try await project.build(["9.*"]) }
+        await #expect(throws: FarmError.self) { try await project.build(["9.*"]) }
     }
 
     @Test func keepGoingBuildsEverythingIndependentOfAFailure() async throws {
@@ -167,7 +167,7 @@ struct BuildTests {
         let (record, text) = try project.session().log("synthetic-compile:\(SyntheticProject.release(0))")
         #expect(record.status != 0)
         #expect(text.contains("error: headers for \(SyntheticProject.release(0)) are broken"))
-        #expect(throws: PlanError.self) { try project.session().log("synthetic-compile:nonexistent") }
+        #expect(throws: FarmError.self) { try project.session().log("synthetic-compile:nonexistent") }
     }
 
     @Test func corruptObjectIsNeverServedAndIsRebuilt() async throws {

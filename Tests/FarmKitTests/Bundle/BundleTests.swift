@@ -219,7 +219,7 @@ struct BundleTests {
     @Test func bundleRefusesPackagesWithoutTheReleasesHeaders() throws {
         let scratch = try Scratch()
         try scratch.write("staging/usr/src/linux-headers-6.1.0-46-amd64/Makefile", "all:\n")
-        let error = try #require(throws: BundleError.self) {
+        let error = try #require(throws: FarmError.self) {
             try BundleBuilder.build(stagingRoot: scratch.file("staging"), release: Self.release, distro: "debian",
                                     checksum: "c", output: scratch.file("bundle.tgz"))
         }

@@ -66,6 +66,6 @@ struct MemoryStreamTests {
     /// A user part that ssh would take for an option is refused before any ssh runs.
     @Test(arguments: ["-oProxyCommand=touch /tmp/x@host", "@host", "root@-host", "root@host:99999"])
     func aTargetSshWouldMisreadIsRefused(_ text: String) {
-        #expect(throws: CaptureError.self) { try CaptureTarget(parsing: text) }
+        #expect(throws: FarmError.self) { try CaptureTarget(parsing: text) }
     }
 }

@@ -167,7 +167,7 @@ extension FetchTests {
         let stubborn = try FlakyServer(directory: scratch.file("www"), failures: 10, scratch: scratch)
         defer { stubborn.stop() }
         let url = "http://127.0.0.1:\(stubborn.port)/c.deb"
-        let error = #expect(throws: DownloadError.self) {
+        let error = #expect(throws: FarmError.self) {
             try Downloader(attempts: 2, firstDelay: .milliseconds(50))
                 .fetchPinned(urls: [url], to: scratch.file("d.deb"), sha256: SHA256.hash(bytes), size: Int64(bytes.count))
         }
@@ -224,7 +224,7 @@ extension FetchTests {
         let partial = scratch.file("partial")
         try Data(count: 99_000).write(to: URL(fileURLWithPath: partial))
         let url = "http://127.0.0.1:\(server.port)/f.deb"
-        let error = #expect(throws: DownloadError.self) {
+        let error = #expect(throws: FarmError.self) {
             try Downloader(attempts: 1).download(url, to: partial, limit: .pinned(100_000))
         }
         #expect(error?.description.contains("\(url): the server sent more than the pinned size of 100000 bytes") == true,
@@ -238,7 +238,7 @@ extension FetchTests {
         let server = try FlakyServer(directory: scratch.file("www"), failures: 0, scratch: scratch)
         defer { server.stop() }
         let archive = AptArchive(baseURL: "http://127.0.0.1:\(server.port)/endless", keyrings: [])
-        let error = #expect(throws: DownloadError.self) {
+        let error = #expect(throws: FarmError.self) {
             try archive.packages(suite: "bookworm", component: "main", architecture: "amd64", workDirectory: scratch.path)
         }
         let url = "http://127.0.0.1:\(server.port)/endless/dists/bookworm/InRelease"

@@ -41,21 +41,21 @@ struct RepositoryFormatTests {
     }
 
     @Test func malformedFilesAreRefusedWithWhereAndWhat() throws {
-        let broken = #expect(throws: RepositoryError.self) {
+        let broken = #expect(throws: FarmError.self) {
             try RepositoryFormat.parseRepomd(Data("<metadata>\n  <revision>1</revision>\n  <data type=\"primary\">\n</metadata>".utf8),
                                              name: "repo/repodata/repomd.xml")
         }
         #expect(broken?.message.hasPrefix("repo/repodata/repomd.xml:4:") == true, "\(broken?.message ?? "")")
-        let noRevision = #expect(throws: RepositoryError.self) {
+        let noRevision = #expect(throws: FarmError.self) {
             try RepositoryFormat.parseRepomd(Data("<metadata><data type=\"primary\"/></metadata>".utf8), name: "repomd.xml")
         }
         #expect(noRevision?.message.contains("<revision>") == true)
-        let missing = #expect(throws: RepositoryError.self) {
+        let missing = #expect(throws: FarmError.self) {
             try RepositoryFormat.parsePrimary(Data("<modules><module type=\"lime\"><name>x.ko</name></module></modules>".utf8), name: "p.xml")
         }
         #expect(missing?.message.contains("module 1 has no <arch>") == true, "\(missing?.message ?? "")")
         for href in ["../etc/passwd", "/etc/passwd", "http://elsewhere/x.ko", "modules//x.ko", ""] {
-            #expect(throws: RepositoryError.self, "\(href)") { try RepositoryFormat.checkRelative(href, name: "p.xml") }
+            #expect(throws: FarmError.self, "\(href)") { try RepositoryFormat.checkRelative(href, name: "p.xml") }
         }
         try RepositoryFormat.checkRelative("modules/lime-6.1.0-56-amd64.ko", name: "p.xml")
     }

@@ -111,7 +111,7 @@ struct KeysTests {
         let key = try ModuleKey.create(at: paths, type: .ecdsa, hash: "sha384", refreshDays: 30)
         #expect(key.bits == 384)
         let rsaKernel = KernelConfig(values: ["CONFIG_MODULE_SIG_KEY_TYPE_RSA": "y", "CONFIG_MODULE_SIG_HASH": "sha256"])
-        #expect(throws: SigningError.self) {
+        #expect(throws: FarmError.self) {
             try SignAction.checkKeyType(.ecdsa, config: rsaKernel, release: "6.1.0-56-amd64", keyPath: paths.base)
         }
         let ecdsaKernel = KernelConfig(values: ["CONFIG_MODULE_SIG_KEY_TYPE_ECDSA": "y", "CONFIG_MODULE_SIG_HASH": "sha384"])
@@ -119,7 +119,7 @@ struct KeysTests {
         try SignAction.checkKeyType(.rsa, config: rsaKernel, release: "6.1.0-56-amd64", keyPath: paths.base)
         // The hash follows the kernel's .config.
         #expect(try SignAction.hash(config: ecdsaKernel, release: "x", log: TaskLog()) == "sha384")
-        #expect(throws: SigningError.self) {
+        #expect(throws: FarmError.self) {
             try SignAction.hash(config: KernelConfig(values: ["CONFIG_MODULE_SIG_HASH": "md4"]), release: "x", log: TaskLog())
         }
 

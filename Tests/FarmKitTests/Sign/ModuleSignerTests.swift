@@ -63,7 +63,7 @@ struct ModuleSignerTests {
         #expect(structure.contains("d.issuerAndSerialNumber"), "the signer is not named by issuer and serial: \(structure)")
 
         // Signing a signed module again is refused.
-        #expect(throws: SigningError.self) { try ModuleSigner.sign(module: signed, key: key, certificate: certificate, hash: hash) }
+        #expect(throws: FarmError.self) { try ModuleSigner.sign(module: signed, key: key, certificate: certificate, hash: hash) }
     }
 
     /// `farm verify MODULE --cert CERT`: a good module passes; a tampered one, one signed by

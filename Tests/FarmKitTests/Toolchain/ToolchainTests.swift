@@ -101,7 +101,7 @@ struct ToolchainTests {
                               ("truncated.ko", [0x7f, 0x45, 0x4c, 0x46, 2, 1, 1] + [UInt8](repeating: 0, count: 57))] {
             let path = scratch.file(name)
             try Data(bytes).write(to: URL(fileURLWithPath: path))
-            let error = try #require(throws: ModuleInfoError.self) { try ModuleInfo.read(path: path) }
+            let error = try #require(throws: FarmError.self) { try ModuleInfo.read(path: path) }
             #expect(error.description.hasPrefix(path + ": not a kernel module"), "\(error)")
         }
     }
