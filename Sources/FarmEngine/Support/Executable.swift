@@ -4,8 +4,8 @@ import Foundation
 /// Starts every program farm runs (gpg, tar, mmdebstrap, the sandboxes) and collects what it
 /// printed. Each child gets SIGKILL when farm dies, even by SIGKILL: the parent-death signal is
 /// armed in the child before exec. Linux sends it when the *thread* that started the child exits,
-/// so a child is started and waited for on one thread, which therefore outlives it. (QEMU, which
-/// must outlive farm, is started by `Labs` with posix_spawn instead.)
+/// so a child is started and waited for on one thread, which therefore outlives it. The one
+/// exception is `daemon`: a program that daemonizes (a lab's QEMU) must outlive farm.
 public enum Executable {
     public struct Result: Sendable {
         /// The exit code, or 128 + the signal that ended the program, as a shell says.
@@ -135,6 +135,38 @@ public enum Executable {
         }
         guard pid > 0 else { throw FileSystemError.io(operation: "starting", path: executable, errno: -pid) }
         return Background(pid: pid)
+    }
+
+    /// Starts a program that daemonizes itself (`qemu -daemonize`) and waits for its launcher to
+    /// return; the daemon outlives farm on purpose, so no death signal is armed. A daemon keeps
+    /// every descriptor it inherits, so it gets only /dev/null and `log` (stdout and stderr), and
+    /// an empty signal mask. Returns the launcher's wait status (0: the daemon is up).
+    public static func daemon(_ executable: String, _ arguments: [String], log: String) throws -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // And nothing else: a pipe farm's own caller gave it must not stay open in the daemon.
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+            if let fd = Int32(entry), fd > 2 { posix_spawn_file_actions_addclose(&actions, fd) }
+        }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        guard spawned == 0 else { throw FileSystemError.io(operation: "starting", path: executable, errno: spawned) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        return status
     }
 
     private static func withEnvironment<T>(_ envp: [UnsafeMutablePointer<CChar>?]?,

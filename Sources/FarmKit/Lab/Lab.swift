@@ -269,34 +269,8 @@ public struct Labs: Sendable {
                          "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:\(lab.port)-:22", "-device", "virtio-net-pci,netdev=n0",
                          "-device", "virtio-rng-pci", "-no-reboot", "-daemonize", "-pidfile", lab.pidFile]
             + (lab.monitor.map { ["-qmp", "unix:\($0.socketPath),server=on,wait=off"] } ?? [])
-        // QEMU's daemon keeps every descriptor its parent had: it is spawned with nothing but
-        // /dev/null and a log file, so no pipe of farm's stays open in it.
         let output = lab.directory + "/qemu.log"
-        var actions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // And nothing else: a pipe farm's own caller gave it must not stay open in the daemon.
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
-            if let fd = Int32(entry), fd > 2 { posix_spawn_file_actions_addclose(&actions, fd) }
-        }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // Only the three descriptors above reach QEMU (glibc 2.34+ knows this flag).
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        let argv = ([qemu] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, qemu, &actions, &attributes, argv, environ)
-        guard spawned == 0 else { throw FarmError("could not start \(qemu): \(String(cString: strerror(spawned)))") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        let status = try Executable.daemon(qemu, arguments, log: output)
         guard status == 0 else {
             let text = ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
             throw FarmError("qemu-system-x86_64 (\(lab.accelerator)) did not start: \(text)")
