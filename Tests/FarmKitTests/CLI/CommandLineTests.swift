@@ -92,7 +92,12 @@ struct CommandLineTests {
     /// survives exec), farm still hears Ctrl-C: a capture stuck on a host that never answers ends
     /// with 130 once its ssh gives up, instead of going on as if nothing happened.
     @Test func ctrlCReachesFarmWhateverMaskItsParentHad() throws {
-        let server = try SilentServer()
+        // A server that accepts connections and never says a word (an SSH server hung before its banner).
+        let server = try PythonServer(serving: """
+        held = []
+        while True:
+            held.append(s.accept()[0])
+        """)
         let farm = Process()
         farm.executableURL = URL(fileURLWithPath: Products.farm)
         farm.arguments = ["capture", "root@127.0.0.1:\(server.port)", "--repo", NSTemporaryDirectory(), "--gpg-no-verify",
@@ -141,39 +146,4 @@ struct CommandLineTests {
         #expect(build.stderr.contains("is not writable by this user") && build.stderr.contains("--cache DIR"), "\(build.stderr)")
         #expect(treeDigest(cache) == before)
     }
-}
-
-/// A TCP server on 127.0.0.1 that accepts connections and never says a word (an SSH server that
-/// hangs before its banner).
-final class SilentServer {
-    let process = Process()
-    let port: Int
-
-    init() throws {
-        let script = """
-        import socket
-        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)
-        print(s.getsockname()[1], flush=True)
-        held = []
-        while True:
-            held.append(s.accept()[0])
-        """
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", script]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = pipe.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { break }
-            line.append(chunk)
-        }
-        guard let port = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw TestFailure("the silent server printed no port")
-        }
-        self.port = port
-    }
-
-    deinit { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
 }

@@ -3,38 +3,12 @@ import FarmKit
 import Foundation
 import Testing
 
-/// A TCP server on 127.0.0.1 that waits, sends some bytes, then waits again before closing: what
-/// LiME looks like through the SSH forward, slow to start or stalled mid-way.
-final class SlowSender {
-    let process = Process()
-    let port: Int
-
-    init(delay: Double, bytes: Int, thenWait: Double) throws {
-        let script = """
-        import socket, sys, time
-        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)
-        print(s.getsockname()[1], flush=True)
-        c, _ = s.accept(); time.sleep(float(sys.argv[1])); c.sendall(b'L' * int(sys.argv[2])); time.sleep(float(sys.argv[3])); c.close()
-        """
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", script, "\(delay)", "\(bytes)", "\(thenWait)"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = pipe.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { break }
-            line.append(chunk)
-        }
-        guard let port = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw TestFailure("the test server printed no port")
-        }
-        self.port = port
-    }
-
-    // The test runner's children do not see SIGTERM (a blocked signal mask is inherited).
-    deinit { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+/// What LiME looks like through the SSH forward, slow to start or stalled mid-way: waits, sends
+/// some bytes, then waits again before closing.
+func slowSender(delay: Double, bytes: Int, thenWait: Double) throws -> PythonServer {
+    try PythonServer(serving: """
+    c, _ = s.accept(); time.sleep(float(sys.argv[1])); c.sendall(b'L' * int(sys.argv[2])); time.sleep(float(sys.argv[3])); c.close()
+    """, arguments: ["\(delay)", "\(bytes)", "\(thenWait)"])
 }
 
 @Suite("Capture's stream")
@@ -42,7 +16,7 @@ struct MemoryStreamTests {
     /// LiME walks the memory map before its first byte: a slow start is not a stall.
     @Test func aFirstByteAfterASlowStartIsReceived() throws {
         let scratch = try Scratch()
-        let server = try SlowSender(delay: 1.5, bytes: 1 << 20, thenWait: 0)
+        let server = try slowSender(delay: 1.5, bytes: 1 << 20, thenWait: 0)
         let stream = MemoryStream(port: server.port, target: "lab", stall: 5) { _ in }
         let received = try stream.receive(into: scratch.file("image.part"), expected: 1 << 20) { true }
         #expect(received == 1 << 20)
@@ -52,7 +26,7 @@ struct MemoryStreamTests {
     /// A stream that stops after its first bytes fails after the stall time, naming how far it got.
     @Test func aStreamThatStallsMidwayFailsAfterTheStallTime() throws {
         let scratch = try Scratch()
-        let server = try SlowSender(delay: 0, bytes: 65536, thenWait: 60)
+        let server = try slowSender(delay: 0, bytes: 65536, thenWait: 60)
         let stream = MemoryStream(port: server.port, target: "lab", stall: 1.5) { _ in }
         let started = Date()
         #expect {
