@@ -69,9 +69,7 @@ public enum Sandbox {
     public static func run(_ spec: SandboxSpec, backend: SandboxBackend, log: TaskLog) throws -> Int32 {
         switch backend {
         case .bwrap:
-            guard let bwrap = Executable.find("bwrap") else {
-                throw FarmError.toolMissing(tool: "bwrap", package: "bubblewrap", purpose: "the bwrap sandbox (--sandbox bwrap, the default)")
-            }
+            let bwrap = try bwrapTool()
             try prepareMountPoints(spec)
             var arguments = ["--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", spec.root, "/",
                              "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
@@ -82,12 +80,7 @@ public enum Sandbox {
             return try runLogged(bwrap, arguments, environment: [:], log: log)
 
         case .chroot:
-            guard geteuid() == 0 else {
-                throw FarmError(message: "the chroot sandbox needs root (it mounts and chroots); run farm as root or use --sandbox bwrap")
-            }
-            guard let setpriv = Executable.find("setpriv"), let unshare = Executable.find("unshare") else {
-                throw FarmError.toolMissing(tool: "setpriv and unshare", package: "util-linux", purpose: "the chroot sandbox")
-            }
+            let (setpriv, unshare) = try chrootTools()
             try prepareMountPoints(spec)
             let target = spec.build + ".root"
             try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
@@ -121,6 +114,25 @@ public enum Sandbox {
         }
     }
 
+
+    /// bwrap's path, or the error that says how to install it.
+    static func bwrapTool() throws -> String {
+        guard let bwrap = Executable.find("bwrap") else {
+            throw FarmError.toolMissing(tool: "bwrap", package: "bubblewrap", purpose: "the bwrap sandbox (--sandbox bwrap, the default)")
+        }
+        return bwrap
+    }
+
+    /// What the chroot sandbox needs: root, `setpriv` and `unshare`.
+    static func chrootTools() throws -> (setpriv: String, unshare: String) {
+        guard geteuid() == 0 else {
+            throw FarmError.environment("the chroot sandbox needs root (it mounts and chroots); run farm as root or use --sandbox bwrap")
+        }
+        guard let setpriv = Executable.find("setpriv"), let unshare = Executable.find("unshare") else {
+            throw FarmError.toolMissing(tool: "setpriv and unshare", package: "util-linux", purpose: "the chroot sandbox")
+        }
+        return (setpriv, unshare)
+    }
 
     /// Runs a program with stdout and stderr into one pipe that goes to `log`. Blocking. The
     /// program dies with farm (`Executable`'s parent-death signal).

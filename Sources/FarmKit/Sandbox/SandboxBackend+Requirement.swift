@@ -8,26 +8,20 @@ extension SandboxBackend {
         switch self {
         case .bwrap:
             Requirement(id: "sandbox:bwrap") {
-                guard let bwrap = Executable.find("bwrap") else {
-                    return FarmError.toolMissing(tool: "bwrap", package: "bubblewrap", purpose: "the bwrap sandbox (--sandbox bwrap, the default)")
-                }
+                let bwrap: String
+                do { bwrap = try Sandbox.bwrapTool() } catch { return error }
                 // The same namespaces a compile asks for: fails where user namespaces are off.
                 let probe = try? Executable.run(bwrap, ["--unshare-all", "--ro-bind", "/", "/", "--", "/bin/true"])
                 guard let probe, probe.status == 0 else {
                     return FarmError.environment("bwrap cannot start a sandbox here (\(probe?.stderr.trimmingCharacters(in: .whitespacesAndNewlines) ?? "it did not run")):"
-                                            + " enable user namespaces (sysctl kernel.unprivileged_userns_clone=1, or"
-                                            + " user.max_user_namespaces > 0), or as root use --sandbox chroot")
+                                                 + " enable user namespaces (sysctl kernel.unprivileged_userns_clone=1, or"
+                                                 + " user.max_user_namespaces > 0), or as root use --sandbox chroot")
                 }
                 return nil
             }
         case .chroot:
             Requirement(id: "sandbox:chroot") {
-                guard geteuid() == 0 else {
-                    return FarmError.environment("the chroot sandbox needs root (it mounts and chroots); run farm as root or use --sandbox bwrap")
-                }
-                guard Executable.find("setpriv") != nil, Executable.find("unshare") != nil else {
-                    return FarmError.toolMissing(tool: "setpriv and unshare", package: "util-linux", purpose: "the chroot sandbox")
-                }
+                do { _ = try Sandbox.chrootTools() } catch { return error }
                 return nil
             }
         case .host:
