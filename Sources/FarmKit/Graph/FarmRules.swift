@@ -170,7 +170,8 @@ public struct UnbuildableAction: TaskAction {
     public var missing: FarmError?
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] { [("unbuildable", message)] }
-    public var requirements: [Requirement] { missing.map { [.unmet(kind + ":" + $0.message, $0)] } ?? [] }
+    // Keyed by the problem alone: the sign and publish tasks missing one key report it once.
+    public var requirements: [Requirement] { missing.map { [.unmet("missing:" + $0.message, $0)] } ?? [] }
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
         throw FarmError.badInput(message)
     }
