@@ -25,6 +25,7 @@ struct CrawlCommand: AsyncParsableCommand {
         for release in result.removed { print("pruned: \(release)") }
         for release in result.missing { print("not seen upstream (kept; --prune removes it): \(release)") }
         for warning in result.warnings { print("warning: \(warning)") }
+        for name in result.unmatched { print("warning: no rule of its family takes \(name)") }
         for failure in result.failures { FileHandle.standardError.write(Data("farm: crawl failed for \(failure)\n".utf8)) }
         print("\(options.manifest): \(result.kernels.count) kernels, \(result.packages.count) pinned packages; "
               + (outcome.changed ? "updated" : "unchanged"))

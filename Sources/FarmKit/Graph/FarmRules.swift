@@ -142,7 +142,7 @@ public struct FarmRules: BuildRules {
     @discardableResult
     func bundle(_ kernel: Kernel, mirrors: MirrorResolver, into graph: inout BuildGraph) -> BuildGraph.NodeID {
         let packages = fetchTasks(for: kernel, mirrors: mirrors, into: &graph)
-        return graph.add(BundleAction(release: kernel.release, distro: "debian"), as: .bundle(release: kernel.release), dependencies: packages)
+        return graph.add(BundleAction(release: kernel.release, distro: kernel.family.bundleDistro), as: .bundle(release: kernel.release), dependencies: packages)
     }
 
     /// The fetch tasks of a kernel's packages, as `package.N` dependencies in the packages' order.

@@ -22,10 +22,13 @@ public struct Manifest: Sendable {
 }
 
 public struct Upstream: Sendable, Hashable {
-    public enum Kind: String, Sendable, CaseIterable { case apt }
+    /// The index format: apt's `Release`/`Packages`, or yum's `repomd.xml`/`primary.xml`.
+    public enum Kind: String, Sendable, CaseIterable { case apt, yum }
 
     public var name: String
     public var kind: Kind
+    /// How the distribution packages kernels; `Family.default(for: kind)` when the manifest does not say.
+    public var family: Family
     /// `apt` (the host's apt sources) or an explicit archive URL.
     public var mirror: String
     public var suites: [String]
@@ -57,6 +60,8 @@ public struct Kernel: Sendable, Hashable {
     /// The kernel release as `uname -r` prints it.
     public var release: String
     public var upstream: String
+    /// The family of its upstream: how its packages make a bundle and how its versions compare.
+    public var family: Family
     public var suite: String?
     /// The distribution release it comes from, e.g. `debian-12`.
     public var distribution: String?
@@ -71,10 +76,11 @@ public struct Kernel: Sendable, Hashable {
     public var lastSeen: String?
     public var location: SourceLocation
 
-    public init(release: String, upstream: String, suite: String?, distribution: String?, version: String?, toolchain: String?,
+    public init(release: String, upstream: String, family: Family, suite: String?, distribution: String?, version: String?, toolchain: String?,
                 compiler: String?, packages: [PackageReference], image: PackageReference?, lastSeen: String?, location: SourceLocation) {
         self.release = release
         self.upstream = upstream
+        self.family = family
         self.suite = suite
         self.distribution = distribution
         self.version = version

@@ -60,9 +60,9 @@ public enum ManifestLoader {
         if let value = top["kernels"] {
             var seen: [String: SourceLocation] = [:]
             seen.reserveCapacity(1024)
-            let upstreamNames = Set(upstreams.map(\.name))
+            let upstreamsByName = Dictionary(upstreams.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
             for item in try value.list("'kernels'") {
-                let kernel = try self.kernel(item, upstreams: upstreamNames)
+                let kernel = try self.kernel(item, upstreams: upstreamsByName)
                 if let first = seen[kernel.release] {
                     throw ManifestError("duplicate kernel '\(kernel.release)' (first listed at line \(first.line)); each release may appear once",
                                         at: kernel.location)
@@ -120,11 +120,22 @@ public enum ManifestLoader {
     }
 
     private static func upstream(name: String, _ value: YAMLValue) throws -> Upstream {
-        let map = try value.mapping("upstream '\(name)'", allowed: ["kind", "mirror", "suites", "components", "architectures", "keyring"])
+        let map = try value.mapping("upstream '\(name)'", allowed: ["kind", "family", "mirror", "suites", "components", "architectures", "keyring"])
         let kindValue = try map.required("kind")
         let kindName = try kindValue.string("an upstream kind")
         guard let kind = Upstream.Kind(rawValue: kindName) else {
             throw kindValue.fail("unknown upstream kind '\(kindName)'; expected one of: \(Upstream.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        var family = Family.default(for: kind)
+        if let familyValue = map["family"] {
+            let familyName = try familyValue.string("a kernel family")
+            guard let named = Family(rawValue: familyName) else {
+                throw familyValue.fail("unknown family '\(familyName)'; expected one of: \(Family.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard named.kinds.contains(kind) else {
+                throw familyValue.fail("the \(familyName) family's kernels are not in \(kind.rawValue) indices; use 'kind: \(named.kinds.map(\.rawValue).sorted().joined(separator: " or "))'")
+            }
+            family = named
         }
         let mirrorValue = try map.required("mirror")
         let mirror = try mirrorValue.string("'apt' or an archive URL")
@@ -132,7 +143,7 @@ public enum ManifestLoader {
             throw mirrorValue.fail("expected 'apt' (the host's apt sources) or an http(s):// or file:// URL, found '\(mirror)'")
         }
         let suites = try map.required("suites").stringList("'suites'")
-        return Upstream(name: name, kind: kind, mirror: mirror, suites: suites,
+        return Upstream(name: name, kind: kind, family: family, mirror: mirror, suites: suites,
                         components: try map["components"]?.stringList("'components'") ?? ["main"],
                         architectures: try map["architectures"]?.stringList("'architectures'") ?? ["amd64"],
                         keyring: try map["keyring"]?.string("a keyring path"))
@@ -140,7 +151,7 @@ public enum ManifestLoader {
 
     private static let kernelKeys = ["release", "upstream", "suite", "distribution", "version", "toolchain", "compiler", "packages", "image", "last-seen"]
 
-    private static func kernel(_ value: YAMLValue, upstreams: Set<String>) throws -> Kernel {
+    private static func kernel(_ value: YAMLValue, upstreams: [String: Upstream]) throws -> Kernel {
         let map = try value.mapping("a kernel", allowed: kernelKeys)
         let release = try map.required("release").string("a kernel release")
         guard Kernel.isRelease(release) else {
@@ -148,11 +159,11 @@ public enum ManifestLoader {
         }
         let upstreamValue = try map.required("upstream")
         let upstream = try upstreamValue.string("an upstream name")
-        guard upstreams.contains(upstream) else {
-            throw upstreamValue.fail("no upstream named '\(upstream)'; the manifest's 'upstreams' names: \(upstreams.sorted().joined(separator: ", "))")
+        guard let family = upstreams[upstream]?.family else {
+            throw upstreamValue.fail("no upstream named '\(upstream)'; the manifest's 'upstreams' names: \(upstreams.keys.sorted().joined(separator: ", "))")
         }
         let packages = try map["packages"].map { try $0.list("'packages'").map(package) } ?? []
-        return Kernel(release: release, upstream: upstream,
+        return Kernel(release: release, upstream: upstream, family: family,
                       suite: try map["suite"]?.string("a suite"),
                       distribution: try map["distribution"]?.string("a distribution release"),
                       version: try map["version"]?.string("a package version"),

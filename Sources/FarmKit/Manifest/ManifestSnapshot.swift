@@ -6,7 +6,7 @@ import Foundation
 /// back takes a fraction, which is what keeps a no-op build of such a manifest under a second.
 /// Any change to the manifest's bytes, its path or farm's version makes the snapshot not match.
 enum ManifestSnapshot {
-    static let magic = "farm-manifest-snapshot 2\n"
+    static let magic = "farm-manifest-snapshot 3\n"
 
     static func path(in directory: String) -> String { directory + "/manifest.snapshot" }
 
@@ -23,6 +23,7 @@ enum ManifestSnapshot {
         for upstream in manifest.upstreams {
             writer.string(upstream.name)
             writer.string(upstream.kind.rawValue)
+            writer.string(upstream.family.rawValue)
             writer.string(upstream.mirror)
             writer.strings(upstream.suites)
             writer.strings(upstream.components)
@@ -38,6 +39,7 @@ enum ManifestSnapshot {
         for kernel in manifest.kernels {
             writer.string(kernel.release)
             writer.string(kernel.upstream)
+            writer.string(kernel.family.rawValue)
             writer.optional(kernel.suite)
             writer.optional(kernel.distribution)
             writer.optional(kernel.version)
@@ -182,8 +184,8 @@ enum ManifestSnapshot {
             var upstreams: [Upstream] = []
             for _ in 0..<min(count(), bytes.count) {
                 let name = string()
-                guard let kind = Upstream.Kind(rawValue: string()) else { return nil }
-                upstreams.append(Upstream(name: name, kind: kind, mirror: string(), suites: strings(),
+                guard let kind = Upstream.Kind(rawValue: string()), let family = Family(rawValue: string()) else { return nil }
+                upstreams.append(Upstream(name: name, kind: kind, family: family, mirror: string(), suites: strings(),
                                           components: strings(), architectures: strings(), keyring: optional()))
             }
             var modules: [ModuleReference] = []
@@ -195,6 +197,7 @@ enum ManifestSnapshot {
             kernels.reserveCapacity(kernelCount)
             for _ in 0..<kernelCount {
                 let release = string(), upstream = string()
+                guard let family = Family(rawValue: string()) else { return nil }
                 let suite = optional(), distribution = optional(), version = optional(), toolchain = optional(), compiler = optional()
                 var packages: [PackageReference] = []
                 for _ in 0..<min(count(), bytes.count) {
@@ -202,7 +205,7 @@ enum ManifestSnapshot {
                     packages.append(package)
                 }
                 let image = count() == 1 ? package() : nil
-                kernels.append(Kernel(release: release, upstream: upstream, suite: suite, distribution: distribution, version: version,
+                kernels.append(Kernel(release: release, upstream: upstream, family: family, suite: suite, distribution: distribution, version: version,
                                       toolchain: toolchain, compiler: compiler, packages: packages, image: image,
                                       lastSeen: optional(), location: location()))
                 if failed { return nil }

@@ -1,36 +1,6 @@
 import FarmEngine
 import Foundation
 
-/// One binary package as a Packages index lists it.
-public struct AptPackage: Sendable, Hashable {
-    public var name: String
-    public var version: String
-    public var architecture: String
-    public var source: String
-    public var depends: String
-    public var filename: String
-    public var size: Int64
-    public var sha256: Digest
-    public var suite: String
-
-    public var reference: PackageReference { PackageReference(url: filename, sha256: sha256, size: size) }
-
-    /// `Depends` as alternatives of (name, relation, version): `a (>= 1) | b, c`.
-    public var dependencies: [[(name: String, relation: String?, version: String?)]] {
-        depends.split(separator: ",").map { group in
-            group.split(separator: "|").map { alternative in
-                let text = alternative.trimmingCharacters(in: .whitespaces)
-                guard let open = text.firstIndex(of: "("), let close = text.firstIndex(of: ")") else {
-                    return (text.split(separator: ":").first.map(String.init) ?? text, nil, nil)
-                }
-                let name = text[..<open].trimmingCharacters(in: .whitespaces)
-                let constraint = text[text.index(after: open)..<close].split(separator: " ", maxSplits: 1)
-                return (name, constraint.first.map(String.init), constraint.count > 1 ? String(constraint[1]).trimmingCharacters(in: .whitespaces) : nil)
-            }
-        }
-    }
-}
-
 /// One suite of an apt archive, read the way apt does: `InRelease` verified against the archive
 /// keyring, then the `Packages.xz` whose sha256 the verified Release lists.
 public struct AptArchive: Sendable {
@@ -54,7 +24,8 @@ public struct AptArchive: Sendable {
 
     /// Reads one suite's index for one component and architecture. Blocking.
     public func packages(suite: String, component: String, architecture: String, workDirectory: String,
-                         downloader: Downloader = Downloader(), log: TaskLog? = nil) throws -> (Release, [AptPackage]) {
+                         downloader: Downloader = Downloader(), log: TaskLog? = nil,
+                         relevant: @escaping (String) -> Bool = { _ in true }) throws -> (Release, [IndexPackage]) {
         let inReleaseURL = "\(baseURL)/dists/\(suite)/InRelease"
         let signed = workDirectory + "/\(suite)-InRelease"
         unlink(signed)
@@ -78,13 +49,13 @@ public struct AptArchive: Sendable {
         let stanzas = ControlFile.parse(index, fields: wanted) { stanza in
             // A crawl needs the kernel's packages and the recipes' source packages only.
             guard let name = stanza["Package"] else { return false }
-            return name.hasPrefix("linux-") || name.hasSuffix("-dkms")
+            return relevant(name)
         }
-        let packages = stanzas.compactMap { stanza -> AptPackage? in
+        let packages = stanzas.compactMap { stanza -> IndexPackage? in
             guard let name = stanza["Package"], let version = stanza["Version"], let filename = stanza["Filename"],
                   let size = stanza["Size"].flatMap({ Int64($0) }), let sha = stanza["SHA256"].flatMap(Digest.init(hex:)) else { return nil }
             let source = stanza["Source"].map { String($0.split(separator: " ").first ?? "") } ?? name
-            return AptPackage(name: name, version: version, architecture: stanza["Architecture"] ?? "", source: source,
+            return IndexPackage(name: name, version: version, architecture: stanza["Architecture"] ?? "", source: source,
                               depends: stanza["Depends"] ?? "", filename: filename, size: size, sha256: sha, suite: suite)
         }
         return (release, packages)

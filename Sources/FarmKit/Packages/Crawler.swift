@@ -27,17 +27,11 @@ public struct Crawler: Sendable {
         public var failures: [String]
         /// Kernels a dependency could not be found for, with the reason; they were left out.
         public var warnings: [String]
+        /// Header-like packages no rule of their upstream's family matched, as `upstream/suite: name`.
+        public var unmatched: [String]
         public var added: [String]
         public var removed: [String]
         public var missing: [String]
-    }
-
-    struct SuiteIndex: Sendable {
-        var upstream: String
-        var suite: String
-        var architecture: String
-        var release: AptArchive.Release
-        var packages: [AptPackage]
     }
 
     public func crawl(prune: Bool, now: Date = Date(), log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> Result {
@@ -68,11 +62,13 @@ public struct Crawler: Sendable {
                         let index = try await Blocking.run {
                             let directory = workDirectory + "/\(number)"
                             try AtomicFile.makeDirectory(directory)
+                            let discovery = job.upstream.family.discovery
                             let (release, packages) = try job.archive.packages(suite: job.suite, component: job.component,
                                                                                architecture: job.architecture,
-                                                                               workDirectory: directory, downloader: downloader)
-                            return SuiteIndex(upstream: job.upstream.name, suite: job.suite, architecture: job.architecture,
-                                              release: release, packages: packages)
+                                                                               workDirectory: directory, downloader: downloader,
+                                                                               relevant: { discovery.isRelevant($0) })
+                            return SuiteIndex(upstream: job.upstream, suite: job.suite, architecture: job.architecture,
+                                              codename: release.codename, version: release.version, packages: packages)
                         }
                         return (number, .success(index))
                     } catch {
@@ -96,19 +92,23 @@ public struct Crawler: Sendable {
 
         let failedSuites = Set(failures.map { String($0.prefix(while: { $0 != ":" })) })
         var warnings: [String] = []
+        var unmatched: [String] = []
         var found: [String: Kernel] = [:]
         var pinned: [PinnedPackage] = []
         for upstream in manifest.upstreams where upstream.kind == .apt {
-            let mine = indices.filter { $0.upstream == upstream.name }
+            let mine = indices.filter { $0.upstream.name == upstream.name }
             let pool = Dictionary(grouping: mine.flatMap(\.packages), by: \.name)
             for index in mine {
-                for kernel in discoverKernels(index, upstream: upstream.name, pool: pool, warnings: &warnings) {
+                let discovery = upstream.family.discovery.discover(index, pool: pool, manifest: manifest)
+                warnings += discovery.warnings
+                unmatched += discovery.unmatched.map { "\(upstream.name)/\(index.suite): \($0)" }
+                for kernel in discovery.kernels {
                     if let existing = found[kernel.release], !prefer(kernel, over: existing, suites: upstream.suites) { continue }
                     found[kernel.release] = kernel
                 }
             }
             for name in recipePackages() {
-                guard let candidates = pool[name], let best = candidates.max(by: { DebianVersion.less($0.version, $1.version) }) else { continue }
+                guard let candidates = pool[name], let best = candidates.max(by: { upstream.family.compareVersions($0.version, $1.version) < 0 }) else { continue }
                 pinned.append(PinnedPackage(name: name, upstream: upstream.name, suite: best.suite, version: best.version, package: best.reference))
             }
         }
@@ -169,7 +169,7 @@ public struct Crawler: Sendable {
         // Pins for recipe packages from suites that failed stay as they were.
         for old in manifest.packages where !pinned.contains(where: { $0.name == old.name }) { pinned.append(old) }
         pinned.sort { $0.name < $1.name }
-        return Result(kernels: kernels, packages: pinned, failures: failures.sorted(), warnings: warnings,
+        return Result(kernels: kernels, packages: pinned, failures: failures.sorted(), warnings: warnings, unmatched: unmatched.sorted(),
                       added: added.sorted(), removed: removed, missing: missing)
     }
 
@@ -205,70 +205,9 @@ public struct Crawler: Sendable {
     /// The same release in two suites (a point release and its security update): the newer
     /// package wins, then the suite listed first.
     private func prefer(_ candidate: Kernel, over existing: Kernel, suites: [String]) -> Bool {
-        let order = DebianVersion.compare(candidate.version ?? "", existing.version ?? "")
+        let order = candidate.family.compareVersions(candidate.version ?? "", existing.version ?? "")
         if order != 0 { return order > 0 }
         return (suites.firstIndex(of: candidate.suite ?? "") ?? .max) < (suites.firstIndex(of: existing.suite ?? "") ?? .max)
-    }
-
-    /// Debian's arch headers package (`linux-headers-<abi>-<flavour>`) depends on the common
-    /// headers (`-common` or `-common-rt`), a `linux-kbuild-*` package and the compiler
-    /// (`linux-compiler-gcc-N-<arch>` up to 6.1, `gcc-N` since 6.12).
-    func discoverKernels(_ index: SuiteIndex, upstream: String, pool: [String: [AptPackage]], warnings: inout [String]) -> [Kernel] {
-        var kernels: [Kernel] = []
-        for headers in index.packages where headers.name.hasPrefix("linux-headers-") && headers.architecture == index.architecture {
-            let dependencies = headers.dependencies.compactMap(\.first)
-            guard let common = dependencies.first(where: { $0.name.hasPrefix("linux-headers-") && $0.name.contains("-common") }) else {
-                continue  // a meta package such as linux-headers-amd64
-            }
-            let release = String(headers.name.dropFirst("linux-headers-".count))
-            guard let kbuildDependency = dependencies.first(where: { $0.name.hasPrefix("linux-kbuild-") }) else {
-                warnings.append("\(release): \(headers.name) depends on no linux-kbuild package; left out")
-                continue
-            }
-            let compiler = dependencies.first { $0.name.hasPrefix("linux-compiler-gcc-") || $0.name.range(of: #"^gcc-[0-9]+$"#, options: .regularExpression) != nil }
-            guard let commonPackage = resolve(common, pool: pool, suite: index.suite),
-                  let kbuild = resolve(kbuildDependency, pool: pool, suite: index.suite) else {
-                warnings.append("\(release): \(common.name) or \(kbuildDependency.name) matching \(headers.name) \(headers.version) is in none of the crawled suites; left out")
-                continue
-            }
-            let image = ["linux-image-\(release)", "linux-image-\(release)-unsigned"].lazy.compactMap {
-                resolve((name: $0, relation: "=", version: headers.version), pool: pool, suite: index.suite)
-            }.first
-            kernels.append(Kernel(release: release, upstream: upstream, suite: index.suite,
-                                  distribution: distribution(index.release),
-                                  version: headers.version, toolchain: nil, compiler: compiler?.name,
-                                  packages: [headers.reference, commonPackage.reference, kbuild.reference],
-                                  image: image?.reference, lastSeen: nil,
-                                  location: SourceLocation(file: manifest.path, line: 0, column: 0)))
-        }
-        return kernels
-    }
-
-    /// The package that satisfies a dependency: `=` exactly; `>=` the same version if listed,
-    /// else the lowest newer one; no relation the newest. The dependent's suite is preferred.
-    func resolve(_ dependency: (name: String, relation: String?, version: String?), pool: [String: [AptPackage]], suite: String) -> AptPackage? {
-        guard let candidates = pool[dependency.name], !candidates.isEmpty else { return nil }
-        let ordered = candidates.sorted { a, b in
-            let order = DebianVersion.compare(a.version, b.version)
-            return order != 0 ? order < 0 : (a.suite == suite && b.suite != suite)
-        }
-        switch (dependency.relation, dependency.version) {
-        case let ("=", version?):
-            return ordered.filter { DebianVersion.compare($0.version, version) == 0 }.sorted { a, _ in a.suite == suite }.first
-        case let (">=", version?):
-            return ordered.first { DebianVersion.compare($0.version, version) >= 0 }
-        default:
-            return ordered.last
-        }
-    }
-
-    /// `debian-12` from the Release's `Version` (12.12) or, where it has none (backports), from
-    /// the codename.
-    private func distribution(_ release: AptArchive.Release) -> String? {
-        if let major = release.version?.split(separator: ".").first, Int(major) != nil { return "debian-\(major)" }
-        let codenames = ["buster": 10, "bullseye": 11, "bookworm": 12, "trixie": 13, "forky": 14]
-        let base = (release.codename ?? release.suite).split(separator: "-").first.map(String.init) ?? ""
-        return codenames[base].map { "debian-\($0)" }
     }
 
     /// The archive and keyrings for one suite of an upstream.

@@ -7,7 +7,7 @@ import Testing
 /// from (a local directory, a git commit), without the network.
 struct ToolchainTests {
     static func kernel(_ release: String, compiler: String?, distribution: String? = "debian-12", toolchain: String? = nil) -> Kernel {
-        Kernel(release: release, upstream: "debian", suite: "bookworm", distribution: distribution, version: "1", toolchain: toolchain,
+        Kernel(release: release, upstream: "debian", family: .debian, suite: "bookworm", distribution: distribution, version: "1", toolchain: toolchain,
                compiler: compiler, packages: [], image: nil, lastSeen: nil, location: SourceLocation(file: "manifest.yml", line: 40, column: 5))
     }
 
