@@ -122,6 +122,13 @@ public struct SuiteIndex: Sendable {
     }
 }
 
+/// An upstream's index format (apt, yum): reads and verifies one suite's index.
+public protocol PackageIndexSource: Sendable {
+    /// The packages `relevant` keeps of one suite, component and architecture, verified. Blocking.
+    func index(of upstream: Upstream, suite: String, component: String, architecture: String, workDirectory: String,
+               downloader: Downloader, relevant: @escaping (String) -> Bool) throws -> SuiteIndex
+}
+
 /// What a family's rules found in one suite.
 public struct Discovery: Sendable {
     public var kernels: [Kernel] = []

@@ -1,6 +1,16 @@
 import FarmEngine
 import Foundation
 
+extension AptArchive: PackageIndexSource {
+    public func index(of upstream: Upstream, suite: String, component: String, architecture: String, workDirectory: String,
+                      downloader: Downloader, relevant: @escaping (String) -> Bool) throws -> SuiteIndex {
+        let (release, packages) = try self.packages(suite: suite, component: component, architecture: architecture,
+                                                    workDirectory: workDirectory, downloader: downloader, relevant: relevant)
+        return SuiteIndex(upstream: upstream, suite: suite, architecture: architecture,
+                          codename: release.codename, version: release.version, packages: packages)
+    }
+}
+
 /// One suite of an apt archive, read the way apt does: `InRelease` verified against the archive
 /// keyring, then the `Packages.xz` whose sha256 the verified Release lists.
 public struct AptArchive: Sendable {

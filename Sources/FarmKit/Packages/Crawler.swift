@@ -36,12 +36,12 @@ public struct Crawler: Sendable {
 
     public func crawl(prune: Bool, now: Date = Date(), log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> Result {
         let sources = try? AptSources.load(root: aptRoot)
-        var jobs: [(upstream: Upstream, suite: String, component: String, architecture: String, archive: AptArchive)] = []
+        var jobs: [(upstream: Upstream, suite: String, component: String, architecture: String, archive: any PackageIndexSource)] = []
         var failures: [String] = []
-        for upstream in manifest.upstreams where upstream.kind == .apt {
+        for upstream in manifest.upstreams {
             for suite in upstream.suites {
                 do {
-                    let archive = try self.archive(for: upstream, suite: suite, sources: sources)
+                    let archive = try self.indexSource(for: upstream, suite: suite, sources: sources)
                     for component in upstream.components {
                         for architecture in upstream.architectures {
                             jobs.append((upstream, suite, component, architecture, archive))
@@ -63,12 +63,9 @@ public struct Crawler: Sendable {
                             let directory = workDirectory + "/\(number)"
                             try AtomicFile.makeDirectory(directory)
                             let discovery = job.upstream.family.discovery
-                            let (release, packages) = try job.archive.packages(suite: job.suite, component: job.component,
-                                                                               architecture: job.architecture,
-                                                                               workDirectory: directory, downloader: downloader,
-                                                                               relevant: { discovery.isRelevant($0) })
-                            return SuiteIndex(upstream: job.upstream, suite: job.suite, architecture: job.architecture,
-                                              codename: release.codename, version: release.version, packages: packages)
+                            return try job.archive.index(of: job.upstream, suite: job.suite, component: job.component,
+                                                         architecture: job.architecture, workDirectory: directory,
+                                                         downloader: downloader, relevant: { discovery.isRelevant($0) })
                         }
                         return (number, .success(index))
                     } catch {
@@ -95,7 +92,7 @@ public struct Crawler: Sendable {
         var unmatched: [String] = []
         var found: [String: Kernel] = [:]
         var pinned: [PinnedPackage] = []
-        for upstream in manifest.upstreams where upstream.kind == .apt {
+        for upstream in manifest.upstreams {
             let mine = indices.filter { $0.upstream.name == upstream.name }
             let pool = Dictionary(grouping: mine.flatMap(\.packages), by: \.name)
             for index in mine {
@@ -139,7 +136,7 @@ public struct Crawler: Sendable {
         // hand-set toolchain), kernels not found stay unless pruned from a suite that was read.
         var kernels: [Kernel] = []
         var added: [String] = [], removed: [String] = [], missing: [String] = []
-        let crawled = Set(manifest.upstreams.filter { $0.kind == .apt }.map(\.name))
+        let crawled = Set(manifest.upstreams.map(\.name))
         let stamp = ISO8601DateFormatter().string(from: now)
         for old in manifest.kernels {
             if var new = found.removeValue(forKey: old.release) {
@@ -208,6 +205,14 @@ public struct Crawler: Sendable {
         let order = candidate.family.compareVersions(candidate.version ?? "", existing.version ?? "")
         if order != 0 { return order > 0 }
         return (suites.firstIndex(of: candidate.suite ?? "") ?? .max) < (suites.firstIndex(of: existing.suite ?? "") ?? .max)
+    }
+
+    /// Where one suite of an upstream is read from, by the upstream's index kind.
+    func indexSource(for upstream: Upstream, suite: String, sources: AptSources?) throws -> any PackageIndexSource {
+        switch upstream.kind {
+        case .apt: try archive(for: upstream, suite: suite, sources: sources)
+        case .yum: throw FarmError.environment("yum indices are not read yet")
+        }
     }
 
     /// The archive and keyrings for one suite of an upstream.
