@@ -33,7 +33,7 @@ func bundleBenchmark(_ arguments: [String]) async throws {
     // Fetch the packages through farm (cached after the first time).
     let work = workRoot + "/farm-bench-bundle-\(getpid())"
     defer { try? FileManager.default.removeItem(atPath: work) }
-    let (fetched, _) = try await session.buildOne(.bundle(release: kernel.release), output: "bundle", into: work, as: "warmup.tgz",
+    let (fetched, _) = try await session.buildOne(.bundle(kernel: kernel.name), output: "bundle", into: work, as: "warmup.tgz",
                                                   options: BuildOptions(), reporter: SilentReporter())
     guard fetched.succeeded else { print("fetching the packages failed"); exit(1) }
     let cache = try session.openCache()

@@ -66,7 +66,7 @@ func compileBenchmark(_ arguments: [String]) async throws {
             return try (try explainer.cachedOutputs(of: node, in: graph)?[key]).unwrap("\(task) is not built")
         }
         let toolchain = try catalog.recipe(for: kernel)
-        let bundle = try trees.tree(of: try output(.bundle(release: kernel.release), "bundle"), log: log)
+        let bundle = try trees.tree(of: try output(.bundle(kernel: kernel.name), "bundle"), log: log)
         let root = try trees.tree(of: try output(.toolchain(name: toolchain.name), "root"), log: log)
         let directory = "\(project)/dkms/\(kernel.release)"
         _ = try PackageExtractor.extract(package: sourcePackage, into: directory + "-package")

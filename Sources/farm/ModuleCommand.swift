@@ -21,7 +21,7 @@ struct ModuleCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Write the module as compiled, without the module signature (it is signed when the manifest has 'signing:').")
     var unsigned = false
 
-    @Argument(help: "The kernel release, as the manifest lists it (e.g. 6.1.0-56-amd64).")
+    @Argument(help: "The kernel release, as the manifest lists it (e.g. 6.1.0-56-amd64; release@upstream when two upstreams ship it).")
     var release: String
 
     func run() async throws {
@@ -31,7 +31,7 @@ struct ModuleCommand: AsyncParsableCommand {
         }
         let kernel = try session.kernel(release)
         let signed = session.manifest.signing != nil && !unsigned
-        let task: FarmTask = signed ? .sign(recipe: recipe, release: kernel.release) : .compile(recipe: recipe, release: kernel.release)
+        let task: FarmTask = signed ? .sign(recipe: recipe, kernel: kernel.name) : .compile(recipe: recipe, kernel: kernel.name)
         let name = module.outputName(release: kernel.release)
         // A recipe with `compress:` also gets the signed module compressed, written beside it.
         let extras = module.compress.map { ["compressed": name + $0.suffix] } ?? [:]

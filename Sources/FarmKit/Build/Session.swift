@@ -32,10 +32,18 @@ public struct Session: Sendable {
         self.cacheDirectory = cacheDirectory
     }
 
-    /// The manifest's kernel of that release, or an error that names the manifest and the
-    /// releases that look alike (a typo, another flavour).
-    public func kernel(_ release: String) throws -> Kernel {
-        if let kernel = manifest.kernels.first(where: { $0.release == release }) { return kernel }
+    /// The manifest's kernel named `release` or `release@upstream`, or an error that names the
+    /// manifest and the releases that look alike (a typo, another flavour), or the upstreams to
+    /// choose from when two ship that release.
+    public func kernel(_ text: String) throws -> Kernel {
+        let parts = text.split(separator: "@", maxSplits: 1).map(String.init)
+        let release = parts.first ?? text
+        let matches = manifest.kernels.filter { $0.release == release && (parts.count == 1 || $0.upstream == parts[1]) }
+        if matches.count == 1 { return matches[0] }
+        if matches.count > 1 {
+            throw FarmError.badInput("\(manifest.path) has \(release) from \(matches.count) upstreams; name one: "
+                                     + matches.map(\.name.description).joined(separator: ", "))
+        }
         let stem = release.split(separator: "-").first.map(String.init) ?? release
         let alike = manifest.kernels.map(\.release).filter { $0.hasPrefix(stem) }.prefix(5)
         throw FarmError.badInput("no kernel \(release) in \(manifest.path)"

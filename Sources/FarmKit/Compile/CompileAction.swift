@@ -87,7 +87,7 @@ public struct CompileAction: TaskAction {
         let status = try Sandbox.run(spec, backend: backend, log: context.log)
         guard status == 0 else {
             throw FarmError(message: "building \(recipe.name) for \(release) failed (exit \(status)) in the \(backend.rawValue) sandbox;"
-                               + " the whole log: farm log \(FarmTask.compile(recipe: recipe.name, release: release))")
+                               + " the whole log: farm log \(context.kind):\(context.label)")
         }
         let built = source + "/" + module
         guard FileManager.default.fileExists(atPath: built) else {

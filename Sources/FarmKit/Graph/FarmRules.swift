@@ -33,7 +33,7 @@ public struct FarmRules: BuildRules {
             }
         }
         let signing = Signing.Plan(manifest: manifest)
-        var signed: [(recipe: String, release: String, node: BuildGraph.NodeID)] = []
+        var signed: [(recipe: String, kernel: KernelName, node: BuildGraph.NodeID)] = []
         for kernel in kernels {
             let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
             guard let catalog else { continue }
@@ -53,7 +53,7 @@ public struct FarmRules: BuildRules {
                 for name in recipes.order {
                     guard let recipe = recipes.recipes[name], let source = sources[name] else { continue }
                     let action = CompileAction(recipe: recipe, release: kernel.release, toolchain: toolchain, backend: backend)
-                    compiles.append((recipe, graph.add(action, as: .compile(recipe: recipe.name, release: kernel.release),
+                    compiles.append((recipe, graph.add(action, as: .compile(recipe: recipe.name, kernel: kernel.name),
                                                        dependencies: [.init(role: "bundle", node: bundle), .init(role: "toolchain", node: root), source])))
                 }
             } catch {
@@ -61,13 +61,13 @@ public struct FarmRules: BuildRules {
                 // and `farm bundle` still works), with the error that names the compiler it needs.
                 for name in recipes.order {
                     guard let recipe = recipes.recipes[name] else { continue }
-                    let task = FarmTask.compile(recipe: name, release: kernel.release)
+                    let task = FarmTask.compile(recipe: name, kernel: kernel.name)
                     compiles.append((recipe, graph.add(UnbuildableAction(task: task, message: "\(error)"), as: task)))
                 }
             }
             guard let signing else { continue }
             for (recipe, compile) in compiles {
-                let task = FarmTask.sign(recipe: recipe.name, release: kernel.release)
+                let task = FarmTask.sign(recipe: recipe.name, kernel: kernel.name)
                 let dependencies: [BuildGraph.Dependency] = [.init(role: "module", node: compile), .init(role: "bundle", node: bundle)]
                 let node = switch signing.keys {
                 case let .success((moduleKey, repositoryKey)):
@@ -78,7 +78,7 @@ public struct FarmRules: BuildRules {
                     graph.add(UnbuildableAction(task: task, message: error.message, missing: FarmError.environment(error.message)),
                               as: task, dependencies: dependencies)
                 }
-                signed.append((recipe.name, kernel.release, node))
+                signed.append((recipe.name, kernel.name, node))
             }
         }
         // The repository holds every kernel of the manifest: a build of some kernels publishes nothing.
@@ -92,10 +92,27 @@ public struct FarmRules: BuildRules {
             }
             var outputs: [String: String] = [:]
             for name in recipes.order { outputs[name] = recipes.recipes[name]?.output }
-            let modules = signed.map { PublishAction.Module(recipe: $0.recipe, release: $0.release) }
+            // The repository names a module by its release (Margarita Shotgun picks by `uname -r`), so
+            // of one release shipped by two upstreams, the upstream the manifest lists first is published.
+            let order = Dictionary(manifest.upstreams.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+            var chosen: [String: (recipe: String, kernel: KernelName, node: BuildGraph.NodeID)] = [:]
+            var shadowed: [String] = []
+            for entry in signed {
+                let slot = entry.recipe + "/" + entry.kernel.release
+                if let other = chosen[slot] {
+                    let (keep, drop) = (order[entry.kernel.upstream] ?? .max) < (order[other.kernel.upstream] ?? .max) ? (entry, other) : (other, entry)
+                    chosen[slot] = keep
+                    shadowed.append("\(drop.recipe) for \(drop.kernel) (\(keep.kernel) has the same release)")
+                } else {
+                    chosen[slot] = entry
+                }
+            }
+            let published = signed.filter { chosen[$0.recipe + "/" + $0.kernel.release]?.node == $0.node }
+            let modules = published.map { PublishAction.Module(recipe: $0.recipe, kernel: $0.kernel) }
             let action = PublishAction(directory: (directory as NSString).standardizingPath, machines: machines, outputs: outputs,
-                                       modules: modules, repositoryKey: repositoryKey, repositoryKeyPaths: signing.repositoryPaths)
-            graph.add(action, as: .publish(directory: publish.dir), dependencies: zip(modules, signed).map {
+                                       modules: modules, shadowed: shadowed.sorted(),
+                                       repositoryKey: repositoryKey, repositoryKeyPaths: signing.repositoryPaths)
+            graph.add(action, as: .publish(directory: publish.dir), dependencies: zip(modules, published).map {
                 .init(role: $0.role, node: $1.node, optional: true)
             })
         case let .failure(error):
@@ -113,7 +130,7 @@ public struct FarmRules: BuildRules {
         let (urls, reason) = MirrorResolver(manifest: manifest, aptRoot: aptRoot).urls(for: image, upstream: kernel.upstream, suite: kernel.suite)
         let fetch = FetchAction(package: image, urls: urls, reason: reason)
         let fetched = graph.add(fetch, as: .fetch(file: fetch.file))
-        return graph.add(try InitramfsAction(release: kernel.release), as: .initramfs(release: kernel.release),
+        return graph.add(try InitramfsAction(release: kernel.release), as: .initramfs(kernel: kernel.name),
                          dependencies: [.init(role: "image", node: fetched)])
     }
 
@@ -142,7 +159,7 @@ public struct FarmRules: BuildRules {
     @discardableResult
     func bundle(_ kernel: Kernel, mirrors: MirrorResolver, into graph: inout BuildGraph) -> BuildGraph.NodeID {
         let packages = fetchTasks(for: kernel, mirrors: mirrors, into: &graph)
-        return graph.add(BundleAction(release: kernel.release, distro: kernel.family.bundleDistro), as: .bundle(release: kernel.release), dependencies: packages)
+        return graph.add(BundleAction(release: kernel.release, distro: kernel.family.bundleDistro), as: .bundle(kernel: kernel.name), dependencies: packages)
     }
 
     /// The fetch tasks of a kernel's packages, as `package.N` dependencies in the packages' order.

@@ -4,13 +4,13 @@ import FarmEngine
 /// parsed back (`farm log`, `farm explain` take what a user typed, `kind:label`, as a string).
 public enum FarmTask: Hashable, Sendable, CustomStringConvertible {
     case fetch(file: String)
-    case bundle(release: String)
+    case bundle(kernel: KernelName)
     case source(recipe: String)
     case toolchain(name: String)
-    case compile(recipe: String, release: String)
-    case sign(recipe: String, release: String)
+    case compile(recipe: String, kernel: KernelName)
+    case sign(recipe: String, kernel: KernelName)
     case publish(directory: String)
-    case initramfs(release: String)
+    case initramfs(kernel: KernelName)
 
     public var kind: String {
         switch self {
@@ -28,10 +28,10 @@ public enum FarmTask: Hashable, Sendable, CustomStringConvertible {
     public var label: String {
         switch self {
         case let .fetch(file): file
-        case let .bundle(release), let .initramfs(release): release
+        case let .bundle(kernel), let .initramfs(kernel): kernel.description
         case let .source(recipe): recipe
         case let .toolchain(name): name
-        case let .compile(recipe, release), let .sign(recipe, release): recipe + "/" + release
+        case let .compile(recipe, kernel), let .sign(recipe, kernel): recipe + "/" + kernel.description
         case let .publish(directory): directory
         }
     }

@@ -24,12 +24,12 @@ public struct Planner: Sendable {
     /// The kernels that match any of the patterns (all kernels when there is none).
     public static func select(_ kernels: [Kernel], patterns: [KernelPattern], manifestPath: String) throws -> [Kernel] {
         guard !patterns.isEmpty else { return kernels }
-        for pattern in patterns where !kernels.contains(where: { pattern.matches($0.release) }) {
+        for pattern in patterns where !kernels.contains(where: { pattern.matches($0) }) {
             let examples = kernels.prefix(3).map(\.release).joined(separator: ", ")
             throw FarmError.badInput("pattern '\(pattern)' matches none of the \(kernels.count) kernels in \(manifestPath)"
                 + (examples.isEmpty ? "; run 'farm crawl' to list kernels" : " (e.g. \(examples)); quote the pattern so the shell does not expand it"))
         }
-        return kernels.filter { kernel in patterns.contains { $0.matches(kernel.release) } }
+        return kernels.filter { kernel in patterns.contains { $0.matches(kernel) } }
     }
 
     public func plan(manifest: Manifest, recipes: RecipeBook, patterns: [KernelPattern]) throws -> BuildGraph {

@@ -12,7 +12,7 @@ extension Session {
         defer { cache.close() }
         let summary = try await Builder(cache: cache, options: options, reporter: reporter).build(graph, collecting: [node])
         guard let outputs = summary.collected[node], let vmlinuz = outputs["kernel"], let initramfs = outputs["initramfs"] else {
-            throw FarmError("the lab's kernel and initramfs for \(release) could not be built; 'farm log \(FarmTask.initramfs(release: release))' says why")
+            throw FarmError("the lab's kernel and initramfs for \(release) could not be built; 'farm log \(FarmTask.initramfs(kernel: kernel.name))' says why")
         }
         return (try cache.objects.verifiedPath(of: vmlinuz), try cache.objects.verifiedPath(of: initramfs))
     }

@@ -56,6 +56,23 @@ public struct PackageReference: Sendable, Hashable {
     }
 }
 
+/// A kernel's identity: the upstream it comes from and its release (`uname -r`). Two upstreams
+/// may ship one release as different builds (xenial's and trusty-HWE's `4.4.0-45-generic`).
+public struct KernelName: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var release: String
+    public var upstream: String
+
+    public init(release: String, upstream: String) {
+        self.release = release
+        self.upstream = upstream
+    }
+
+    /// `6.1.0-56-amd64@debian`: how task labels, messages and commands name it.
+    public var description: String { release + "@" + upstream }
+
+    public static func < (a: KernelName, b: KernelName) -> Bool { (a.release, a.upstream) < (b.release, b.upstream) }
+}
+
 public struct Kernel: Sendable, Hashable {
     /// The kernel release as `uname -r` prints it.
     public var release: String
@@ -91,6 +108,8 @@ public struct Kernel: Sendable, Hashable {
         self.lastSeen = lastSeen
         self.location = location
     }
+
+    public var name: KernelName { KernelName(release: release, upstream: upstream) }
 
     /// The Debian architecture of its packages (`amd64` from `..._amd64.deb`), nil when only `all`.
     public var debianArchitecture: String? {

@@ -37,27 +37,30 @@ public struct PublishAction: TaskAction {
     public let outputs: [String: String]
     /// The signed modules it publishes, each an optional input under its `role`.
     public let modules: [Module]
+    /// Modules not published because another upstream's kernel has the same release, for the log.
+    public let shadowed: [String]
     public let repositoryKey: RepositoryKey
     public let repositoryKeyPaths: RepositoryKey.Paths
 
     /// One recipe's module for one kernel: what a sign task made.
     public struct Module: Sendable, Hashable {
         public let recipe: String
-        public let release: String
-        public init(recipe: String, release: String) {
+        public let kernel: KernelName
+        public init(recipe: String, kernel: KernelName) {
             self.recipe = recipe
-            self.release = release
+            self.kernel = kernel
         }
         /// The input's role, made from the module and never read back.
-        public var role: String { "module." + FarmTask.sign(recipe: recipe, release: release).label }
+        public var role: String { "module." + FarmTask.sign(recipe: recipe, kernel: kernel).label }
     }
 
-    public init(directory: String, machines: [String: String], outputs: [String: String], modules: [Module],
+    public init(directory: String, machines: [String: String], outputs: [String: String], modules: [Module], shadowed: [String] = [],
                 repositoryKey: RepositoryKey, repositoryKeyPaths: RepositoryKey.Paths) {
         self.directory = directory
         self.machines = machines
         self.outputs = outputs
         self.modules = modules
+        self.shadowed = shadowed
         self.repositoryKey = repositoryKey
         self.repositoryKeyPaths = repositoryKeyPaths
     }
@@ -86,10 +89,10 @@ public struct PublishAction: TaskAction {
         }
         var missing: [String] = []
         for entry in self.modules {
-            let (recipe, release) = (entry.recipe, entry.release)
+            let (recipe, release) = (entry.recipe, entry.kernel.release)
             // An optional input whose sign task failed under -k: left out.
             guard context.inputs[entry.role] != nil, let output = outputs[recipe] else {
-                missing.append(FarmTask.sign(recipe: recipe, release: release).label)
+                missing.append(FarmTask.sign(recipe: recipe, kernel: entry.kernel).label)
                 continue
             }
             let module = try context.input(entry.role, "module"), signature = try context.input(entry.role, "signature")
@@ -103,6 +106,7 @@ public struct PublishAction: TaskAction {
         guard !modules.isEmpty else {
             throw FarmError("no module was signed, so there is nothing to publish to \(directory); 'farm build -k' lists the failures")
         }
+        for note in shadowed { context.log.append("not published: \(note); the repository names modules by release\n") }
         if !missing.isEmpty { context.log.append("left out (their modules did not build): \(missing.sorted().joined(separator: ", "))\n") }
 
         let primary = RepositoryFormat.primaryXML(modules)

@@ -134,7 +134,7 @@ extension DebianArchiveTests {
             #expect(second == first, "two clean builds differ: \(SHA256.hash(first)) and \(SHA256.hash(second))")
 
             // The log is kept and says what was checked.
-            let log = try runProcess(Products.farm, ["log", "compile:lime/\(project.release)", "--manifest", project.manifest, "--cache", other])
+            let log = try runProcess(Products.farm, ["log", "compile:lime/\(project.release)@debian", "--manifest", project.manifest, "--cache", other])
             #expect(log.stdout.contains("vermagic=\(project.release) "))
             #expect(log.stdout.contains("sandbox: bwrap"))
         }
@@ -157,7 +157,7 @@ extension DebianArchiveTests {
             let good = try runProcess(Products.farm, ["module", project.release, "--unsigned", "--manifest", manifest, "--cache", project.cache, "-o", scratch.file("out")])
             #expect(good.status == 0, "\(good.stdout)\(good.stderr)")
             #expect(FileManager.default.fileExists(atPath: scratch.file("out/lime-\(project.release).ko")))
-            let log = try runProcess(Products.farm, ["log", "compile:lime/\(release)", "--manifest", manifest, "--cache", project.cache])
+            let log = try runProcess(Products.farm, ["log", "compile:lime/\(release)@debian", "--manifest", manifest, "--cache", project.cache])
             #expect(log.stdout.contains("broken headers"))
         }
 

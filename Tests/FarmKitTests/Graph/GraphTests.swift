@@ -11,7 +11,19 @@ struct GraphTests {
         ("5.10.0-3?-*", "5.10.0-32-cloud-amd64", true), ("6.1.0-56-amd64", "6.1.0-56-amd64", true),
     ])
     func patternsAreShellGlobs(_ pattern: String, _ release: String, _ matches: Bool) {
-        #expect(KernelPattern(pattern).matches(release) == matches)
+        let kernel = Kernel(release: release, upstream: "debian", family: .debian, suite: nil, distribution: nil, version: nil,
+                            toolchain: nil, compiler: nil, packages: [], image: nil, lastSeen: nil,
+                            location: SourceLocation(file: "manifest.yml", line: 1, column: 1))
+        #expect(KernelPattern(pattern).matches(kernel) == matches)
+    }
+
+    /// Patterns match releases; one with an `@` matches `release@upstream`, to pick one upstream's kernel.
+    @Test(arguments: [("4.4.*@xenial", "xenial", true), ("4.4.*@xenial", "trusty", false), ("4.4.*", "trusty", true), ("*@trusty", "trusty", true)])
+    func aPatternWithAnAtMatchesTheUpstream(_ pattern: String, _ upstream: String, _ matches: Bool) {
+        let kernel = Kernel(release: "4.4.0-45-generic", upstream: upstream, family: .ubuntu, suite: nil, distribution: nil, version: nil,
+                            toolchain: nil, compiler: nil, packages: [], image: nil, lastSeen: nil,
+                            location: SourceLocation(file: "manifest.yml", line: 1, column: 1))
+        #expect(KernelPattern(pattern).matches(kernel) == matches)
     }
 
     @Test func aSharedTaskIsPlannedOnce() throws {

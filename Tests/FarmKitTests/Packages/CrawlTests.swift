@@ -165,7 +165,7 @@ struct CrawlTests {
                 "\(result.warnings)")
 
         let session = try Session(manifestPath: path, cacheDirectory: nil, rules: FarmRules(aptRoot: archive.aptRoot))
-        let (summary, bundle) = try await session.buildOne(.bundle(release: "6.1.0-45-amd64"), output: "bundle", into: archive.scratch.file("out"),
+        let (summary, bundle) = try await session.buildOne(.bundle(kernel: KernelName(release: "6.1.0-45-amd64", upstream: "debian")), output: "bundle", into: archive.scratch.file("out"),
                                                           as: "bundle.tgz", options: BuildOptions(), reporter: EventLog())
         #expect(summary.succeeded)
         #expect(bundle != nil)

@@ -77,9 +77,10 @@ struct DebianArchiveTests {
     func bundleOfTheNewestBookwormKernelBuildsAModuleWithTheHostsCompiler(series: String) async throws {
         let scratch = try Scratch()
         let (path, _, _) = try await crawledProject(scratch)
-        let release = try newestBookwormAmd64(try ManifestLoader.load(path: path), series: series).release
+        let kernel = try newestBookwormAmd64(try ManifestLoader.load(path: path), series: series)
+        let release = kernel.release
         let session = try Session(manifestPath: path, cacheDirectory: nil, rules: FarmRules())
-        let (summary, bundle) = try await session.buildOne(.bundle(release: release), output: "bundle", into: scratch.file("out"),
+        let (summary, bundle) = try await session.buildOne(.bundle(kernel: kernel.name), output: "bundle", into: scratch.file("out"),
                                                           as: "bundle-\(release).tgz", options: BuildOptions(), reporter: EventLog())
         #expect(summary.succeeded)
         let tgz = try #require(bundle)

@@ -32,7 +32,7 @@ struct StubRepositoryRules: BuildRules {
 
     func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
         var signed: [BuildGraph.Dependency] = []
-        let modules = kernels.map { PublishAction.Module(recipe: "lime", release: $0.release) }
+        let modules = kernels.map { PublishAction.Module(recipe: "lime", kernel: $0.name) }
         for (kernel, module) in zip(kernels, modules) {
             let id = graph.add(StubSignedModule(release: kernel.release, keyHome: paths.home, fingerprint: key.fingerprint), label: kernel.release)
             signed.append(.init(role: module.role, node: id, optional: true))

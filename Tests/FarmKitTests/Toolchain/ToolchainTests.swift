@@ -62,7 +62,7 @@ struct ToolchainTests {
         let log = EventLog()
         let summary = try await session.build(patterns: [], options: BuildOptions(keepGoing: true), reporter: log)
         #expect(!summary.succeeded)
-        let failure = try #require(log.failed["compile:mod/6.16.3+deb13-amd64"])
+        let failure = try #require(log.failed["compile:mod/6.16.3+deb13-amd64@debian"])
         #expect(failure.error.contains("manifest.yml:6:5: error: kernel 6.16.3+deb13-amd64 needs the compiler gcc-15"), "\(failure.error)")
         #expect(log.built.contains("source:mod"), "-k builds what does not depend on the failure")
     }
