@@ -63,11 +63,13 @@ public enum ManifestLoader {
             let upstreamsByName = Dictionary(upstreams.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
             for item in try value.list("'kernels'") {
                 let kernel = try self.kernel(item, upstreams: upstreamsByName)
-                if let first = seen[kernel.release] {
-                    throw ManifestError("duplicate kernel '\(kernel.release)' (first listed at line \(first.line)); each release may appear once",
-                                        at: kernel.location)
+                // A kernel is its upstream and release: two upstreams may ship one release.
+                let name = kernel.name.description
+                if let first = seen[name] {
+                    throw ManifestError("duplicate kernel '\(kernel.release)' of upstream '\(kernel.upstream)' (first listed at line \(first.line));"
+                                        + " each release may appear once per upstream", at: kernel.location)
                 }
-                seen[kernel.release] = kernel.location
+                seen[name] = kernel.location
                 kernels.append(kernel)
             }
         }

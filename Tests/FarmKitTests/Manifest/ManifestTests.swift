@@ -56,7 +56,7 @@ let malformedCases: [MalformedCase] = [
     MalformedCase(name: "sha256 that is not one", manifest: upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae", with: "abc"),
                   location: "manifest.yml:12:17", message: "expected a sha256 (64 hex digits)"),
     MalformedCase(name: "duplicate kernel", manifest: upstreamHeader + "kernels:\n" + validKernel + validKernel,
-                  location: "manifest.yml:14:5", message: "duplicate kernel '6.1.0-1-amd64' (first listed at line 8)"),
+                  location: "manifest.yml:14:5", message: "duplicate kernel '6.1.0-1-amd64' of upstream 'debian' (first listed at line 8)"),
     MalformedCase(name: "kernel naming an unknown upstream", manifest: upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "upstream: debian", with: "upstream: ubuntu"),
                   location: "manifest.yml:9:15", message: "no upstream named 'ubuntu'"),
     MalformedCase(name: "recipe that does not exist", manifest: upstreamHeader + "modules: [lime, nosuch]\n",
