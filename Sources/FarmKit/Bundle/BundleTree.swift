@@ -31,6 +31,9 @@ public struct BundleTree: Sendable {
     /// The kernel's `.config`, when the headers carry one.
     public func config() throws -> KernelConfig? { KernelConfig.read(path: try headers() + "/.config") }
 
+    /// The compiler the kernel was built with, from its `.config` or `include/generated/compile.h`.
+    public func compiler() throws -> KernelCompiler.Reading? { KernelCompiler.read(headers: try headers()) }
+
     /// Where the `.config` is (for messages).
     public func configPath() throws -> String { try headers() + "/.config" }
 }

@@ -9,6 +9,10 @@ public struct KernelConfig: Sendable {
 
     public static func read(path: String) -> KernelConfig? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        return parse(text)
+    }
+
+    public static func parse(_ text: String) -> KernelConfig {
         var values: [String: String] = [:]
         for line in text.split(separator: "\n") where line.hasPrefix("CONFIG_") {
             guard let equals = line.firstIndex(of: "=") else { continue }
@@ -19,14 +23,7 @@ public struct KernelConfig: Sendable {
         return KernelConfig(values: values)
     }
 
-    /// `gcc-12` from `CONFIG_CC_VERSION_TEXT="x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14) 12.2.0"`:
-    /// the compiler's major version, from the version number that ends the text.
-    public var compiler: String? {
-        guard let text = values["CONFIG_CC_VERSION_TEXT"] else { return nil }
-        if text.contains("clang") { return "clang" }
-        guard text.contains("gcc"),
-              let version = text.split(separator: " ").last(where: { $0.first?.isNumber == true && $0.contains(".") }),
-              let major = version.split(separator: ".").first else { return nil }
-        return "gcc-\(major)"
-    }
+    /// The compiler `CONFIG_CC_VERSION_TEXT` names (`"x86_64-linux-gnu-gcc-12 (Debian 12.2.0-14) 12.2.0"`
+    /// is gcc-12); nil before 4.18, which did not record it (`KernelCompiler.read` then reads compile.h).
+    public var compiler: KernelCompiler? { values["CONFIG_CC_VERSION_TEXT"].flatMap(KernelCompiler.init(versionText:)) }
 }

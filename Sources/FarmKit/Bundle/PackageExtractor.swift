@@ -71,6 +71,32 @@ public enum PackageExtractor {
         }
     }
 
+    /// The regular files of a package whose names (`usr/src/...`, no leading `./`) pass `wanted`,
+    /// in the package's order, read by streaming the payload: nothing is written to disk. A wanted
+    /// file over `limit` bytes is refused.
+    public static func readFiles(package path: String, limit: Int, where wanted: (String) -> Bool) throws -> [(name: String, data: Data)] {
+        var files: [(name: String, data: Data)] = []
+        func collect(_ reader: Archive.Reader) throws {
+            while let entry = try reader.next() {
+                var name = Substring(entry.path)
+                while name.hasPrefix("./") { name = name.dropFirst(2) }
+                guard entry.type == .regular, wanted(String(name)) else { continue }
+                files.append((String(name), try reader.readData(limit: limit)))
+            }
+        }
+        let format = try detectFormat(path)
+        let reader = try Archive.Reader(path: path)
+        switch format {
+        case .rpm:
+            try collect(reader)
+        case .deb:
+            while let member = try reader.next() {
+                if member.path.hasPrefix("data.tar") { try collect(Archive.Reader(currentEntryOf: reader)) }
+            }
+        }
+        return files
+    }
+
     private static func detectFormat(_ path: String) throws -> Format {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }

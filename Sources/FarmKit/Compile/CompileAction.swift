@@ -97,21 +97,30 @@ public struct CompileAction: TaskAction {
         return ["module": try context.store(file: built)]
     }
 
-    /// The kernel's `.config` names the compiler that built it; the toolchain must be that one.
     private func checkCompiler(_ bundle: BundleTree, log: TaskLog) throws {
-        guard let config = try bundle.config() else {
-            log.append("no .config in the headers (\(try bundle.configPath())); the toolchain follows the compiler the manifest names\n")
-            return
+        let reading = try CompileAction.checkCompiler(headers: try bundle.headers(), release: release, toolchain: toolchain,
+                                                      provides: compiler, enforced: backend != .host)
+        if let reading {
+            log.append("kernel compiler: \(reading.compiler) (\(reading.text.trimmingCharacters(in: .whitespaces)), from \(reading.file))\n")
+        } else {
+            log.append("neither .config (CONFIG_CC_VERSION_TEXT) nor include/generated/compile.h (LINUX_COMPILER) in the headers name a"
+                       + " compiler; the toolchain follows the compiler the manifest names\n")
         }
-        guard let needed = config.compiler else {
-            log.append("the .config has no usable CONFIG_CC_VERSION_TEXT; the toolchain follows the compiler the manifest names\n")
-            return
+    }
+
+    /// The headers record the compiler that built the kernel (`CONFIG_CC_VERSION_TEXT` in the
+    /// `.config`, else `LINUX_COMPILER` in `include/generated/compile.h`); when `enforced`, the
+    /// toolchain must provide that one. Returns what was read, nil when the headers record none.
+    public static func checkCompiler(headers: String, release: String, toolchain: String, provides compiler: String,
+                                     enforced: Bool = true) throws -> KernelCompiler.Reading? {
+        guard let reading = KernelCompiler.read(headers: headers) else { return nil }
+        guard !enforced || reading.compiler.name == compiler else {
+            let needed = reading.compiler.name
+            throw FarmError(message: "kernel \(release) was built with \(needed) (\(reading.file) says '\(reading.text)'), but toolchain"
+                               + " \(toolchain) provides \(compiler); add a toolchain recipe with 'compiler: \(needed)' or set 'toolchain:'"
+                               + " on the kernel to one")
         }
-        log.append("kernel compiler: \(config.values["CONFIG_CC_VERSION_TEXT"] ?? needed)\n")
-        guard backend == .host || needed == compiler else {
-            throw FarmError(message: "kernel \(release) was built with \(needed) (CONFIG_CC_VERSION_TEXT in its .config), but toolchain"
-                               + " \(toolchain) provides \(compiler); set 'toolchain:' on the kernel to a recipe with 'compiler: \(needed)'")
-        }
+        return reading
     }
 
     /// Puts the module's source at `directory`: from a source-carrying .deb (the one directory

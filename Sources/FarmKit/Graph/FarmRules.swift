@@ -39,15 +39,17 @@ public struct FarmRules: BuildRules {
             guard let catalog else { continue }
             var compiles: [(recipe: Recipe, node: BuildGraph.NodeID)] = []
             do {
-                let toolchain = try catalog.recipe(for: kernel)
+                let toolchain = try catalog.recipe(for: kernel, in: manifest)
+                let upstream = try ToolchainCatalog.upstream(of: toolchain, for: kernel, in: manifest)
                 // One toolchain task per recipe; its mirror is worked out once, for the first kernel that needs it.
                 let root: BuildGraph.NodeID
                 if let planned = roots[toolchain.name] {
                     root = planned
                 } else {
-                    let upstream = toolchain.upstream ?? kernel.upstream
-                    let line = mirrors.sourceLine(upstream: upstream, suite: toolchain.suite, components: toolchain.components)
-                    root = graph.add(ToolchainAction(recipe: toolchain, sourceLine: line.line, reason: line.reason), as: .toolchain(name: toolchain.name))
+                    let lines = toolchain.suites.map { mirrors.sourceLine(upstream: upstream.name, suite: $0, components: toolchain.components) }
+                    let reason = lines.lazy.compactMap(\.reason).first
+                    let action = ToolchainAction(recipe: toolchain, sources: reason == nil ? lines.compactMap(\.line) : [], reason: reason)
+                    root = graph.add(action, as: .toolchain(name: toolchain.name))
                     roots[toolchain.name] = root
                 }
                 for name in recipes.order {

@@ -161,6 +161,45 @@ extension DebianArchiveTests {
             #expect(log.stdout.contains("broken headers"))
         }
 
+        /// A 4.4 kernel's headers record their compiler only in compile.h: a toolchain with another
+        /// compiler is refused before make runs, naming both compilers and the file read.
+        @Test func headersWhoseCompileHNamesAnotherCompilerFailTheCompileNamingBoth() async throws {
+            let project = try await CompileProject.shared.get()
+            let goodLog = try runProcess(Products.farm, ["log", "compile:lime/\(project.release)", "--manifest", project.manifest, "--cache", project.cache])
+            #expect(goodLog.stdout.contains("kernel compiler: gcc-12 (x86_64-linux-gnu-gcc-12 (Debian"), "\(goodLog.stdout)")
+            #expect(goodLog.stdout.contains("/.config)"), "\(goodLog.stdout)")
+
+            let scratch = try Scratch()
+            let release = "4.4.0-999-generic"
+            let tree = "usr/src/linux-headers-\(release)"
+            let deb = try Fixtures.deb(in: scratch, name: "linux-headers-\(release)", compression: "xz", files: [
+                "\(tree)/include/generated/compile.h": KernelCompilerTests.xenialCompileH,
+                "\(tree)/Makefile": "modules:\n\t@echo 'make ran' >&2; exit 2\n",
+            ])
+            let data = try #require(FileManager.default.contents(atPath: deb))
+            let kernel = """
+              - release: \(release)
+                upstream: debian
+                suite: bookworm
+                distribution: debian-12
+                compiler: linux-compiler-gcc-12-x86
+                packages:
+                  - url: file://\(deb)
+                    sha256: \(SHA256.hash(data).hex)
+                    size: \(data.count)
+
+            """
+            let manifest = try scratch.write("project/manifest.yml", withoutSigning(try String(contentsOfFile: project.manifest, encoding: .utf8)) + kernel)
+            try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("project/recipes"))
+            let build = try runProcess(Products.farm, ["build", release, "--manifest", manifest, "--cache", project.cache], environment: ["CI": "true"])
+            let output = build.stdout + build.stderr
+            #expect(build.status == 1, "\(output)")
+            #expect(output.contains("kernel \(release) was built with gcc-5 ("), "\(output)")
+            #expect(output.contains("/\(tree)/include/generated/compile.h says 'gcc version 5.4.0 20160609"), "\(output)")
+            #expect(output.contains("toolchain debian-bookworm provides gcc-12"), "\(output)")
+            #expect(!output.contains("make ran"), "make ran despite the mismatch:\n\(output)")
+        }
+
         @Test(arguments: [SIGKILL, SIGINT])
         func aKilledFarmLeavesNoSandboxProcess(signal: Int32) async throws {
             let project = try await CompileProject.shared.get()
