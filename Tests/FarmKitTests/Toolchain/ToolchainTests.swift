@@ -198,7 +198,7 @@ struct ToolchainTests {
         let command = gcc48.mmdebstrapArguments(mode: "root", output: "/out/root.tar.zst")
         #expect(command.contains(#"--customize-hook=mkdir -p "$1/usr/bin" && ln -sfn 'gcc-4.8' "$1/usr/bin/gcc""#), "\(command)")
         #expect(command.last == "deb [signed-by=\(keyring)] http://127.0.0.1:9/ubuntu xenial-updates main universe")
-        #expect(graph.node(named: "compile:mod/3.10.0-1160.el7.x86_64")?.action is CompileAction)
+        #expect(graph.node(named: "compile:mod/3.10.0-1160.el7.x86_64@debian")?.action is CompileAction)
     }
 
     /// The shipped Debian roots keep the parameters (so the keys) they had before suites, variants and links.
@@ -233,9 +233,9 @@ struct ToolchainTests {
 
         """)
         let graph = try session.plan([])
-        #expect(graph.node(named: "compile:mod/6.1.0-56-amd64")?.action is CompileAction)
+        #expect(graph.node(named: "compile:mod/6.1.0-56-amd64@debian")?.action is CompileAction)
         #expect(graph.node(named: "toolchain:ubuntu-xenial") == nil)
-        let failed = try #require(graph.node(named: "compile:mod/4.4.0-210-generic")?.action as? UnbuildableAction)
+        let failed = try #require(graph.node(named: "compile:mod/4.4.0-210-generic@debian")?.action as? UnbuildableAction)
         let recipe = scratch.file("project/recipes/toolchains/ubuntu-xenial.yml")
         let line = try #require(try String(contentsOfFile: recipe, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
             .firstIndex { $0.hasPrefix("upstream:") }) + 1
