@@ -35,6 +35,17 @@ public enum Family: String, Sendable, Hashable, CaseIterable {
         }
     }
 
+    /// The keyring an upstream with an explicit mirror URL and no `keyring:` is checked with: where
+    /// Debian's `debian-archive-keyring` and `ubuntu-keyring` packages put the archive keys. The
+    /// RHEL family's repositories have no such default: their keys come with the upstream.
+    public var defaultKeyring: String? {
+        switch self {
+        case .debian: "/usr/share/keyrings/debian-archive-keyring.gpg"
+        case .ubuntu: "/usr/share/keyrings/ubuntu-archive-keyring.gpg"
+        case .rhel: nil
+        }
+    }
+
     /// The discovery rules of a crawl.
     public var discovery: any KernelDiscovery {
         switch self {

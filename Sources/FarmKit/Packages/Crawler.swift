@@ -218,7 +218,9 @@ public struct Crawler: Sendable {
     /// The archive and keyrings for one suite of an upstream.
     func archive(for upstream: Upstream, suite: String, sources: AptSources?) throws -> AptArchive {
         if upstream.mirror != "apt" {
-            let keyring = upstream.keyring.map { resolvePath($0) } ?? "/usr/share/keyrings/debian-archive-keyring.gpg"
+            guard let keyring = upstream.keyring.map({ resolvePath($0) }) ?? upstream.family.defaultKeyring else {
+                throw FarmError.badInput("upstream '\(upstream.name)' names a mirror URL but no 'keyring:' to check it with; add one")
+            }
             return AptArchive(baseURL: upstream.mirror, keyrings: [keyring])
         }
         guard let sources else {

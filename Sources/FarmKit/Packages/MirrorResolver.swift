@@ -57,8 +57,8 @@ extension MirrorResolver {
             } catch {
                 return (nil, "\(error)")
             }
-        } else if keyrings.isEmpty {
-            keyrings = ["/usr/share/keyrings/debian-archive-keyring.gpg"]
+        } else if keyrings.isEmpty, let keyring = upstream.family.defaultKeyring {
+            keyrings = [keyring]
         }
         let options = keyrings.isEmpty ? "" : "[signed-by=\(keyrings.joined(separator: ","))] "
         return ("deb \(options)\(uri) \(suite) \(components.joined(separator: " "))", nil)
