@@ -20,8 +20,9 @@ struct BuildCommand: AsyncParsableCommand {
     var patterns: [String] = []
 
     func run() async throws {
-        let summary = try await options.session(sandbox: sandbox.sandbox, dryRun: dryRun)
-            .build(patterns: patterns, options: jobs.buildOptions(keepGoing: keepGoing, dryRun: dryRun), reporter: output.reporter())
+        let summary = try await Session.build(manifestPath: options.manifest, cacheDirectory: options.cache,
+                                              rules: FarmRules(sandbox: sandbox.sandbox), patterns: patterns,
+                                              options: jobs.buildOptions(keepGoing: keepGoing, dryRun: dryRun), reporter: output.reporter())
         if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
     }
 }

@@ -36,9 +36,8 @@ do {
         print("\(report.written.count) written")
         exit(0)
     }
-    let session = try Session(manifestPath: manifest, cacheDirectory: cache, rules: SyntheticRules())
-    let summary = try await session.build(patterns: patterns, options: BuildOptions(jobs: jobs, keepGoing: keepGoing),
-                                          reporter: JSONReporter())
+    let summary = try await Session.build(manifestPath: manifest, cacheDirectory: cache, rules: SyntheticRules(), patterns: patterns,
+                                          options: BuildOptions(jobs: jobs, keepGoing: keepGoing), reporter: JSONReporter())
     exit(summary.succeeded ? 0 : 1)
 } catch {
     FileHandle.standardError.write(Data("farm-test-driver: \(error)\n".utf8))

@@ -111,6 +111,10 @@ public struct SyntheticRules: BuildRules {
 
     public init(publish: Bool = true) { self.publish = publish }
 
+    /// The synthetic kinds read nothing but the manifest.
+    public func planInputs(manifest: Manifest, recipes: RecipeBook) -> [String]? { [] }
+    public var settings: String { "synthetic publish \(publish)" }
+
     public func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
         var signed: [BuildGraph.Dependency] = []
         for kernel in kernels {

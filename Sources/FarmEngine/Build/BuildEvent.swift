@@ -52,13 +52,17 @@ public struct BuildSummary: Sendable, Codable {
     public var duration: Double = 0
     public var databaseWrites = 0
     public var failures: [String] = []
+    /// The build was proved to have nothing to do by the last complete build's stamp, without a plan.
+    public var unchangedSinceStamp = false
     /// The outputs of the tasks the build was asked to collect (`Builder.build(_:collecting:)`), when they are done.
     public var collected: [BuildGraph.NodeID: [String: Digest]] = [:]
 
     public var succeeded: Bool { failed == 0 && skipped == 0 && notRun == 0 }
 
+    public init() {}
+
     enum CodingKeys: String, CodingKey {
-        case total, built, cached, failed, skipped, notRun, wouldRun, duration, databaseWrites, failures
+        case total, built, cached, failed, skipped, notRun, wouldRun, duration, databaseWrites, failures, unchangedSinceStamp
     }
 }
 

@@ -76,6 +76,9 @@ public final class ConsoleReporter: BuildReporter, @unchecked Sendable {
         if summary.wouldRun > 0 || (summary.built == 0 && summary.failed == 0 && summary.cached < summary.total) {
             return "farm: dry run: \(summary.wouldRun) of \(summary.total) tasks would run, \(summary.cached) are cached (\(time))"
         }
+        if summary.unchangedSinceStamp {
+            return "farm: no work to do (nothing changed since the last build of these \(summary.total) tasks, \(time))"
+        }
         if summary.built == 0, summary.failed == 0, summary.skipped == 0, summary.notRun == 0 {
             return "farm: no work to do (\(summary.total) tasks up to date, \(time))"
         }

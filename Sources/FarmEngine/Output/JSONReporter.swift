@@ -31,7 +31,7 @@ public final class JSONReporter: BuildReporter, @unchecked Sendable {
             object = ["event": "completed", "total": summary.total, "built": summary.built, "cached": summary.cached,
                       "failed": summary.failed, "skipped": summary.skipped, "not_run": summary.notRun,
                       "would_run": summary.wouldRun, "duration": summary.duration, "database_writes": summary.databaseWrites,
-                      "failures": summary.failures]
+                      "failures": summary.failures, "unchanged_since_stamp": summary.unchangedSinceStamp]
         case let .published(directory, summary):
             object = ["event": "published", "directory": directory, "summary": summary]
         }

@@ -276,6 +276,8 @@ public final class BuildCache: @unchecked Sendable {
     /// Call it on a cache opened with `.exclusive` access, so no build writes meanwhile.
     public func collectGarbage(verify: Bool) throws -> CollectionReport {
         var report = CollectionReport()
+        // gc may drop results a stamp's build recorded while keeping their objects: the next build checks all.
+        UpToDateStamp.removeAll(cacheDirectory: directory)
         try database.transaction {
             try database.query("SELECT count(*) FROM results WHERE key NOT IN (SELECT key FROM latest)") {
                 report.removedResults = Int($0.integer(0))

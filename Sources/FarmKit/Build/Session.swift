@@ -77,7 +77,8 @@ public struct Session: Sendable {
         if let publish, let action = publish.action as? PublishAction, let files = summary.collected[publish.id]?["files"] {
             let publication = try PublicationFiles.decode(try cache.objects.read(files))
             // A dry run writes nothing anywhere: it says what the directory lacks.
-            let text = options.dryRun ? Session.wouldInstall(publication, of: action) : try install(publication, of: action, cache: cache)
+            let text = options.dryRun ? Session.wouldInstall(publication, of: action)
+                : try Session.install(publication, into: action.directory, cache: cache)
             reporter.report(.published(directory: action.directory, summary: text))
             timer.mark("publish")
         }
@@ -86,14 +87,78 @@ public struct Session: Sendable {
                                     built: summary.built, cached: summary.cached, failed: summary.failed,
                                     skipped: summary.skipped + summary.notRun))
         }
+        if summary.succeeded, !options.dryRun, let inputs = rules.planInputs(manifest: manifest, recipes: recipes) {
+            var collected: [String: String] = [:]
+            if let publish, let action = publish.action as? PublishAction, let files = summary.collected[publish.id]?["files"] {
+                collected = ["publication": files.hex, "directory": action.directory]
+            }
+            // Written last, once the cache and the repository are as this build leaves them.
+            try UpToDateStamp.make(inputs: inputs + [manifest.path], cacheDirectory: cacheDirectory, total: summary.total, collected: collected)?
+                .write(cacheDirectory: cacheDirectory, identity: Session.stampIdentity(manifestPath: manifest.path, patterns: patterns, rules: rules))
+            timer.mark("stamp")
+        }
+        return summary
+    }
+
+    /// `farm build`: first the up-to-date stamp of the last identical build, which proves in a few
+    /// hundred `stat` calls that nothing changed (no manifest read, no plan, no key); else the
+    /// full build. A dry run always plans.
+    public static func build(manifestPath: String, cacheDirectory option: String?, rules: any BuildRules, patterns: [String],
+                             options: BuildOptions, reporter: any BuildReporter, command: String = "build") async throws -> BuildSummary {
+        let cacheDirectory = Session.cacheDirectory(option: option, manifestPath: manifestPath)
+        if !options.dryRun, let summary = try upToDate(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules,
+                                                       patterns: patterns, reporter: reporter, command: command) {
+            return summary
+        }
+        return try await Session(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules, writing: !options.dryRun)
+            .build(patterns: patterns, options: options, reporter: reporter, command: command)
+    }
+
+    static func stampIdentity(manifestPath: String, patterns: [String], rules: any BuildRules) -> String {
+        let absolute = URL(fileURLWithPath: manifestPath).standardizedFileURL.path
+        return (["manifest " + absolute, "rules " + rules.settings] + patterns.map { "pattern " + $0 }).joined(separator: "\n")
+    }
+
+    /// The outcome of the last identical build when its stamp still holds: reported as a build
+    /// would (every task cached), the repository made to hold its publication again, the run recorded.
+    static func upToDate(manifestPath: String, cacheDirectory: String, rules: any BuildRules, patterns: [String],
+                         reporter: any BuildReporter, command: String) throws -> BuildSummary? {
+        var timer = PhaseTimer()
+        let identity = stampIdentity(manifestPath: manifestPath, patterns: patterns, rules: rules)
+        guard let stamp = UpToDateStamp.read(cacheDirectory: cacheDirectory, identity: identity),
+              FileManager.default.fileExists(atPath: cacheDirectory + "/farm.sqlite") else { return nil }
+        let started = Date()
+        let clock = ContinuousClock.now
+        // Under the cache's shared lock, so `farm gc` cannot change the store meanwhile.
+        let cache = try BuildCache(directory: cacheDirectory)
+        defer { cache.close() }
+        guard stamp.holds(cacheDirectory: cacheDirectory) else {
+            timer.mark("stamp (changed)")
+            return nil
+        }
+        timer.mark("stamp holds")
+        reporter.report(.planned(total: stamp.total))
+        var summary = BuildSummary()
+        summary.total = stamp.total
+        summary.cached = stamp.total
+        summary.unchangedSinceStamp = true
+        summary.duration = (ContinuousClock.now - clock).seconds
+        reporter.report(.completed(summary))
+        if let hex = stamp.collected["publication"], let files = Digest(hex: hex), let directory = stamp.collected["directory"] {
+            let publication = try PublicationFiles.decode(try cache.objects.read(files))
+            reporter.report(.published(directory: directory, summary: try Session.install(publication, into: directory, cache: cache)))
+        }
+        cache.saveLastRun(.init(command: command, started: started, duration: summary.duration, total: summary.total,
+                                built: 0, cached: summary.cached, failed: 0, skipped: 0))
+        timer.mark("report")
         return summary
     }
 
     /// Makes the publish directory hold the publication (a no-op when it already does); says what it did.
-    func install(_ publication: PublicationFiles, of action: PublishAction, cache: BuildCache) throws -> String {
-        let report = try Publisher.install(publication, objects: cache.objects, into: action.directory)
+    static func install(_ publication: PublicationFiles, into directory: String, cache: BuildCache) throws -> String {
+        let report = try Publisher.install(publication, objects: cache.objects, into: directory)
         let modules = publication.files.filter { $0.path.hasPrefix("modules/") && !$0.path.hasSuffix(".sig") }.count
-        var text = "repository \(action.directory): \(modules) module(s), revision \(publication.revision)"
+        var text = "repository \(directory): \(modules) module(s), revision \(publication.revision)"
         if report.written.isEmpty {
             text += ", up to date"
         } else {

@@ -16,6 +16,23 @@ public struct FarmRules: BuildRules {
         self.sandbox = sandbox
     }
 
+    public var settings: String { "apt-root \(aptRoot) sandbox \(sandbox?.rawValue ?? "-")" }
+
+    /// The recipes (module and toolchain recipes: the whole `recipes/` directory), the keys'
+    /// public files the sign and publish tasks name, and the trees of directory sources.
+    public func planInputs(manifest: Manifest, recipes: RecipeBook) -> [String]? {
+        var paths = [manifest.directory + "/recipes"]
+        if let (module, repository) = Signing.paths(manifest: manifest) {
+            paths += [module.metadata, module.certificate, repository.metadata, repository.publicKey]
+        }
+        for recipe in recipes.recipes.values {
+            if case let .directory(path) = recipe.source {
+                paths.append(((path.hasPrefix("/") ? path : manifest.directory + "/" + path) as NSString).standardizingPath)
+            }
+        }
+        return paths
+    }
+
     public func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
         let mirrors = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
         let backend = sandbox ?? manifest.sandbox.flatMap(SandboxBackend.init(rawValue:)) ?? .bwrap

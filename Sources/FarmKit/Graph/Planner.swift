@@ -7,9 +7,17 @@ public protocol BuildRules: Sendable {
     func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws
     /// What a lab boots for `kernel` (`farm lab up`): the node whose outputs are `kernel` and `initramfs`.
     func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID
+    /// Every file or directory (walked) besides the manifest that a plan is made from, for the
+    /// up-to-date stamp (`UpToDateStamp`); nil when the rules cannot say, and then no stamp is kept.
+    func planInputs(manifest: Manifest, recipes: RecipeBook) -> [String]?
+    /// The rules' own settings that change a plan (a sandbox option, an apt root), for the stamp's identity.
+    var settings: String { get }
 }
 
 extension BuildRules {
+    public func planInputs(manifest: Manifest, recipes: RecipeBook) -> [String]? { nil }
+    public var settings: String { "" }
+
     public func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
         throw FarmError.badInput("these rules make no lab image")
     }

@@ -58,10 +58,10 @@ struct SyntheticProject {
 
     @discardableResult
     func build(_ patterns: [String] = [], keepGoing: Bool = false, dryRun: Bool = false, jobs: Int = 3) async throws -> (BuildSummary, EventLog) {
+        // As `farm build` does: the up-to-date stamp first, then the full build.
         let log = EventLog()
-        let summary = try await session().build(patterns: patterns,
-                                                options: BuildOptions(jobs: jobs, keepGoing: keepGoing, dryRun: dryRun),
-                                                reporter: log)
+        let summary = try await Session.build(manifestPath: manifestPath, cacheDirectory: cache, rules: SyntheticRules(), patterns: patterns,
+                                              options: BuildOptions(jobs: jobs, keepGoing: keepGoing, dryRun: dryRun), reporter: log)
         return (summary, log)
     }
 
