@@ -1,15 +1,121 @@
 import FarmEngine
 import Foundation
 
-/// The RHEL family's kernels. Not written yet: every `kernel-devel` is reported by name as unmatched.
+/// The RHEL family's kernels (CentOS, Alma, Rocky, Oracle, Fedora, Amazon Linux): one
+/// `kernel-devel` per kernel holds the prepared tree `/usr/src/kernels/<release>/`, where the
+/// release is `<version>-<release>.<arch>` (3.10.0-1160.el7.x86_64). Oracle's UEK packages the
+/// same way as `kernel-uek-devel`. The image is `kernel` (el7, Amazon Linux) or, from el8 on,
+/// `kernel-core` of the same version: it holds vmlinuz and the modules a boot needs
+/// (`kernel-modules` only adds drivers a lab does not use). kernel-devel depends on no
+/// compiler: the crawl reads it from the package's `.config` or `compile.h`.
 public struct RHELDiscovery: KernelDiscovery {
     public init() {}
 
     public func isRelevant(_ name: String) -> Bool { name.hasPrefix("kernel") }
 
+    /// The headers packages farm reads, with the image packages of their flavour in preference order.
+    static let flavours: [(devel: String, images: [String])] = [
+        ("kernel-devel", ["kernel-core", "kernel"]),
+        ("kernel-uek-devel", ["kernel-uek-core", "kernel-uek"]),
+    ]
+
     public func discover(_ index: SuiteIndex, pool: [String: [IndexPackage]], manifest: Manifest) -> Discovery {
         var result = Discovery()
-        result.unmatched = index.packages.filter { $0.name.hasPrefix("kernel-devel") }.map(\.name)
+        let matched = Set(RHELDiscovery.flavours.map(\.devel))
+        for package in index.packages where package.architecture == index.architecture {
+            guard let flavour = RHELDiscovery.flavours.first(where: { $0.devel == package.name }) else {
+                // A debug, rt or 64k kernel's tree is named differently (…x86_64+debug); say so rather than guess.
+                if package.name.hasSuffix("-devel"), !matched.contains(package.name), package.name != "kernel-tools-libs-devel" {
+                    result.unmatched.append("\(package.name)-\(package.version).\(package.architecture)")
+                }
+                continue
+            }
+            let release = RHELDiscovery.release(of: package)
+            guard Kernel.isRelease(release) else {
+                result.warnings.append("\(package.name) \(package.version): '\(release)' is not a kernel release; left out")
+                continue
+            }
+            let image = flavour.images.lazy.compactMap { name in
+                pool[name]?.filter { $0.architecture == package.architecture && RPMVersion.compare($0.version, package.version) == 0 }
+                    .sorted { a, _ in a.suite == index.suite }.first
+            }.first
+            result.kernels.append(Kernel(release: release, upstream: index.upstream.name, family: .rhel, suite: index.suite,
+                                         distribution: index.upstream.distribution ?? RHELDiscovery.distribution(release: release),
+                                         version: package.version, toolchain: nil, compiler: nil,
+                                         packages: [package.reference], image: image?.reference, lastSeen: nil,
+                                         location: SourceLocation(file: manifest.path, line: 0, column: 0)))
+        }
         return result
+    }
+
+    /// `uname -r` of a kernel-devel: its version and release without the epoch, and its arch.
+    static func release(of package: IndexPackage) -> String {
+        let version = package.version.split(separator: ":", maxSplits: 1).last.map(String.init) ?? package.version
+        return "\(version).\(package.architecture)"
+    }
+
+    /// The distribution a release's dist tag names: `el7` is `rhel-7` (any rebuild of RHEL 7;
+    /// an upstream's `distribution:` says `centos-7`), `el8_10` `rhel-8`, `amzn2` `amzn-2`,
+    /// `amzn2023` `amzn-2023`, `fc40` `fedora-40`, `el8uek` `rhel-8`.
+    static func distribution(release: String) -> String? {
+        for part in release.split(separator: ".").reversed() {
+            for (tag, name) in [("el", "rhel"), ("amzn", "amzn"), ("fc", "fedora")] where part.hasPrefix(tag) {
+                let number = part.dropFirst(tag.count).prefix { $0.isASCII && $0.isNumber }
+                if !number.isEmpty { return "\(name)-\(number)" }
+            }
+        }
+        return nil
+    }
+}
+
+extension RHELDiscovery {
+    /// The compiler a kernel-devel package's tree was built with, as toolchains name it
+    /// (`gcc-4.8`, `gcc-12`): from `.config`'s `CONFIG_CC_VERSION_TEXT`, else from
+    /// `include/generated/compile.h`'s `LINUX_COMPILER` (3.10 and 4.x kernels have no
+    /// CONFIG_CC_VERSION_TEXT). Reads the package's payload without installing it.
+    // The crawl's one place for this; the lead unifies it with the shared compiler reader.
+    static func compiler(ofPackageAt path: String, release: String) throws -> String? {
+        let reader = try Archive.Reader(path: path)
+        let tree = "usr/src/kernels/\(release)/"
+        var config: String?, compileH: String?
+        while let entry = try reader.next() {
+            var name = Substring(entry.path)
+            while name.hasPrefix("./") || name.hasPrefix("/") { name = name.drop { $0 == "." || $0 == "/" } }
+            guard entry.type == .regular, name.hasPrefix(tree) else { continue }
+            let inside = name.dropFirst(tree.count)
+            if inside == ".config" {
+                config = String(decoding: try reader.readData(limit: 8 << 20), as: UTF8.self)
+            } else if inside == "include/generated/compile.h" {
+                compileH = String(decoding: try reader.readData(limit: 1 << 20), as: UTF8.self)
+            }
+            if config != nil, compileH != nil { break }
+        }
+        return compiler(config: config, compileH: compileH)
+    }
+
+    static func compiler(config: String?, compileH: String?) -> String? {
+        if let config {
+            for line in config.split(separator: "\n") where line.hasPrefix("CONFIG_CC_VERSION_TEXT=") {
+                if let name = compilerName(versionText: String(line.dropFirst("CONFIG_CC_VERSION_TEXT=".count))) { return name }
+            }
+        }
+        if let compileH {
+            for line in compileH.split(separator: "\n") where line.contains("LINUX_COMPILER") {
+                if let name = compilerName(versionText: String(line)) { return name }
+            }
+        }
+        return nil
+    }
+
+    /// `gcc-4.8` from "gcc version 4.8.5 20150623 (Red Hat 4.8.5-44) (GCC)", `gcc-12` from
+    /// "gcc-12 (Debian 12.2.0-14) 12.2.0": gcc before 5 is named by major and minor, as its
+    /// packages were. The first dotted number is the version.
+    static func compilerName(versionText text: String) -> String? {
+        if text.contains("clang") { return "clang" }
+        guard text.contains("gcc") || text.contains("GCC"),
+              let match = text.range(of: #"(?<![0-9._])[0-9]+\.[0-9]+"#, options: .regularExpression) else { return nil }
+        let parts = text[match].split(separator: ".")
+        guard let major = Int(parts[0]), let minor = Int(parts[1]) else { return nil }
+        return major < 5 ? "gcc-\(major).\(minor)" : "gcc-\(major)"
     }
 }

@@ -35,7 +35,13 @@ public struct Upstream: Sendable, Hashable {
     public var components: [String]
     public var architectures: [String]
     /// An OpenPGP keyring to verify the archive with, instead of the one apt's `Signed-By` names.
+    /// For yum it also checks `repomd.xml.asc` and every package's own signature.
     public var keyring: String?
+    /// yum only: a URL whose body lists base URLs, one a line, used in its order instead of `mirror`.
+    public var mirrorlist: String? = nil
+    /// yum only: the distribution its kernels come from (`centos-7`), instead of one named after
+    /// the release's dist tag (`el7` gives `rhel-7`).
+    public var distribution: String? = nil
 }
 
 public struct ModuleReference: Sendable, Hashable {

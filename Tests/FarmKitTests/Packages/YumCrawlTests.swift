@@ -1,0 +1,182 @@
+import FarmEngine
+import FarmKit
+import Foundation
+import Testing
+
+@Suite("Crawling yum repositories")
+struct YumCrawlTests {
+    func project(_ repository: LocalYumRepository, upstreams: String) throws -> String {
+        try repository.scratch.write("project/manifest.yml", """
+        farm: 1
+        upstreams:
+        \(upstreams)
+        modules: []
+        kernels: []
+
+        """)
+    }
+
+    func crawl(_ manifest: String, _ repository: LocalYumRepository) async throws -> Crawler.Result {
+        try await Crawler.updateManifest(at: manifest, cacheDirectory: repository.scratch.file("cache"), prune: false,
+                                         aptRoot: repository.scratch.file("no-apt")).result
+    }
+
+    @Test func crawlPinsRHELKernelsWithTheirReleaseDistributionAndCompiler() async throws {
+        let repository = try LocalYumRepository(try Scratch())
+        try repository.kernelDevel(version: "3.10.0", release: "1160.el7",
+                                   linuxCompiler: "gcc version 4.8.5 20150623 (Red Hat 4.8.5-44) (GCC) ")
+        try repository.kernelImage(version: "3.10.0", release: "1160.el7")
+        try repository.kernelDevel(version: "4.18.0", release: "553.el8_10", ccVersionText: "gcc (GCC) 8.5.0 20210514 (Red Hat 8.5.0-22)", rpmv3: true)
+        try repository.kernelImage("kernel-core", version: "4.18.0", release: "553.el8_10")
+        try repository.kernelImage("kernel-modules", version: "4.18.0", release: "553.el8_10")
+        try repository.kernelDevel(version: "4.18.0", release: "553.el8_10", name: "kernel-debug-devel")
+        try repository.publish("os/x86_64")
+        try repository.kernelDevel(version: "5.10.225", release: "213.878.amzn2", repository: "amzn/x86_64",
+                                   ccVersionText: "gcc10-gcc (GCC) 10.5.0 20230707 (Red Hat 10.5.0-1)")
+        try repository.kernelImage(version: "5.10.225", release: "213.878.amzn2", repository: "amzn/x86_64")
+        try repository.publish("amzn/x86_64")
+        let path = try project(repository, upstreams: """
+          centos:
+            kind: yum
+            mirror: \(repository.url)
+            suites: [os/x86_64]
+            keyring: \(repository.keyring)
+          amazon:
+            kind: yum
+            mirror: \(repository.url)/amzn
+            suites: [x86_64]
+            keyring: \(repository.keyring)
+        """)
+
+        let result = try await crawl(path, repository)
+        #expect(result.failures.isEmpty, "\(result.failures)")
+        #expect(result.warnings.isEmpty, "\(result.warnings)")
+        #expect(result.unmatched == ["centos/os/x86_64: kernel-debug-devel-4.18.0-553.el8_10.x86_64"])
+        let manifest = try ManifestLoader.load(path: path)
+        #expect(manifest.kernels.map(\.release) == ["5.10.225-213.878.amzn2.x86_64", "3.10.0-1160.el7.x86_64", "4.18.0-553.el8_10.x86_64"])
+        let el7 = try #require(manifest.kernels.first { $0.release == "3.10.0-1160.el7.x86_64" })
+        #expect(el7.family == .rhel)
+        #expect(el7.upstream == "centos")
+        #expect(el7.suite == "os/x86_64")
+        #expect(el7.distribution == "rhel-7")
+        #expect(el7.compiler == "gcc-4.8")
+        #expect(el7.version == "3.10.0-1160.el7")
+        #expect(el7.packages.map(\.url) == ["os/x86_64/Packages/kernel-devel-3.10.0-1160.el7.x86_64.rpm"])
+        #expect(el7.image?.url == "os/x86_64/Packages/kernel-3.10.0-1160.el7.x86_64.rpm")
+        let (digest, size) = try SHA256.hash(fileAt: repository.root + "/" + el7.packages[0].url)
+        #expect(el7.packages[0].sha256 == digest && el7.packages[0].size == size)
+
+        let el8 = try #require(manifest.kernels.first { $0.release == "4.18.0-553.el8_10.x86_64" })
+        #expect(el8.distribution == "rhel-8")
+        #expect(el8.compiler == "gcc-8")
+        #expect(el8.image?.url == "os/x86_64/Packages/kernel-core-4.18.0-553.el8_10.x86_64.rpm")
+        let amazon = try #require(manifest.kernels.first { $0.release == "5.10.225-213.878.amzn2.x86_64" })
+        #expect(amazon.distribution == "amzn-2")
+        #expect(amazon.compiler == "gcc-10")
+        #expect(amazon.packages.map(\.url) == ["x86_64/Packages/kernel-devel-5.10.225-213.878.amzn2.x86_64.rpm"])
+    }
+
+    @Test func anUpstreamsDistributionNamesItsKernelsDistribution() async throws {
+        let repository = try LocalYumRepository(try Scratch())
+        try repository.kernelDevel(version: "3.10.0", release: "1160.119.1.el7", repository: ".", linuxCompiler: "gcc version 4.8.5 20150623 (Red Hat 4.8.5-44) (GCC) ")
+        try repository.publish(".")
+        let path = try project(repository, upstreams: """
+          centos:
+            kind: yum
+            mirror: \(repository.url)
+            suites: [.]
+            distribution: centos-7
+        """)
+        let result = try await crawl(path, repository)
+        #expect(result.failures.isEmpty, "\(result.failures)")
+        let kernel = try #require(try ManifestLoader.load(path: path).kernels.first)
+        #expect(kernel.release == "3.10.0-1160.119.1.el7.x86_64")
+        #expect(kernel.distribution == "centos-7")
+        #expect(kernel.packages.map(\.url) == ["Packages/kernel-devel-3.10.0-1160.119.1.el7.x86_64.rpm"])
+    }
+
+    @Test func anUnsignedRepomdIsRefusedWhenTheUpstreamHasAKeyring() async throws {
+        let repository = try LocalYumRepository(try Scratch())
+        try repository.kernelDevel(version: "3.10.0", release: "1160.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ")
+        try repository.publish("os/x86_64", sign: false)
+        let path = try project(repository, upstreams: """
+          centos:
+            kind: yum
+            mirror: \(repository.url)
+            suites: [os/x86_64]
+            keyring: \(repository.keyring)
+        """)
+        let result = try await crawl(path, repository)
+        let failure = try #require(result.failures.first)
+        #expect(failure.hasPrefix("centos/os/x86_64: \(repository.url)/os/x86_64/repodata/repomd.xml.asc: cannot fetch the repository's signature"), "\(failure)")
+        #expect(failure.contains("an unsigned repository is refused"))
+        #expect(result.kernels.isEmpty)
+
+        // Signed by a key the keyring lacks: refused too.
+        try repository.publish("os/x86_64", sign: false)
+        let other = try LocalYumRepository(try Scratch())
+        try other.gpg(["--local-user", LocalYumRepository.key, "--detach-sign", "--armor", "--output",
+                       repository.root + "/os/x86_64/repodata/repomd.xml.asc", repository.root + "/os/x86_64/repodata/repomd.xml"])
+        let again = try await crawl(path, repository)
+        let bad = try #require(again.failures.first)
+        #expect(bad.contains("repodata/repomd.xml: the OpenPGP signature does not verify against \(repository.keyring)"), "\(bad)")
+    }
+
+    @Test func aTamperedRPMIsRefusedByItsOwnSignature() async throws {
+        let repository = try LocalYumRepository(try Scratch())
+        let payload = try repository.kernelDevel(version: "3.10.0", release: "1160.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ")
+        let header = try repository.kernelDevel(version: "3.10.0", release: "1160.2.1.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ")
+        let whole = try repository.kernelDevel(version: "3.10.0", release: "1160.3.1.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ", rpmv3: true)
+        try repository.kernelDevel(version: "3.10.0", release: "1160.4.1.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ")
+        // One byte of each: the last of the payload, one of the header's summary. The repository
+        // is then regenerated and signed, so its sha256 pins match and only the RPM's signature can tell.
+        try flipLastByte(payload)
+        try replace("farm test package", with: "farm test packagE", in: header)
+        try flipLastByte(whole)
+        try repository.publish("os/x86_64")
+        let path = try project(repository, upstreams: """
+          centos:
+            kind: yum
+            mirror: \(repository.url)
+            suites: [os/x86_64]
+            keyring: \(repository.keyring)
+        """)
+        let result = try await crawl(path, repository)
+        #expect(result.failures.isEmpty, "\(result.failures)")
+        #expect(result.kernels.map(\.release) == ["3.10.0-1160.4.1.el7.x86_64"])
+        let warnings = result.warnings.joined(separator: "\n")
+        #expect(warnings.contains("3.10.0-1160.el7.x86_64: kernel-devel-3.10.0-1160.el7.x86_64.rpm: its payload's sha256 is"), "\(warnings)")
+        #expect(warnings.contains("the payload was changed after signing; the package is refused; left out"), "\(warnings)")
+        #expect(warnings.contains("3.10.0-1160.2.1.el7.x86_64: kernel-devel-3.10.0-1160.2.1.el7.x86_64.rpm (its RSA header signature): the OpenPGP signature does not verify"), "\(warnings)")
+        #expect(warnings.contains("3.10.0-1160.3.1.el7.x86_64: kernel-devel-3.10.0-1160.3.1.el7.x86_64.rpm (its PGP header+payload signature): the OpenPGP signature does not verify"), "\(warnings)")
+    }
+
+    @Test func aRepositoryWithoutKernelsFailsTheCrawl() async throws {
+        let repository = try LocalYumRepository(try Scratch())
+        try repository.package("bash", version: "4.2.46", release: "34.el7", files: ["usr/bin/not-bash": "x\n"])
+        try repository.publish("os/x86_64")
+        let path = try project(repository, upstreams: """
+          centos:
+            kind: yum
+            mirror: \(repository.url)
+            suites: [os/x86_64]
+            keyring: \(repository.keyring)
+        """)
+        let result = try await crawl(path, repository)
+        #expect(result.failures == ["centos/os/x86_64: the repository lists no kernel (no kernel-devel package); check 'mirror' and 'suites' of the upstream"])
+    }
+
+    func flipLastByte(_ path: String) throws {
+        var data = try Data(contentsOf: URL(fileURLWithPath: path))
+        data[data.count - 1] ^= 0x01
+        try data.write(to: URL(fileURLWithPath: path))
+    }
+
+    func replace(_ text: String, with replacement: String, in path: String) throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let range = try #require(data.range(of: Data(text.utf8)))
+        var changed = data
+        changed.replaceSubrange(range, with: Data(replacement.utf8))
+        try changed.write(to: URL(fileURLWithPath: path))
+    }
+}
