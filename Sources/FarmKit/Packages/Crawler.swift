@@ -124,7 +124,10 @@ public struct Crawler: Sendable {
         var candidates: [String: [String]] = [:]
         for kernel in found.values {
             for package in kernel.packages + (kernel.image.map { [$0] } ?? []) {
-                candidates[package.url] = resolver.urls(for: package, upstream: kernel.upstream, suite: kernel.suite).urls
+                let urls = resolver.urls(for: package, upstream: kernel.upstream, suite: kernel.suite).urls
+                // A yum mirrorlist is read when fetching; its kernel-devel was fetched by the crawl already.
+                if urls.isEmpty, manifest.upstream(named: kernel.upstream)?.mirrorlist != nil { continue }
+                candidates[package.url] = urls
             }
         }
         let unserved = await Crawler.unserved(candidates)
