@@ -69,28 +69,33 @@ public struct RHELDiscovery: KernelDiscovery {
 }
 
 extension RHELDiscovery {
-    /// The compiler a kernel-devel package's tree was built with, as toolchains name it
-    /// (`gcc-4.8`, `gcc-12`): from `.config`'s `CONFIG_CC_VERSION_TEXT`, else from
-    /// `include/generated/compile.h`'s `LINUX_COMPILER` (3.10 and 4.x kernels have no
-    /// CONFIG_CC_VERSION_TEXT). Reads the package's payload without installing it.
-    // The crawl's one place for this; the lead unifies it with the shared compiler reader.
-    static func compiler(ofPackageAt path: String, release: String) throws -> String? {
+    /// The tree a kernel-devel package holds under `/usr/src/kernels` and the compiler it was
+    /// built with, as toolchains name it (`gcc-4.8`, `gcc-12`): from `.config`'s
+    /// `CONFIG_CC_VERSION_TEXT`, else from `include/generated/compile.h`'s `LINUX_COMPILER` (3.10
+    /// and 4.x kernels have no CONFIG_CC_VERSION_TEXT). The tree's name is the release, as
+    /// kernel-packer takes it; `release` (from the package's version) is preferred when the
+    /// package holds several trees. Reads the payload without installing anything.
+    // The crawl's one place that reads a compiler; the lead unifies it with the shared reader.
+    static func kernelTree(ofPackageAt path: String, release: String) throws -> (release: String?, compiler: String?) {
         let reader = try Archive.Reader(path: path)
-        let tree = "usr/src/kernels/\(release)/"
-        var config: String?, compileH: String?
+        var configs: [String: String] = [:], compileHs: [String: String] = [:], trees: [String] = []
         while let entry = try reader.next() {
             var name = Substring(entry.path)
             while name.hasPrefix("./") || name.hasPrefix("/") { name = name.drop { $0 == "." || $0 == "/" } }
-            guard entry.type == .regular, name.hasPrefix(tree) else { continue }
-            let inside = name.dropFirst(tree.count)
-            if inside == ".config" {
-                config = String(decoding: try reader.readData(limit: 8 << 20), as: UTF8.self)
-            } else if inside == "include/generated/compile.h" {
-                compileH = String(decoding: try reader.readData(limit: 1 << 20), as: UTF8.self)
+            guard name.hasPrefix("usr/src/kernels/") else { continue }
+            let parts = name.dropFirst("usr/src/kernels/".count).split(separator: "/", maxSplits: 1).map(String.init)
+            guard let tree = parts.first, !tree.isEmpty else { continue }
+            if !trees.contains(tree) { trees.append(tree) }
+            guard entry.type == .regular, parts.count == 2 else { continue }
+            if parts[1] == ".config" {
+                configs[tree] = String(decoding: try reader.readData(limit: 8 << 20), as: UTF8.self)
+            } else if parts[1] == "include/generated/compile.h" {
+                compileHs[tree] = String(decoding: try reader.readData(limit: 1 << 20), as: UTF8.self)
             }
-            if config != nil, compileH != nil { break }
         }
-        return compiler(config: config, compileH: compileH)
+        let tree = trees.contains(release) ? release : trees.sorted().first
+        guard let tree else { return (nil, nil) }
+        return (tree, compiler(config: configs[tree], compileH: compileHs[tree]))
     }
 
     static func compiler(config: String?, compileH: String?) -> String? {

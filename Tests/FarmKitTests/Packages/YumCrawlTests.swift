@@ -95,6 +95,34 @@ struct YumCrawlTests {
         #expect(kernel.packages.map(\.url) == ["Packages/kernel-devel-3.10.0-1160.119.1.el7.x86_64.rpm"])
     }
 
+    /// The release is the tree's name under /usr/src/kernels, as kernel-packer takes it: a package
+    /// whose version says otherwise (a Debian kernel repackaged) still gives what `uname -r` prints.
+    @Test func theReleaseIsTheNameOfTheTreeTheKernelDevelHolds() async throws {
+        let repository = try LocalYumRepository(try Scratch())
+        try repository.kernelDevel(version: "6.1.0", release: "41", ccVersionText: "gcc-12 (Debian 12.2.0-14) 12.2.0", tree: "6.1.0-41-amd64")
+        try repository.publish()
+        let path = try project(repository, upstreams: """
+          local:
+            kind: yum
+            mirror: \(repository.url)
+            suites: [os/x86_64]
+            keyring: \(repository.keyring)
+        """)
+        let result = try await crawl(path, repository)
+        #expect(result.failures.isEmpty, "\(result.failures)")
+        let kernel = try #require(try ManifestLoader.load(path: path).kernels.first)
+        #expect(kernel.release == "6.1.0-41-amd64")
+        #expect(kernel.compiler == "gcc-12")
+        #expect(kernel.version == "6.1.0-41")
+        // A second crawl finds the same pin and changes nothing, without fetching the package again
+        // (the bytes the mirror now serves under its name would not match the pin).
+        try Data("not the package".utf8).write(to: URL(fileURLWithPath: repository.root + "/" + kernel.packages[0].url))
+        let (again, changed) = try await Crawler.updateManifest(at: path, cacheDirectory: repository.scratch.file("cache"), prune: false,
+                                                                aptRoot: repository.scratch.file("no-apt"))
+        #expect(again.kernels.map(\.release) == ["6.1.0-41-amd64"])
+        #expect(!changed, "\(again.warnings)")
+    }
+
     @Test func anUnsignedRepomdIsRefusedWhenTheUpstreamHasAKeyring() async throws {
         let repository = try LocalYumRepository(try Scratch())
         try repository.kernelDevel(version: "3.10.0", release: "1160.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ")

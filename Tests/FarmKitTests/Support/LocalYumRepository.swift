@@ -81,8 +81,8 @@ struct LocalYumRepository {
     /// the compiler in `.config` (`ccVersionText`) or in compile.h (`linuxCompiler`).
     @discardableResult
     func kernelDevel(version: String, release: String, repository: String = "os/x86_64", name: String = "kernel-devel",
-                     ccVersionText: String? = nil, linuxCompiler: String? = nil, rpmv3: Bool = false) throws -> String {
-        let tree = "usr/src/kernels/\(version)-\(release).x86_64"
+                     ccVersionText: String? = nil, linuxCompiler: String? = nil, rpmv3: Bool = false, tree treeName: String? = nil) throws -> String {
+        let tree = "usr/src/kernels/" + (treeName ?? "\(version)-\(release).x86_64")
         var files = ["\(tree)/Makefile": "# \(version)-\(release)\n"]
         files["\(tree)/.config"] = "CONFIG_X86_64=y\n" + (ccVersionText.map { "CONFIG_CC_VERSION_TEXT=\"\($0)\"\n" } ?? "")
         if let linuxCompiler { files["\(tree)/include/generated/compile.h"] = "#define UTS_MACHINE \"x86_64\"\n#define LINUX_COMPILER \"\(linuxCompiler)\"\n" }
