@@ -156,6 +156,8 @@ struct YumCrawlTests {
         let header = try repository.kernelDevel(version: "3.10.0", release: "1160.2.1.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ")
         let whole = try repository.kernelDevel(version: "3.10.0", release: "1160.3.1.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ", rpmv3: true)
         try repository.kernelDevel(version: "3.10.0", release: "1160.4.1.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ")
+        try repository.package("kernel-devel", version: "3.10.0", release: "1160.5.1.el7",
+                               files: ["usr/src/kernels/3.10.0-1160.5.1.el7.x86_64/Makefile": "all:\n"], sign: false)
         // One byte of each: the last of the payload, one of the header's summary. The repository
         // is then regenerated and signed, so its sha256 pins match and only the RPM's signature can tell.
         try flipLastByte(payload)
@@ -177,6 +179,7 @@ struct YumCrawlTests {
         #expect(warnings.contains("the payload was changed after signing; the package is refused; left out"), "\(warnings)")
         #expect(warnings.contains("3.10.0-1160.2.1.el7.x86_64: kernel-devel-3.10.0-1160.2.1.el7.x86_64.rpm (its RSA header signature): the OpenPGP signature does not verify"), "\(warnings)")
         #expect(warnings.contains("3.10.0-1160.3.1.el7.x86_64: kernel-devel-3.10.0-1160.3.1.el7.x86_64.rpm (its PGP header+payload signature): the OpenPGP signature does not verify"), "\(warnings)")
+        #expect(warnings.contains("3.10.0-1160.5.1.el7.x86_64: kernel-devel-3.10.0-1160.5.1.el7.x86_64.rpm: it carries no OpenPGP signature, and its upstream has a keyring"), "\(warnings)")
     }
 
     @Test func aRepositoryWithoutKernelsFailsTheCrawl() async throws {

@@ -29,12 +29,13 @@ struct LocalYumRepository {
         return result
     }
 
-    /// Builds `<name>-<version>-<release>.x86_64.rpm` holding `files` (path → text), signs it
+    /// Builds `<name>-<version>-<release>.x86_64.rpm` holding `files` (path → text) and the tree
+    /// at `root` (copied as it is, to `/`), signs it
     /// (header-only as rpm 4.18 signs, or also header+payload with `rpmv3`) and puts it under
     /// `<repository>/Packages`. Returns its path.
     @discardableResult
     func package(_ name: String, version: String, release: String, repository: String = "os/x86_64",
-                 files: [String: String], sign: Bool = true, rpmv3: Bool = false) throws -> String {
+                 files: [String: String], root tree: String? = nil, sign: Bool = true, rpmv3: Bool = false) throws -> String {
         let top = scratch.file("rpmbuild/\(name)-\(version)-\(release)")
         var install = ""
         for (path, text) in files.sorted(by: { $0.key < $1.key }) {
@@ -42,10 +43,17 @@ struct LocalYumRepository {
             try scratch.write(String(staged.dropFirst(scratch.path.count + 1)), text)
             install += "mkdir -p %{buildroot}/\((path as NSString).deletingLastPathComponent)\ncp '\(staged)' %{buildroot}/\(path)\n"
         }
-        let topLevel = Set(files.keys.map { "/" + $0.split(separator: "/").prefix(2).joined(separator: "/") })
+        var topLevel = Set(files.keys.map { "/" + $0.split(separator: "/").prefix(2).joined(separator: "/") })
+        if let tree {
+            install += "cp -a '\(tree)/.' %{buildroot}/\n"
+            for first in try FileManager.default.contentsOfDirectory(atPath: tree) {
+                for second in try FileManager.default.contentsOfDirectory(atPath: tree + "/" + first) { topLevel.insert("/\(first)/\(second)") }
+            }
+        }
         try scratch.write("rpmbuild/\(name)-\(version)-\(release)/SPECS/package.spec", """
         %global debug_package %{nil}
         %define __os_install_post %{nil}
+        %define _build_id_links none
         Name: \(name)
         Version: \(version)
         Release: \(release)
@@ -61,6 +69,8 @@ struct LocalYumRepository {
 
         """)
         let build = try runProcess("/usr/bin/rpmbuild", ["-bb", "--quiet", "--target", "x86_64", "--define", "_topdir \(top)",
+                                                          // A fast payload: a real kernel tree is some 80 MB.
+                                                          "--define", "_binary_payload w1.zstdio",
                                                           top + "/SPECS/package.spec"])
         guard build.status == 0 else { throw TestFailure("rpmbuild \(name): \(build.stderr)") }
         let built = "\(top)/RPMS/x86_64/\(name)-\(version)-\(release).x86_64.rpm"
