@@ -197,6 +197,96 @@ struct YumCrawlTests {
         #expect(result.failures == ["centos/os/x86_64: the repository lists no kernel (no kernel-devel package); check 'mirror' and 'suites' of the upstream"])
     }
 
+    @Test(arguments: ["gz", "xz", "zstd"])
+    func readsPrimaryMetadataInEachCompressionCreaterepoWrites(_ compression: String) async throws {
+        let repository = try LocalYumRepository(try Scratch())
+        try repository.kernelDevel(version: "3.10.0", release: "1160.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ")
+        let directory = repository.root + "/os/x86_64"
+        // Debian 12's createrepo_c writes gz and xz; a zstd primary, as createrepo_c 1.0 writes
+        // by default, is made from the gz one with zstd and repomd.xml pointed at it.
+        let made = try runProcess("/usr/bin/createrepo_c", ["--quiet", "--no-database", "--general-compress-type", compression == "zstd" ? "gz" : compression, directory])
+        #expect(made.status == 0, "\(made.stderr)")
+        if compression == "zstd" { try recompressPrimaryWithZstd(directory) }
+        let repomd = try String(contentsOfFile: directory + "/repodata/repomd.xml", encoding: .utf8)
+        #expect(repomd.contains("primary.xml.\(compression == "zstd" ? "zst" : compression)\""), "\(repomd)")
+        #expect(!repomd.contains("primary_db"))
+        let path = try project(repository, upstreams: """
+          centos:
+            kind: yum
+            mirror: \(repository.url)
+            suites: [os/x86_64]
+        """)
+        let result = try await crawl(path, repository)
+        #expect(result.failures.isEmpty, "\(result.failures)")
+        #expect(result.kernels.map(\.release) == ["3.10.0-1160.el7.x86_64"])
+    }
+
+    /// farm pins by sha256: a package listed with a sha1 only is left out by name, and a
+    /// repository whose repomd lists primary by sha1 is refused.
+    @Test func sha1OnlyEntriesAreLeftOutAndASha1RepomdIsRefused() async throws {
+        let repository = try LocalYumRepository(try Scratch())
+        try repository.kernelDevel(version: "3.10.0", release: "1160.el7", linuxCompiler: "gcc version 4.8.5 (GCC) ")
+        try repository.kernelDevel(version: "3.10.0", release: "1160.2.1.el7", repository: "sha1/x86_64", linuxCompiler: "gcc version 4.8.5 (GCC) ")
+        try repository.publish("os/x86_64")
+        let sha1 = try runProcess("/usr/bin/createrepo_c", ["--quiet", "--no-database", "--checksum", "sha1", "--repomd-checksum", "sha256",
+                                                            repository.root + "/sha1/x86_64"])
+        #expect(sha1.status == 0, "\(sha1.stderr)")
+        let path = try project(repository, upstreams: """
+          centos:
+            kind: yum
+            mirror: \(repository.url)
+            suites: [os/x86_64, sha1/x86_64]
+        """)
+        let result = try await crawl(path, repository)
+        #expect(result.warnings.contains { $0.contains("sha1/x86_64/repodata/") && $0.hasSuffix("kernel-devel-3.10.0-1160.2.1.el7.x86_64 (checksum sha1) has no sha256 checksum; left out (farm pins by sha256 only)") },
+                "\(result.warnings)")
+        #expect(result.kernels.map(\.release) == ["3.10.0-1160.el7.x86_64"])
+
+        let all = try runProcess("/usr/bin/createrepo_c", ["--quiet", "--no-database", "--checksum", "sha1", repository.root + "/sha1/x86_64"])
+        #expect(all.status == 0, "\(all.stderr)")
+        let again = try await crawl(path, repository)
+        #expect(again.failures.contains { $0.hasPrefix("centos/sha1/x86_64: \(repository.url)/sha1/x86_64/repodata/repomd.xml: the primary entry's checksum is 'sha1'") },
+                "\(again.failures)")
+    }
+
+    @Test func aRepomdOrMirrorlistThatNeverEndsIsCutOff() throws {
+        let scratch = try Scratch()
+        try FileManager.default.createDirectory(atPath: scratch.file("www"), withIntermediateDirectories: true)
+        let server = try FlakyServer(directory: scratch.file("www"), failures: 0, scratch: scratch)
+        defer { server.stop() }
+        let manifest = try ManifestLoader.parse("""
+        farm: 1
+        upstreams:
+          centos: {kind: yum, mirror: "http://127.0.0.1:\(server.port)/endless", suites: [os]}
+
+        """, path: scratch.file("manifest.yml"))
+        let upstream = try #require(manifest.upstream(named: "centos"))
+        let repository = YumRepository(mirror: upstream.mirror, keyring: nil)
+        let error = #expect(throws: FarmError.self) {
+            try repository.index(of: upstream, suite: "os", component: "main", architecture: "x86_64", workDirectory: scratch.path,
+                                 downloader: Downloader(), relevant: { _ in true })
+        }
+        #expect(error?.description.contains("http://127.0.0.1:\(server.port)/endless/os/repodata/repomd.xml: the server sent more than the 16 MiB farm allows for a repomd.xml") == true,
+                "\(String(describing: error))")
+        let listed = YumRepository(mirror: nil, mirrorlist: "http://127.0.0.1:\(server.port)/endless/mirrorlist", keyring: nil)
+        let listError = #expect(throws: FarmError.self) { try listed.baseURLs(workDirectory: scratch.path, downloader: Downloader()) }
+        #expect(listError?.description.contains("the server sent more than the 1 MiB farm allows for a mirrorlist") == true, "\(String(describing: listError))")
+    }
+
+    func recompressPrimaryWithZstd(_ directory: String) throws {
+        let repomdPath = directory + "/repodata/repomd.xml"
+        var repomd = try String(contentsOfFile: repomdPath, encoding: .utf8)
+        let gz = try #require(try FileManager.default.contentsOfDirectory(atPath: directory + "/repodata").first { $0.hasSuffix("-primary.xml.gz") })
+        let (oldDigest, oldSize) = try SHA256.hash(fileAt: directory + "/repodata/" + gz)
+        let xml = directory + "/repodata/primary.xml"
+        #expect(try runProcess("/bin/sh", ["-c", "gzip -dc '\(directory)/repodata/\(gz)' > '\(xml)' && zstd -q --rm '\(xml)'"]).status == 0)
+        let (digest, size) = try SHA256.hash(fileAt: xml + ".zst")
+        repomd = repomd.replacingOccurrences(of: "repodata/\(gz)", with: "repodata/primary.xml.zst")
+            .replacingOccurrences(of: ">\(oldDigest.hex)<", with: ">\(digest.hex)<")
+            .replacingOccurrences(of: "<size>\(oldSize)</size>", with: "<size>\(size)</size>")
+        try Data(repomd.utf8).write(to: URL(fileURLWithPath: repomdPath))
+    }
+
     func flipLastByte(_ path: String) throws {
         var data = try Data(contentsOf: URL(fileURLWithPath: path))
         data[data.count - 1] ^= 0x01
