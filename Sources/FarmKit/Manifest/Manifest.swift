@@ -98,10 +98,15 @@ public struct Kernel: Sendable, Hashable {
         self.location = location
     }
 
-    /// The Debian architecture of its packages (`amd64` from `..._amd64.deb`), nil when only `all`.
+    /// The Debian architecture of its packages (`amd64` from `..._amd64.deb`, or from an rpm's
+    /// `.x86_64.rpm`), nil when only `all` or `noarch`.
     public var debianArchitecture: String? {
         for package in packages + (image.map { [$0] } ?? []) {
             let file = (package.url as NSString).lastPathComponent
+            if file.hasSuffix(".rpm"), let architecture = file.dropLast(4).split(separator: ".").last,
+               let debian = ["x86_64": "amd64", "aarch64": "arm64", "i686": "i386", "ppc64le": "ppc64el", "s390x": "s390x"][String(architecture)] {
+                return debian
+            }
             guard file.hasSuffix(".deb"), let underscore = file.lastIndex(of: "_") else { continue }
             let architecture = String(file[file.index(after: underscore)...].dropLast(4))
             if architecture != "all" { return architecture }

@@ -138,9 +138,8 @@ public enum ManifestLoader {
             family = named
         }
         if kind == .yum { return try yumUpstream(name: name, family: family, map) }
-        for key in ["mirrorlist", "distribution"] {
-            if let value = map[key] { throw value.fail("'\(key)' is for yum upstreams; an apt archive names its distribution in its Release") }
-        }
+        if let value = map["mirrorlist"] { throw value.fail("'mirrorlist' is for yum upstreams; an apt upstream names its archive in 'mirror'") }
+        if let value = map["distribution"] { throw value.fail("'distribution' is for yum upstreams; an apt suite's comes from its Release") }
         let mirrorValue = try map.required("mirror")
         let mirror = try mirrorValue.string("'apt' or an archive URL")
         guard mirror == "apt" || mirror.hasPrefix("http://") || mirror.hasPrefix("https://") || mirror.hasPrefix("file://") else {

@@ -12,7 +12,7 @@ extension DebianArchiveTests {
         /// merged into one tree with compiled scripts, as RHEL's kernel-devel ships it, packed as a
         /// signed kernel-devel RPM holding /usr/src/kernels/<release>/ in a signed createrepo_c
         /// repository: `farm crawl` pins it as a RHEL kernel, `farm build` compiles LiME against it
-        /// with the bookworm gcc-12 root, signs and publishes it.
+        /// with the bookworm gcc-12 root, signs and publishes it, and Margarita Shotgun reads it.
         @Test func aKernelDevelRPMInRHELsLayoutCrawlsBuildsSignsAndPublishesLiME() async throws {
             let project = try await CompileProject.shared.get()
             let debian = try ManifestLoader.load(path: project.manifest)
@@ -82,6 +82,12 @@ extension DebianArchiveTests {
             #expect(info.value("vermagic")?.hasPrefix(release + " ") == true, "vermagic: \(info.value("vermagic") ?? "none")")
             let verified = try farm(["verify", directory + "/repo"])
             #expect(verified.status == 0 && verified.stdout.contains("module signatures OK"), "\(verified.stdout)\(verified.stderr)")
+            // Margarita Shotgun 0.4.1 fetches and verifies it for `uname -r`, over HTTP.
+            let server = try StaticServer(directory: directory + "/repo")
+            let fetched = try MargaritaShotgun.fetch(server.url, release: release, trusting: directory + "/keys/repo.asc", scratch: scratch,
+                                                     into: scratch.file("ms"))
+            #expect(fetched.status == 0, "\(fetched.stdout)\(fetched.stderr)")
+            #expect(FileManager.default.contents(atPath: scratch.file("ms/lime-\(release).ko")) == FileManager.default.contents(atPath: module))
             let log = try farm(["log", "bundle:\(release)", "--cache", project.cache])
             #expect(log.stdout.contains("bundle-\(release).tgz"), "\(log.stdout)")
             let fetch = try farm(["log", "fetch:kernel-devel-6.1.0-\(abi.dropFirst("6.1.0-".count)).x86_64.rpm", "--cache", project.cache])

@@ -63,6 +63,8 @@ struct YumCrawlTests {
         #expect(el7.version == "3.10.0-1160.el7")
         #expect(el7.packages.map(\.url) == ["os/x86_64/Packages/kernel-devel-3.10.0-1160.el7.x86_64.rpm"])
         #expect(el7.image?.url == "os/x86_64/Packages/kernel-3.10.0-1160.el7.x86_64.rpm")
+        // Published for `uname -m` x86_64, as Margarita Shotgun asks for it.
+        #expect(el7.debianArchitecture == "amd64")
         let (digest, size) = try SHA256.hash(fileAt: repository.root + "/" + el7.packages[0].url)
         #expect(el7.packages[0].sha256 == digest && el7.packages[0].size == size)
 
