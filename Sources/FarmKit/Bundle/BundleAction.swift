@@ -39,7 +39,7 @@ public struct BundleAction: TaskAction {
         // changes, which is what a consumer of BUNDLE_CHECKSUM needs to know.
         let report = try BundleBuilder.build(stagingRoot: staging, release: release, distro: distro,
                                              checksum: context.key.hex, output: output)
-        for name in report.dropped { context.log.append("left out /\(name): a bundle holds ./usr and ./lib only\n") }
+        for name in report.dropped { context.log.append("left out /\(name): not part of a \(distro) bundle\n") }
         for line in report.relativized { context.log.append("made relative: \(line)\n") }
         for path in report.rewrittenMakefiles { context.log.append("include rewritten to $(BUILD_ROOT): \(path)\n") }
         for line in report.removedLinks { context.log.append("removed broken link: \(line)\n") }

@@ -1,8 +1,10 @@
 import FarmEngine
 import Foundation
 
-/// Turns the extracted kbuild, arch and common header packages of one kernel into
-/// `bundle-<release>.tgz` in kernel-packer's layout, byte for byte the same for the same packages.
+/// Turns the extracted header packages of one kernel into `bundle-<release>.tgz` in
+/// kernel-packer's layout, byte for byte the same for the same packages. The layout depends on
+/// the distro: Debian's kbuild, arch and common packages (`usr/src/linux-headers-<release>`), or
+/// RHEL's one kernel-devel (`redhat`: `usr/src/kernels/<release>` and nothing else of the package).
 public enum BundleBuilder {
     /// What the build changed on the way, for the task's log.
     public struct Report: Sendable {
@@ -12,7 +14,8 @@ public enum BundleBuilder {
         public var rewrittenMakefiles: [String] = []
         /// `path -> target` for every symlink that led nowhere in the bundle's tree.
         public var removedLinks: [String] = []
-        /// Top-level names of the staging directory other than `usr` and `lib`.
+        /// What of the staging directory is not in the bundle: top-level names other than `usr`
+        /// and `lib`; for `redhat`, every path outside the kernel's tree.
         public var dropped: [String] = []
     }
 
@@ -30,7 +33,7 @@ public enum BundleBuilder {
         let version = try versionParts(release)
         var report = Report()
         var tree: [String: Node] = [:]
-        let headers = "usr/src/linux-headers-\(release)"
+        let headers = headersDirectory(distro: distro, release: release)
 
         for name in try listDirectory(stagingRoot).sorted() {
             if name == "usr" || name == "lib" {
@@ -42,6 +45,17 @@ public enum BundleBuilder {
         guard case .directory = tree[headers] else {
             throw FarmError(message: "\(stagingRoot): the packages hold no directory \(headers); "
                               + "check that the kernel's package list has the headers of release \(release)")
+        }
+        if distro == "redhat" {
+            // As kernel-packer's repackage_redhat: the kernel's tree only (a kernel-devel may also
+            // carry files elsewhere, such as another release's tree or a build link of its own).
+            let ancestors = Set((1..<headers.split(separator: "/").count).map { headers.split(separator: "/").prefix($0).joined(separator: "/") })
+            for path in tree.keys where !ancestors.contains(path) && path != headers && !path.hasPrefix(headers + "/") {
+                let parent = (path as NSString).deletingLastPathComponent
+                if parent.isEmpty || ancestors.contains(parent) { report.dropped.append(path) }
+                tree[path] = nil
+            }
+            report.dropped.sort()
         }
 
         for (path, node) in tree {
@@ -58,7 +72,7 @@ public enum BundleBuilder {
             switch tree[directory] {
             case nil: tree[directory] = .directory
             case .directory?: break
-            default: throw FarmError(message: "\(stagingRoot)/\(directory): expected a directory for the bundle's build link; the packages are not laid out as Debian's")
+            default: throw FarmError(message: "\(stagingRoot)/\(directory): expected a directory for the bundle's build link; the packages are not laid out as \(distro)'s")
             }
         }
         tree[modules + "/build"] = .symlink("../../../" + headers)
@@ -122,6 +136,12 @@ public enum BundleBuilder {
         try writer.finish()
         report.entries = entries.count
         return report
+    }
+
+    /// Where the headers are in the bundle, as `BUNDLE_BUILD_DIR` names them: RHEL's kernel-devel
+    /// holds `usr/src/kernels/<release>`, Debian's and Ubuntu's `usr/src/linux-headers-<release>`.
+    public static func headersDirectory(distro: String, release: String) -> String {
+        distro == "redhat" ? "usr/src/kernels/\(release)" : "usr/src/linux-headers-\(release)"
     }
 
     /// The first three numbers of the release, as kernel-packer's `bundle_meta` takes them

@@ -122,6 +122,8 @@ public struct SuiteIndex: Sendable {
     public var codename: String?
     public var version: String?
     public var packages: [IndexPackage]
+    /// Entries the index listed but the reader left out, with why (a yum package with only a sha1).
+    public var warnings: [String] = []
 
     public init(upstream: Upstream, suite: String, architecture: String, codename: String?, version: String?, packages: [IndexPackage]) {
         self.upstream = upstream

@@ -147,7 +147,8 @@ public struct FarmRules: BuildRules {
                             + " pinned; run 'farm crawl' (an image no mirror serves is left out)")
         }
         let (urls, reason) = MirrorResolver(manifest: manifest, aptRoot: aptRoot).urls(for: image, upstream: kernel.upstream, suite: kernel.suite)
-        let fetch = FetchAction(package: image, urls: urls, reason: reason)
+        let fetch = FetchAction(package: image, urls: urls, reason: reason, upstream: manifest.upstream(named: kernel.upstream),
+                                manifestDirectory: manifest.directory)
         let fetched = graph.add(fetch, as: .fetch(file: fetch.file))
         return graph.add(try InitramfsAction(release: kernel.release), as: .initramfs(kernel: kernel.name),
                          dependencies: [.init(role: "image", node: fetched)])
@@ -185,7 +186,8 @@ public struct FarmRules: BuildRules {
     func fetchTasks(for kernel: Kernel, mirrors: MirrorResolver, into graph: inout BuildGraph) -> [BuildGraph.Dependency] {
         kernel.packages.enumerated().map { index, package in
             let (urls, reason) = mirrors.urls(for: package, upstream: kernel.upstream, suite: kernel.suite)
-            let action = FetchAction(package: package, urls: urls, reason: reason)
+            let action = FetchAction(package: package, urls: urls, reason: reason, upstream: mirrors.manifest.upstream(named: kernel.upstream),
+                                     manifestDirectory: mirrors.manifest.directory)
             return BuildGraph.Dependency(role: "package.\(index)", node: graph.add(action, as: .fetch(file: action.file)))
         }
     }

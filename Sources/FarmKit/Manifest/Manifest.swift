@@ -35,7 +35,13 @@ public struct Upstream: Sendable, Hashable {
     public var components: [String]
     public var architectures: [String]
     /// An OpenPGP keyring to verify the archive with, instead of the one apt's `Signed-By` names.
+    /// For yum it also checks `repomd.xml.asc` and every package's own signature.
     public var keyring: String?
+    /// yum only: a URL whose body lists base URLs, one a line, used in its order instead of `mirror`.
+    public var mirrorlist: String? = nil
+    /// yum only: the distribution its kernels come from (`centos-7`), instead of one named after
+    /// the release's dist tag (`el7` gives `rhel-7`).
+    public var distribution: String? = nil
 }
 
 public struct ModuleReference: Sendable, Hashable {
@@ -111,10 +117,15 @@ public struct Kernel: Sendable, Hashable {
 
     public var name: KernelName { KernelName(release: release, upstream: upstream) }
 
-    /// The Debian architecture of its packages (`amd64` from `..._amd64.deb`), nil when only `all`.
+    /// The Debian architecture of its packages (`amd64` from `..._amd64.deb`, or from an rpm's
+    /// `.x86_64.rpm`), nil when only `all` or `noarch`.
     public var debianArchitecture: String? {
         for package in packages + (image.map { [$0] } ?? []) {
             let file = (package.url as NSString).lastPathComponent
+            if file.hasSuffix(".rpm"), let architecture = file.dropLast(4).split(separator: ".").last,
+               let debian = ["x86_64": "amd64", "aarch64": "arm64", "i686": "i386", "ppc64le": "ppc64el", "s390x": "s390x"][String(architecture)] {
+                return debian
+            }
             guard file.hasSuffix(".deb"), let underscore = file.lastIndex(of: "_") else { continue }
             let architecture = String(file[file.index(after: underscore)...].dropLast(4))
             if architecture != "all" { return architecture }

@@ -122,7 +122,7 @@ public enum ManifestLoader {
     }
 
     private static func upstream(name: String, _ value: YAMLValue) throws -> Upstream {
-        let map = try value.mapping("upstream '\(name)'", allowed: ["kind", "family", "mirror", "suites", "components", "architectures", "keyring"])
+        let map = try value.mapping("upstream '\(name)'", allowed: ["kind", "family", "mirror", "mirrorlist", "suites", "components", "architectures", "keyring", "distribution"])
         let kindValue = try map.required("kind")
         let kindName = try kindValue.string("an upstream kind")
         guard let kind = Upstream.Kind(rawValue: kindName) else {
@@ -139,6 +139,9 @@ public enum ManifestLoader {
             }
             family = named
         }
+        if kind == .yum { return try yumUpstream(name: name, family: family, map) }
+        if let value = map["mirrorlist"] { throw value.fail("'mirrorlist' is for yum upstreams; an apt upstream names its archive in 'mirror'") }
+        if let value = map["distribution"] { throw value.fail("'distribution' is for yum upstreams; an apt suite's comes from its Release") }
         let mirrorValue = try map.required("mirror")
         let mirror = try mirrorValue.string("'apt' or an archive URL")
         guard mirror == "apt" || mirror.hasPrefix("http://") || mirror.hasPrefix("https://") || mirror.hasPrefix("file://") else {
@@ -149,6 +152,46 @@ public enum ManifestLoader {
                         components: try map["components"]?.stringList("'components'") ?? ["main"],
                         architectures: try map["architectures"]?.stringList("'architectures'") ?? ["amd64"],
                         keyring: try map["keyring"]?.string("a keyring path"))
+    }
+
+    /// A yum upstream: `mirror:` (a base URL) or `mirrorlist:` (a URL listing base URLs), and
+    /// `suites:` the repository paths under it (`[os/x86_64, updates/x86_64]`, `.` for the base itself).
+    private static func yumUpstream(name: String, family: Family, _ map: YAMLMapping) throws -> Upstream {
+        func url(_ key: String) throws -> String? {
+            guard let value = map[key] else { return nil }
+            let text = try value.string("an http(s):// or file:// URL")
+            guard text.hasPrefix("http://") || text.hasPrefix("https://") || text.hasPrefix("file://") else {
+                throw value.fail("expected an http(s):// or file:// URL, found '\(text)'" + (text == "apt" ? "; 'mirror: apt' reads the host's apt sources, which list no yum repository" : ""))
+            }
+            return text
+        }
+        let mirror = try url("mirror"), mirrorlist = try url("mirrorlist")
+        if mirror != nil, let value = map["mirrorlist"] {
+            throw value.fail("give 'mirror' or 'mirrorlist', not both: the mirror would never be used")
+        }
+        guard mirror != nil || mirrorlist != nil else {
+            throw map.owner.fail("upstream '\(name)' (kind yum) needs 'mirror: URL' (the repositories' base URL) or 'mirrorlist: URL' (a list of base URLs)")
+        }
+        if let value = map["components"] {
+            throw value.fail("a yum repository has no components; name each repository path under 'suites' instead")
+        }
+        let suitesValue = try map.required("suites")
+        let suites = try suitesValue.stringList("'suites'")
+        guard !suites.isEmpty else { throw suitesValue.fail("'suites' lists no repository path; use '[.]' for the base URL itself") }
+        for suite in suites where suite.hasPrefix("/") || suite.contains("://") || suite.split(separator: "/").contains("..") || suite.isEmpty {
+            throw suitesValue.fail("'\(suite)' is not a repository path under the mirror; expected a relative path such as 'os/x86_64' or '.'")
+        }
+        var distribution: String?
+        if let value = map["distribution"] {
+            let text = try value.string("a distribution release")
+            guard text.range(of: #"^[a-z][a-z0-9]*-[0-9][0-9.]*$"#, options: .regularExpression) != nil else {
+                throw value.fail("expected a distribution release like 'centos-7' or 'amzn-2', found '\(text)'")
+            }
+            distribution = text
+        }
+        return Upstream(name: name, kind: .yum, family: family, mirror: mirror ?? "", suites: suites, components: ["main"],
+                        architectures: try map["architectures"]?.stringList("'architectures'") ?? ["x86_64"],
+                        keyring: try map["keyring"]?.string("a keyring path"), mirrorlist: mirrorlist, distribution: distribution)
     }
 
     private static let kernelKeys = ["release", "upstream", "suite", "distribution", "version", "toolchain", "compiler", "packages", "image", "last-seen"]

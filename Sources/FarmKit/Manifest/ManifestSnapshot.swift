@@ -6,7 +6,7 @@ import Foundation
 /// back takes a fraction, which is what keeps a no-op build of such a manifest under a second.
 /// Any change to the manifest's bytes, its path or farm's version makes the snapshot not match.
 enum ManifestSnapshot {
-    static let magic = "farm-manifest-snapshot 3\n"
+    static let magic = "farm-manifest-snapshot 4\n"
 
     static func path(in directory: String) -> String { directory + "/manifest.snapshot" }
 
@@ -29,6 +29,8 @@ enum ManifestSnapshot {
             writer.strings(upstream.components)
             writer.strings(upstream.architectures)
             writer.optional(upstream.keyring)
+            writer.optional(upstream.mirrorlist)
+            writer.optional(upstream.distribution)
         }
         writer.count(manifest.modules.count)
         for module in manifest.modules {
@@ -186,7 +188,8 @@ enum ManifestSnapshot {
                 let name = string()
                 guard let kind = Upstream.Kind(rawValue: string()), let family = Family(rawValue: string()) else { return nil }
                 upstreams.append(Upstream(name: name, kind: kind, family: family, mirror: string(), suites: strings(),
-                                          components: strings(), architectures: strings(), keyring: optional()))
+                                          components: strings(), architectures: strings(), keyring: optional(),
+                                          mirrorlist: optional(), distribution: optional()))
             }
             var modules: [ModuleReference] = []
             for _ in 0..<min(count(), bytes.count) {

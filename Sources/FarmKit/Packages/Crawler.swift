@@ -97,7 +97,11 @@ public struct Crawler: Sendable {
             let pool = Dictionary(grouping: mine.flatMap(\.packages), by: \.name)
             for index in mine {
                 let discovery = upstream.family.discovery.discover(index, pool: pool, manifest: manifest)
-                warnings += discovery.warnings
+                warnings += index.warnings + discovery.warnings
+                // yum's share of "a readable suite with no kernel fails the crawl".
+                if upstream.kind == .yum, discovery.kernels.isEmpty {
+                    failures.append("\(upstream.name)/\(index.suite): the repository lists no kernel (no kernel-devel package); check 'mirror' and 'suites' of the upstream")
+                }
                 unmatched += discovery.unmatched.map { "\(upstream.name)/\(index.suite): \($0)" }
                 for kernel in discovery.kernels {
                     if let existing = found[kernel.release], !prefer(kernel, over: existing, suites: upstream.suites) { continue }
@@ -110,13 +114,20 @@ public struct Crawler: Sendable {
             }
         }
 
+        let inspected = await inspectYumKernels(found)
+        found = inspected.kernels
+        warnings += inspected.warnings
+
         // A pin is only worth having if a mirror serves the file: indices can list packages
         // the mirror no longer has. Kernels with such a package are left out, with a warning.
         let resolver = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
         var candidates: [String: [String]] = [:]
         for kernel in found.values {
             for package in kernel.packages + (kernel.image.map { [$0] } ?? []) {
-                candidates[package.url] = resolver.urls(for: package, upstream: kernel.upstream, suite: kernel.suite).urls
+                let urls = resolver.urls(for: package, upstream: kernel.upstream, suite: kernel.suite).urls
+                // A yum mirrorlist is read when fetching; its kernel-devel was fetched by the crawl already.
+                if urls.isEmpty, manifest.upstream(named: kernel.upstream)?.mirrorlist != nil { continue }
+                candidates[package.url] = urls
             }
         }
         let unserved = await Crawler.unserved(candidates)
@@ -211,7 +222,7 @@ public struct Crawler: Sendable {
     func indexSource(for upstream: Upstream, suite: String, sources: AptSources?) throws -> any PackageIndexSource {
         switch upstream.kind {
         case .apt: try archive(for: upstream, suite: suite, sources: sources)
-        case .yum: throw FarmError.environment("yum indices are not read yet")
+        case .yum: YumRepository(mirror: upstream.mirror, mirrorlist: upstream.mirrorlist, keyring: upstream.keyring.map { resolvePath($0) })
         }
     }
 
@@ -249,7 +260,7 @@ public struct Crawler: Sendable {
         return AptArchive(baseURL: entry.uri, keyrings: keyrings)
     }
 
-    private func resolvePath(_ path: String, base: String? = nil) -> String {
+    func resolvePath(_ path: String, base: String? = nil) -> String {
         if path.hasPrefix("/") {
             guard let base, base != "/" else { return path }
             return (base.hasSuffix("/") ? String(base.dropLast()) : base) + path

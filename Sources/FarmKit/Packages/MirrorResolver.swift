@@ -30,6 +30,9 @@ struct MirrorResolver {
             } catch {
                 return ([], "\(error)")
             }
+        } else if upstream.mirror.isEmpty, let mirrorlist = upstream.mirrorlist {
+            // Read when the package is fetched (FetchAction), never while planning.
+            return ([], "upstream '\(name)' names its mirrors in \(mirrorlist)")
         } else {
             bases.append(upstream.mirror)
         }

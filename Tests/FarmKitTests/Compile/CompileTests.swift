@@ -165,7 +165,7 @@ extension DebianArchiveTests {
         /// compiler is refused before make runs, naming both compilers and the file read.
         @Test func headersWhoseCompileHNamesAnotherCompilerFailTheCompileNamingBoth() async throws {
             let project = try await CompileProject.shared.get()
-            let goodLog = try runProcess(Products.farm, ["log", "compile:lime/\(project.release)", "--manifest", project.manifest, "--cache", project.cache])
+            let goodLog = try runProcess(Products.farm, ["log", "compile:lime/\(project.release)@debian", "--manifest", project.manifest, "--cache", project.cache])
             #expect(goodLog.stdout.contains("kernel compiler: gcc-12 (x86_64-linux-gnu-gcc-12 (Debian"), "\(goodLog.stdout)")
             #expect(goodLog.stdout.contains("/.config)"), "\(goodLog.stdout)")
 
@@ -244,7 +244,7 @@ extension DebianArchiveTests {
             }
             let trees = UnpackedTrees(objects: cache.objects)
             let log = TaskLog()
-            let bundle = try trees.tree(of: try output("bundle:\(project.release)", "bundle"), log: log)
+            let bundle = try trees.tree(of: try output("bundle:\(project.release)@debian", "bundle"), log: log)
             let root = try trees.tree(of: try output("toolchain:debian-bookworm", "root"), log: log)
             let source = try cache.objects.verifiedPath(of: try output("fetch:lime-forensics-dkms_\(try limeVersion(session))_all.deb", "package"))
             _ = try PackageExtractor.extract(package: source, into: scratch.file("lime"))
