@@ -19,7 +19,11 @@ struct PlanCommand: ParsableCommand {
     var patterns: [String] = []
 
     func run() throws {
-        let graph = try options.session(sandbox: sandbox.sandbox).plan(patterns)
-        print(PlanFormatter.format(graph, as: format), terminator: "")
+        var timer = PhaseTimer()
+        let session = try options.session(sandbox: sandbox.sandbox)
+        let graph = try session.plan(patterns)
+        timer.mark("plan")
+        PlanFormatter.print(graph, as: format)
+        timer.mark("print")
     }
 }
