@@ -46,13 +46,17 @@ struct JobOptions: ParsableArguments {
     @Option(name: .long, help: "Downloads at once.")
     var netJobs: Int = 8
 
+    @Option(name: .long, help: "Bundle tasks (unpacking and packing header trees) at once, apart from -j (default: cores / 2).")
+    var ioJobs: Int = BuildOptions.defaultIOJobs
+
     func validate() throws {
         guard jobs >= 1 else { throw ValidationError("-j takes a number of tasks of at least 1, not \(jobs)") }
         guard netJobs >= 1 else { throw ValidationError("--net-jobs takes a number of downloads of at least 1, not \(netJobs)") }
+        guard ioJobs >= 1 else { throw ValidationError("--io-jobs takes a number of tasks of at least 1, not \(ioJobs)") }
     }
 
     func buildOptions(keepGoing: Bool = false, dryRun: Bool = false) -> BuildOptions {
-        BuildOptions(jobs: jobs, networkJobs: netJobs, keepGoing: keepGoing, dryRun: dryRun)
+        BuildOptions(jobs: jobs, networkJobs: netJobs, ioJobs: ioJobs, keepGoing: keepGoing, dryRun: dryRun)
     }
 }
 

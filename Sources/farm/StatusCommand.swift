@@ -33,7 +33,8 @@ struct StatusCommand: ParsableCommand {
             if let last {
                 object["last_run"] = ["command": last.command, "started": ISO8601DateFormatter().string(from: last.started),
                                       "duration": last.duration, "total": last.total, "built": last.built,
-                                      "cached": last.cached, "failed": last.failed, "hit_rate": last.hitRate]
+                                      "cached": last.cached, "failed": last.failed, "hit_rate": last.hitRate,
+                                      "critical_path": (last.criticalPath ?? []).map { ["task": $0.task, "seconds": $0.seconds, "waited": $0.waited] }]
             }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: data, as: UTF8.self))
@@ -48,6 +49,7 @@ struct StatusCommand: ParsableCommand {
             print(String(format: "last run: %@ %@, %d tasks: %d built, %d cached, %d failed; hit rate %.1f%%",
                          last.command, ISO8601DateFormatter().string(from: last.started), last.total, last.built,
                          last.cached, last.failed, last.hitRate * 100))
+            if let path = last.criticalPath, !path.isEmpty { print("          " + CriticalPath.describe(path)) }
         } else {
             print("last run: none")
         }

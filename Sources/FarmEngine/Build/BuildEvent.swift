@@ -52,6 +52,8 @@ public struct BuildSummary: Sendable, Codable {
     public var duration: Double = 0
     public var databaseWrites = 0
     public var failures: [String] = []
+    /// The chain of tasks that ran which decided the build's wall time, first to last (empty when nothing ran).
+    public var criticalPath: [CriticalPath.Step] = []
     /// The build was proved to have nothing to do by the last complete build's stamp, without a plan.
     public var unchangedSinceStamp = false
     /// The outputs of the tasks the build was asked to collect (`Builder.build(_:collecting:)`), when they are done.
@@ -62,7 +64,7 @@ public struct BuildSummary: Sendable, Codable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case total, built, cached, failed, skipped, notRun, wouldRun, duration, databaseWrites, failures, unchangedSinceStamp
+        case total, built, cached, failed, skipped, notRun, wouldRun, duration, databaseWrites, failures, unchangedSinceStamp, criticalPath
     }
 }
 

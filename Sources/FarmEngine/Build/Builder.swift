@@ -5,6 +5,8 @@ public struct BuildOptions: Sendable {
     public var jobs: Int
     /// Downloads at once (`--net-jobs`).
     public var networkJobs: Int
+    /// Tree unpacking and packing tasks at once (`--io-jobs`).
+    public var ioJobs: Int
     /// Build everything that does not depend on a failure (`-k`).
     public var keepGoing: Bool
     /// Decide and report what would run; run nothing (`-n`).
@@ -12,9 +14,13 @@ public struct BuildOptions: Sendable {
 
     public static var defaultJobs: Int { ProcessInfo.processInfo.activeProcessorCount + 1 }
 
-    public init(jobs: Int = BuildOptions.defaultJobs, networkJobs: Int = 8, keepGoing: Bool = false, dryRun: Bool = false) {
+    public static var defaultIOJobs: Int { max(1, ProcessInfo.processInfo.activeProcessorCount / 2) }
+
+    public init(jobs: Int = BuildOptions.defaultJobs, networkJobs: Int = 8, ioJobs: Int = BuildOptions.defaultIOJobs,
+                keepGoing: Bool = false, dryRun: Bool = false) {
         self.jobs = max(1, jobs)
         self.networkJobs = max(1, networkJobs)
+        self.ioJobs = max(1, ioJobs)
         self.keepGoing = keepGoing
         self.dryRun = dryRun
     }
@@ -51,12 +57,15 @@ public struct Builder: Sendable {
         reporter.report(.planned(total: schedule.summary.total))
         if schedule.selected.count >= Builder.preloadThreshold { try cache.preloadResults() }
         var stopping = false
+        var timing = CriticalPath.Timing()
 
         try await withThrowingTaskGroup(of: Completion.self) { group in
             func launch() {
                 guard !stopping else { return }
-                for (id, definition) in schedule.launchable(networkLimit: options.networkJobs, cpuLimit: options.jobs) {
+                let limits: [ResourceClass: Int] = [.network: options.networkJobs, .cpu: options.jobs, .io: options.ioJobs]
+                for (id, definition) in schedule.launchable(limits: limits) {
                     let node = graph.nodes[id]
+                    timing.started(id, at: (ContinuousClock.now - clock).seconds)
                     reporter.report(.started(.init(kind: node.kind, label: node.label, key: definition.key), schedule.progress))
                     group.addTask { [cache] in
                         let outcome = await TaskRunner(cache: cache).run(node, definition: definition)
@@ -65,7 +74,7 @@ public struct Builder: Sendable {
                 }
             }
 
-            try settle(&schedule)
+            try settle(&schedule, timing: &timing, since: clock)
             // Everything not taken from the store now will run (or, in a dry run, would run).
             try Builder.checkRequirements(of: schedule.toRun)
             launch()
@@ -73,6 +82,7 @@ public struct Builder: Sendable {
                 let node = graph.nodes[completion.node]
                 let task = BuildEvent.Task(kind: node.kind, label: node.label, key: completion.key)
                 let outcome = completion.outcome
+                timing.finished(completion.node, at: (ContinuousClock.now - clock).seconds)
                 if let outputs = outcome.outputs {
                     schedule.succeeded(completion.node, outputs: outputs)
                     reporter.report(.built(task, schedule.progress, duration: outcome.duration, log: outcome.log))
@@ -89,7 +99,7 @@ public struct Builder: Sendable {
                         stopping = true
                     }
                 }
-                if !stopping { try settle(&schedule) }
+                if !stopping { try settle(&schedule, timing: &timing, since: clock) }
                 launch()
             }
         }
@@ -101,13 +111,14 @@ public struct Builder: Sendable {
         if stopping { summary.notRun = schedule.notDecided }
         summary.duration = (ContinuousClock.now - clock).seconds
         summary.databaseWrites = cache.databaseChanges - writesBefore
+        summary.criticalPath = timing.criticalPath(in: graph)
         reporter.report(.completed(summary))
         return summary
     }
 
     /// Decides each ready task: taken from the store, queued to run, or (dry run) marked pending
     /// with the reason it would run.
-    private func settle(_ schedule: inout Schedule) throws {
+    private func settle(_ schedule: inout Schedule, timing: inout CriticalPath.Timing, since clock: ContinuousClock.Instant) throws {
         try cache.readBatch {
             while let id = schedule.nextReady() {
                 let node = schedule.graph.nodes[id]
@@ -133,6 +144,7 @@ public struct Builder: Sendable {
                     reporter.report(.wouldRun(withKey, reason: reason))
                 } else {
                     schedule.enqueue(id, definition)
+                    timing.ready(id, at: (ContinuousClock.now - clock).seconds)
                 }
             }
         }

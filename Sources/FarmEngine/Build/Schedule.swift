@@ -20,8 +20,8 @@ struct Schedule {
     private var remaining: [Int]
     /// Tasks whose inputs are all settled, to be decided next (a stack).
     private var ready: [BuildGraph.NodeID]
-    private var queues: [ResourceClass: [(BuildGraph.NodeID, TaskDefinition)]] = [.cpu: [], .network: []]
-    private(set) var running: [ResourceClass: Int] = [.cpu: 0, .network: 0]
+    private var queues: [ResourceClass: [(BuildGraph.NodeID, TaskDefinition)]] = [.cpu: [], .network: [], .io: []]
+    private(set) var running: [ResourceClass: Int] = [.cpu: 0, .network: 0, .io: 0]
     /// Dry run: why each task that would run would run, for the reasons of its dependents.
     private(set) var reasons: [BuildGraph.NodeID: String] = [:]
     private(set) var finished = 0
@@ -82,10 +82,10 @@ struct Schedule {
     }
 
     /// Takes queued tasks up to each class's limit, marking them running.
-    mutating func launchable(networkLimit: Int, cpuLimit: Int) -> [(BuildGraph.NodeID, TaskDefinition)] {
+    mutating func launchable(limits: [ResourceClass: Int]) -> [(BuildGraph.NodeID, TaskDefinition)] {
         var launched: [(BuildGraph.NodeID, TaskDefinition)] = []
-        for resource in [ResourceClass.network, .cpu] {
-            let limit = resource == .network ? networkLimit : cpuLimit
+        for resource in [ResourceClass.network, .io, .cpu] {
+            let limit = limits[resource] ?? 1
             while running[resource, default: 0] < limit, !(queues[resource]?.isEmpty ?? true) {
                 launched.append(queues[resource]!.removeFirst())
                 running[resource, default: 0] += 1

@@ -6,6 +6,9 @@ public enum ResourceClass: String, Sendable, Codable {
     case network
     /// Builds, compression, signing: limited by `-j`.
     case cpu
+    /// Unpacking and packing large trees (bundles): limited by `--io-jobs`, apart from `-j`, so
+    /// they neither starve compiles of their slots nor run three at once on two cores.
+    case io
 }
 
 /// What one task kind does. The graph holds one action per task; the scheduler runs it when the

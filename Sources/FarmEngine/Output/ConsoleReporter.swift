@@ -66,6 +66,9 @@ public final class ConsoleReporter: BuildReporter, @unchecked Sendable {
         case let .completed(summary):
             clearLine()
             print(Self.describe(summary))
+            if summary.built + summary.failed > 0, !summary.criticalPath.isEmpty {
+                print("farm: " + CriticalPath.describe(summary.criticalPath))
+            }
         case let .published(_, summary):
             print("farm: " + summary)
         }

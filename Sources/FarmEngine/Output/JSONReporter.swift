@@ -31,7 +31,8 @@ public final class JSONReporter: BuildReporter, @unchecked Sendable {
             object = ["event": "completed", "total": summary.total, "built": summary.built, "cached": summary.cached,
                       "failed": summary.failed, "skipped": summary.skipped, "not_run": summary.notRun,
                       "would_run": summary.wouldRun, "duration": summary.duration, "database_writes": summary.databaseWrites,
-                      "failures": summary.failures, "unchanged_since_stamp": summary.unchangedSinceStamp]
+                      "failures": summary.failures, "unchanged_since_stamp": summary.unchangedSinceStamp,
+                      "critical_path": summary.criticalPath.map { ["task": $0.task, "seconds": $0.seconds, "waited": $0.waited] }]
         case let .published(directory, summary):
             object = ["event": "published", "directory": directory, "summary": summary]
         }

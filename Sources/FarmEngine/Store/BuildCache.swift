@@ -332,11 +332,15 @@ public final class BuildCache: @unchecked Sendable {
         public var cached: Int
         public var failed: Int
         public var skipped: Int
+        /// The chain of tasks that decided the run's wall time (absent in records of older farms).
+        public var criticalPath: [CriticalPath.Step]?
         public var hitRate: Double { total == 0 ? 1 : Double(cached) / Double(total) }
 
-        public init(command: String, started: Date, duration: Double, total: Int, built: Int, cached: Int, failed: Int, skipped: Int) {
+        public init(command: String, started: Date, duration: Double, total: Int, built: Int, cached: Int, failed: Int, skipped: Int,
+                    criticalPath: [CriticalPath.Step] = []) {
             (self.command, self.started, self.duration, self.total) = (command, started, duration, total)
             (self.built, self.cached, self.failed, self.skipped) = (built, cached, failed, skipped)
+            self.criticalPath = criticalPath.isEmpty ? nil : criticalPath
         }
     }
 

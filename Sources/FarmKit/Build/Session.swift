@@ -85,7 +85,7 @@ public struct Session: Sendable {
         if !options.dryRun {
             cache.saveLastRun(.init(command: command, started: started, duration: summary.duration, total: summary.total,
                                     built: summary.built, cached: summary.cached, failed: summary.failed,
-                                    skipped: summary.skipped + summary.notRun))
+                                    skipped: summary.skipped + summary.notRun, criticalPath: summary.criticalPath))
         }
         if summary.succeeded, !options.dryRun, let inputs = rules.planInputs(manifest: manifest, recipes: recipes) {
             var collected: [String: String] = [:]

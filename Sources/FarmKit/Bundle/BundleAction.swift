@@ -15,6 +15,7 @@ public struct BundleAction: TaskAction {
     public var kind: String { "bundle" }
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] { [("release", release), ("distro", distro)] }
+    public var resource: ResourceClass { .io }
 
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
         // Extraction and compression block for seconds: off the cooperative pool.

@@ -8,7 +8,7 @@ import Testing
 struct CommandLineTests {
     /// Usage errors are bad input (2), as the README says, not ArgumentParser's 64; a flag a
     /// command would ignore is refused.
-    @Test(arguments: [["bogus"], ["build", "--sandbox", "bogus"], ["build", "-j", "abc"], ["build", "-j", "0"],
+    @Test(arguments: [["bogus"], ["build", "--sandbox", "bogus"], ["build", "-j", "abc"], ["build", "-j", "0"], ["build", "--io-jobs", "0"],
                       ["explain", "fetch:x", "--json"], ["log", "fetch:x", "-v"], ["gc", "--sandbox", "bwrap"],
                       ["crawl", "--json"], ["lab", "list", "--json"], ["lab", "down", "--sandbox", "host"], ["status", "-v"]])
     func argumentErrorsExitTwo(_ arguments: [String]) throws {
