@@ -71,13 +71,18 @@ public struct Kernel: Sendable, Hashable {
     /// The compiler package the headers depend on (e.g. `linux-compiler-gcc-12-x86`).
     public var compiler: String?
     public var packages: [PackageReference]
+    /// The package holding `/boot/vmlinuz-<release>` (Debian's and Ubuntu's `linux-image-<release>`).
     public var image: PackageReference?
+    /// The package holding the image's modules where the image package does not (Ubuntu's
+    /// `linux-modules-<release>`); nil for Debian, whose image package holds both.
+    public var imageModules: PackageReference?
     /// When a crawl last saw this kernel upstream, if a crawl has since missed it.
     public var lastSeen: String?
     public var location: SourceLocation
 
     public init(release: String, upstream: String, family: Family, suite: String?, distribution: String?, version: String?, toolchain: String?,
-                compiler: String?, packages: [PackageReference], image: PackageReference?, lastSeen: String?, location: SourceLocation) {
+                compiler: String?, packages: [PackageReference], image: PackageReference?, imageModules: PackageReference? = nil,
+                lastSeen: String?, location: SourceLocation) {
         self.release = release
         self.upstream = upstream
         self.family = family
@@ -88,13 +93,14 @@ public struct Kernel: Sendable, Hashable {
         self.compiler = compiler
         self.packages = packages
         self.image = image
+        self.imageModules = imageModules
         self.lastSeen = lastSeen
         self.location = location
     }
 
     /// The Debian architecture of its packages (`amd64` from `..._amd64.deb`), nil when only `all`.
     public var debianArchitecture: String? {
-        for package in packages + (image.map { [$0] } ?? []) {
+        for package in packages + [image, imageModules].compactMap({ $0 }) {
             let file = (package.url as NSString).lastPathComponent
             guard file.hasSuffix(".deb"), let underscore = file.lastIndex(of: "_") else { continue }
             let architecture = String(file[file.index(after: underscore)...].dropLast(4))
@@ -116,6 +122,28 @@ public struct Kernel: Sendable, Hashable {
         let numeric = release.split(whereSeparator: { !($0.isASCII && $0.isNumber) }).prefix(3).map { Int($0) ?? 0 }
         return (numeric.count > 0 ? numeric[0] : 0, numeric.count > 1 ? numeric[1] : 0, numeric.count > 2 ? numeric[2] : 0)
     }
+}
+
+/// What makes a kernel one kernel: its upstream and its release. The same `uname -r` under two
+/// upstreams (xenial's and trusty's HWE `4.4.0-45-generic`) is two kernels.
+public struct KernelIdentity: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var upstream: String
+    public var release: String
+
+    public init(upstream: String, release: String) {
+        self.upstream = upstream
+        self.release = release
+    }
+
+    public var description: String { "\(upstream)/\(release)" }
+
+    public static func < (a: KernelIdentity, b: KernelIdentity) -> Bool {
+        a.upstream != b.upstream ? a.upstream < b.upstream : DebianVersion.less(a.release, b.release)
+    }
+}
+
+extension Kernel {
+    public var identity: KernelIdentity { KernelIdentity(upstream: upstream, release: release) }
 }
 
 /// A package named by a recipe, pinned by the crawl.

@@ -58,16 +58,17 @@ public enum ManifestLoader {
 
         var kernels: [Kernel] = []
         if let value = top["kernels"] {
-            var seen: [String: SourceLocation] = [:]
+            // A kernel is its upstream's release: xenial's and trusty's HWE 4.4.0-45-generic differ.
+            var seen: [KernelIdentity: SourceLocation] = [:]
             seen.reserveCapacity(1024)
             let upstreamsByName = Dictionary(upstreams.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
             for item in try value.list("'kernels'") {
                 let kernel = try self.kernel(item, upstreams: upstreamsByName)
-                if let first = seen[kernel.release] {
-                    throw ManifestError("duplicate kernel '\(kernel.release)' (first listed at line \(first.line)); each release may appear once",
-                                        at: kernel.location)
+                if let first = seen[kernel.identity] {
+                    throw ManifestError("duplicate kernel '\(kernel.release)' of upstream '\(kernel.upstream)' (first listed at line \(first.line));"
+                                        + " a release may appear once per upstream", at: kernel.location)
                 }
-                seen[kernel.release] = kernel.location
+                seen[kernel.identity] = kernel.location
                 kernels.append(kernel)
             }
         }
@@ -149,7 +150,7 @@ public enum ManifestLoader {
                         keyring: try map["keyring"]?.string("a keyring path"))
     }
 
-    private static let kernelKeys = ["release", "upstream", "suite", "distribution", "version", "toolchain", "compiler", "packages", "image", "last-seen"]
+    private static let kernelKeys = ["release", "upstream", "suite", "distribution", "version", "toolchain", "compiler", "packages", "image", "image-modules", "last-seen"]
 
     private static func kernel(_ value: YAMLValue, upstreams: [String: Upstream]) throws -> Kernel {
         let map = try value.mapping("a kernel", allowed: kernelKeys)
@@ -171,6 +172,7 @@ public enum ManifestLoader {
                       compiler: try map["compiler"]?.string("a compiler package"),
                       packages: packages,
                       image: try map["image"].map(package),
+                      imageModules: try map["image-modules"].map(package),
                       lastSeen: try map["last-seen"]?.string("a time"),
                       location: value.location)
     }
