@@ -83,7 +83,8 @@ struct LocalAptArchive {
     }
 
     /// Writes dists/<suite>/main/binary-amd64/Packages.<compression> for what the suite's pool
-    /// holds (`""` is the plain file), a Release listing their sha256, and the signature.
+    /// holds (`""` is the plain file; `only` keeps the stanzas whose text it accepts), a Release
+    /// listing their sha256, and the signature.
     func publish(suite: String, version: String? = "12", codename: String? = nil, only: ((String) -> Bool)? = nil,
                  compressions: [String] = ["xz"], signature: Signature = .inRelease(["archive@farm.test"])) throws {
         let base = suite.hasSuffix("-security") ? root + "-security" : root
@@ -91,9 +92,7 @@ struct LocalAptArchive {
         guard scan.status == 0 else { throw TestFailure("dpkg-scanpackages: \(scan.stderr)") }
         var index = scan.stdout
         if let only {
-            index = index.components(separatedBy: "\n\n").filter { stanza in
-                stanza.split(separator: "\n").first.map { only(String($0.dropFirst("Package: ".count))) } ?? false
-            }.joined(separator: "\n\n") + "\n"
+            index = index.components(separatedBy: "\n\n").filter { !$0.isEmpty && only($0) }.joined(separator: "\n\n") + "\n"
         }
         let directory = "\(base)/dists/\(suite)/main/binary-amd64"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
