@@ -32,10 +32,11 @@ struct CrawlCommand: AsyncParsableCommand {
             for kernel in result.missing { print("not seen upstream (kept; --prune removes it): \(kernel)") }
             for warning in result.warnings { print("warning: \(warning)") }
             for name in result.unmatched { print("warning: no rule of its family takes \(name)") }
-            for failure in result.failures { FileHandle.standardError.write(Data("farm: crawl failed for \(failure)\n".utf8)) }
             print("\(options.manifest): \(result.kernels.count) kernels, \(result.packages.count) pinned packages; "
                   + (outcome.changed ? "updated" : "unchanged"))
         }
+        // On stderr in both modes: a script reading --json still shows a person why it failed.
+        for failure in result.failures { FileHandle.standardError.write(Data("farm: crawl failed for \(failure)\n".utf8)) }
         if !result.failures.isEmpty { throw ExitCode(ExitStatus.failure) }
     }
 }

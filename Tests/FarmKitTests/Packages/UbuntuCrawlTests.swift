@@ -112,6 +112,14 @@ struct UbuntuCrawlTests {
         #expect(crawl.stderr.contains("(family debian); 3 headers package(s) matched no rule"), "\(crawl.stderr)")
         #expect(crawl.stdout.contains("warning: no rule of its family takes ubuntu/xenial: linux-headers-4.4.0-210-generic"), "\(crawl.stdout)")
         #expect(try String(contentsOfFile: path, encoding: .utf8) == before)
+
+        // --json says it too, and still exits 1 with the reason on stderr.
+        let json = try farm(["crawl", "--json"], archive)
+        #expect(json.status == 1)
+        #expect(json.stderr.contains("farm: crawl failed for ubuntu/xenial: read, but no kernel found"), "\(json.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any], "\(json.stdout)")
+        #expect((object["failures"] as? [String])?.first?.hasPrefix("ubuntu/xenial: read, but no kernel found") == true, "\(json.stdout)")
+        #expect((object["unmatched"] as? [String])?.count == 3)
     }
 
     /// `--json`: one object a script can read, naming each kernel by upstream and release.
