@@ -73,13 +73,24 @@ struct LocalAptArchive {
         /// `InRelease`, clearsigned by each of the keys (by e-mail) in one signature block.
         case inRelease([String])
         /// `Release` and `Release.gpg`, the detached signatures of the keys concatenated; a key
-        /// given with `tampered` signs other text, so its signature is bad.
-        case detached([String], tampered: [String] = [])
+        /// given with `tampered` signs other text, so its signature is bad; one in `at` signs at
+        /// that time (gpg's `--faked-system-time`, e.g. `20200101T120000`).
+        case detached([String], tampered: [String] = [], at: [String: String] = [:])
     }
 
-    /// A second signing key in the test's GnuPG home; the host keyring does not hold it.
-    func addKey(_ email: String) throws {
-        try gpg(["--quick-gen-key", "farm test other <\(email)>", "ed25519", "sign", "never"])
+    /// A second signing key in the test's GnuPG home; the host keyring does not hold it. With
+    /// `createdAt`, it is made at that time and expires a day later.
+    func addKey(_ email: String, createdAt: String? = nil) throws {
+        try gpg((createdAt.map { ["--faked-system-time", $0] } ?? [])
+                + ["--quick-gen-key", "farm test other <\(email)>", "ed25519", "sign", createdAt == nil ? "never" : "1d"])
+    }
+
+    /// Adds the keys (by e-mail) to the host's keyring beside the archive key.
+    func trust(_ emails: [String]) throws {
+        let exported = scratch.file("trusted-\(emails.joined(separator: "-")).gpg")
+        try gpg(["--output", exported, "--export", "archive@farm.test"] + emails)
+        try FileManager.default.removeItem(atPath: keyring)
+        try FileManager.default.copyItem(atPath: exported, toPath: keyring)
     }
 
     /// Writes dists/<suite>/main/binary-amd64/Packages.<compression> for what the suite's pool
@@ -128,13 +139,13 @@ struct LocalAptArchive {
         case let .inRelease(keys):
             try gpg(keys.flatMap { ["--local-user", $0] } + ["--clearsign", "--output", dists + "/InRelease", dists + "/Release"])
             unlink(dists + "/Release")
-        case let .detached(keys, tampered):
+        case let .detached(keys, tampered, times):
             var signatures = Data()
             for key in keys {
                 let signed = tampered.contains(key) ? try scratch.write("tampered-Release", release + "Extra: not what was published\n") : dists + "/Release"
                 let output = scratch.file("signature-\(key)")
                 unlink(output)
-                try gpg(["--local-user", key, "--detach-sign", "--output", output, signed])
+                try gpg((times[key].map { ["--faked-system-time", $0] } ?? []) + ["--local-user", key, "--detach-sign", "--output", output, signed])
                 signatures += try Data(contentsOf: URL(fileURLWithPath: output))
             }
             try signatures.write(to: URL(fileURLWithPath: dists + "/Release.gpg"))
