@@ -10,12 +10,15 @@ public struct DebianDiscovery: KernelDiscovery {
 
     public func isRelevant(_ name: String) -> Bool { name.hasPrefix("linux-") || name.hasSuffix("-dkms") }
 
+    public var lookedFor: String { "linux-headers-<abi>-<flavour> of the architecture depending on linux-headers-<abi>-common and a linux-kbuild package" }
+
     public func discover(_ index: SuiteIndex, pool: [String: [IndexPackage]], manifest: Manifest) -> Discovery {
         var result = Discovery()
         for headers in index.packages where headers.name.hasPrefix("linux-headers-") && headers.architecture == index.architecture {
             let dependencies = headers.dependencies.compactMap(\.first)
             guard let common = dependencies.first(where: { $0.name.hasPrefix("linux-headers-") && $0.name.contains("-common") }) else {
-                continue  // a meta package such as linux-headers-amd64
+                if !isMetaPackage(dependencies) { result.unmatched.append(headers.name) }
+                continue
             }
             let release = String(headers.name.dropFirst("linux-headers-".count))
             guard let kbuildDependency = dependencies.first(where: { $0.name.hasPrefix("linux-kbuild-") }) else {

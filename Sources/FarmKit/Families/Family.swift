@@ -160,9 +160,21 @@ public protocol KernelDiscovery: Sendable {
     /// The kernels of one suite. `pool` is every relevant package of the upstream (all its suites
     /// and components), by name, for resolving dependencies across suites.
     func discover(_ index: SuiteIndex, pool: [String: [IndexPackage]], manifest: Manifest) -> Discovery
+    /// What a kernel is made of, for the message of a suite that held none.
+    var lookedFor: String { get }
 }
 
 extension KernelDiscovery {
+    public var lookedFor: String { "kernel headers packages" }
+
+    /// A headers package that is no kernel but points at one (Debian's `linux-headers-amd64`,
+    /// Ubuntu's `linux-headers-generic`): it depends on a kernel's own headers package, not on
+    /// shared headers (`-common`, Ubuntu's indep `linux-headers-<abi>`). Not worth a warning:
+    /// every suite has a dozen.
+    func isMetaPackage(_ dependencies: [(name: String, relation: String?, version: String?)]) -> Bool {
+        dependencies.contains { $0.name.hasPrefix("linux-headers-") && !$0.name.contains("-common") && UbuntuDiscovery.indepABI($0.name) == nil }
+    }
+
     /// The package that satisfies a dependency: `=` exactly; `>=` the same version if listed,
     /// else the lowest newer one; no relation the newest. The dependent's suite is preferred.
     func resolve(_ dependency: (name: String, relation: String?, version: String?), pool: [String: [IndexPackage]],

@@ -11,6 +11,8 @@ import Foundation
 public struct RHELDiscovery: KernelDiscovery {
     public init() {}
 
+    public var lookedFor: String { "kernel-devel packages" }
+
     public func isRelevant(_ name: String) -> Bool { name.hasPrefix("kernel") }
 
     /// The headers packages farm reads, with the image packages of their flavour in preference order.

@@ -76,7 +76,10 @@ public struct KernelName: Sendable, Hashable, Comparable, CustomStringConvertibl
     /// `6.1.0-56-amd64@debian`: how task labels, messages and commands name it.
     public var description: String { release + "@" + upstream }
 
-    public static func < (a: KernelName, b: KernelName) -> Bool { (a.release, a.upstream) < (b.release, b.upstream) }
+    /// By upstream, then by release in dpkg's order: the order `farm crawl` writes kernels in.
+    public static func < (a: KernelName, b: KernelName) -> Bool {
+        a.upstream != b.upstream ? a.upstream < b.upstream : DebianVersion.less(a.release, b.release)
+    }
 }
 
 public struct Kernel: Sendable, Hashable {
@@ -94,13 +97,18 @@ public struct Kernel: Sendable, Hashable {
     /// The compiler package the headers depend on (e.g. `linux-compiler-gcc-12-x86`).
     public var compiler: String?
     public var packages: [PackageReference]
+    /// The package holding `/boot/vmlinuz-<release>` (Debian's and Ubuntu's `linux-image-<release>`).
     public var image: PackageReference?
+    /// The package holding the image's modules where the image package does not (Ubuntu's
+    /// `linux-modules-<release>`); nil for Debian, whose image package holds both.
+    public var imageModules: PackageReference?
     /// When a crawl last saw this kernel upstream, if a crawl has since missed it.
     public var lastSeen: String?
     public var location: SourceLocation
 
     public init(release: String, upstream: String, family: Family, suite: String?, distribution: String?, version: String?, toolchain: String?,
-                compiler: String?, packages: [PackageReference], image: PackageReference?, lastSeen: String?, location: SourceLocation) {
+                compiler: String?, packages: [PackageReference], image: PackageReference?, imageModules: PackageReference? = nil,
+                lastSeen: String?, location: SourceLocation) {
         self.release = release
         self.upstream = upstream
         self.family = family
@@ -111,6 +119,7 @@ public struct Kernel: Sendable, Hashable {
         self.compiler = compiler
         self.packages = packages
         self.image = image
+        self.imageModules = imageModules
         self.lastSeen = lastSeen
         self.location = location
     }
@@ -120,7 +129,7 @@ public struct Kernel: Sendable, Hashable {
     /// The Debian architecture of its packages (`amd64` from `..._amd64.deb`, or from an rpm's
     /// `.x86_64.rpm`), nil when only `all` or `noarch`.
     public var debianArchitecture: String? {
-        for package in packages + (image.map { [$0] } ?? []) {
+        for package in packages + [image, imageModules].compactMap({ $0 }) {
             let file = (package.url as NSString).lastPathComponent
             if file.hasSuffix(".rpm"), let architecture = file.dropLast(4).split(separator: ".").last,
                let debian = ["x86_64": "amd64", "aarch64": "arm64", "i686": "i386", "ppc64le": "ppc64el", "s390x": "s390x"][String(architecture)] {

@@ -58,16 +58,16 @@ public enum ManifestLoader {
 
         var kernels: [Kernel] = []
         if let value = top["kernels"] {
-            var seen: [String: SourceLocation] = [:]
+            // A kernel is its upstream's release: xenial's and trusty's HWE 4.4.0-45-generic differ.
+            var seen: [KernelName: SourceLocation] = [:]
             seen.reserveCapacity(1024)
             let upstreamsByName = Dictionary(upstreams.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
             for item in try value.list("'kernels'") {
                 let kernel = try self.kernel(item, upstreams: upstreamsByName)
-                // A kernel is its upstream and release: two upstreams may ship one release.
-                let name = kernel.name.description
+                let name = kernel.name
                 if let first = seen[name] {
                     throw ManifestError("duplicate kernel '\(kernel.release)' of upstream '\(kernel.upstream)' (first listed at line \(first.line));"
-                                        + " each release may appear once per upstream", at: kernel.location)
+                                        + " a release may appear once per upstream", at: kernel.location)
                 }
                 seen[name] = kernel.location
                 kernels.append(kernel)
@@ -194,7 +194,7 @@ public enum ManifestLoader {
                         keyring: try map["keyring"]?.string("a keyring path"), mirrorlist: mirrorlist, distribution: distribution)
     }
 
-    private static let kernelKeys = ["release", "upstream", "suite", "distribution", "version", "toolchain", "compiler", "packages", "image", "last-seen"]
+    private static let kernelKeys = ["release", "upstream", "suite", "distribution", "version", "toolchain", "compiler", "packages", "image", "image-modules", "last-seen"]
 
     private static func kernel(_ value: YAMLValue, upstreams: [String: Upstream]) throws -> Kernel {
         let map = try value.mapping("a kernel", allowed: kernelKeys)
@@ -216,6 +216,7 @@ public enum ManifestLoader {
                       compiler: try map["compiler"]?.string("a compiler package"),
                       packages: packages,
                       image: try map["image"].map(package),
+                      imageModules: try map["image-modules"].map(package),
                       lastSeen: try map["last-seen"]?.string("a time"),
                       location: value.location)
     }

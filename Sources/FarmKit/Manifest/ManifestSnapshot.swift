@@ -51,6 +51,8 @@ enum ManifestSnapshot {
             for package in kernel.packages { writer.package(package) }
             writer.count(kernel.image == nil ? 0 : 1)
             if let image = kernel.image { writer.package(image) }
+            writer.count(kernel.imageModules == nil ? 0 : 1)
+            if let modules = kernel.imageModules { writer.package(modules) }
             writer.optional(kernel.lastSeen)
             writer.location(kernel.location)
         }
@@ -208,9 +210,10 @@ enum ManifestSnapshot {
                     packages.append(package)
                 }
                 let image = count() == 1 ? package() : nil
+                let imageModules = count() == 1 ? package() : nil
                 kernels.append(Kernel(release: release, upstream: upstream, family: family, suite: suite, distribution: distribution, version: version,
                                       toolchain: toolchain, compiler: compiler, packages: packages, image: image,
-                                      lastSeen: optional(), location: location()))
+                                      imageModules: imageModules, lastSeen: optional(), location: location()))
                 if failed { return nil }
             }
             var packages: [PinnedPackage] = []

@@ -23,6 +23,9 @@ public enum ManifestWriter {
             if let image = kernel.image {
                 out += "    image:\n" + pin(image, indent: "      ", rest: "      ")
             }
+            if let modules = kernel.imageModules {
+                out += "    image-modules:\n" + pin(modules, indent: "      ", rest: "      ")
+            }
         }
         return out
     }

@@ -11,8 +11,9 @@ extension AptArchive: PackageIndexSource {
     }
 }
 
-/// One suite of an apt archive, read the way apt does: `InRelease` verified against the archive
-/// keyring, then the `Packages.xz` whose sha256 the verified Release lists.
+/// One suite of an apt archive, read the way apt does: `InRelease` (or `Release` and
+/// `Release.gpg`) verified against the archive keyring, then the `Packages` index, compressed as
+/// the verified Release lists it, checked against the sha256 the Release gives.
 public struct AptArchive: Sendable {
     public let baseURL: String
     public let keyrings: [String]
@@ -36,25 +37,22 @@ public struct AptArchive: Sendable {
     public func packages(suite: String, component: String, architecture: String, workDirectory: String,
                          downloader: Downloader = Downloader(), log: TaskLog? = nil,
                          relevant: @escaping (String) -> Bool = { _ in true }) throws -> (Release, [IndexPackage]) {
-        let inReleaseURL = "\(baseURL)/dists/\(suite)/InRelease"
-        let signed = workDirectory + "/\(suite)-InRelease"
-        unlink(signed)
-        try downloader.download(inReleaseURL, to: signed, limit: AptArchive.inReleaseLimit, log: log)
-        let verified = try verify(signed, url: inReleaseURL, workDirectory: workDirectory)
-        let release = try parseRelease(verified, suite: suite, url: inReleaseURL)
+        let (releaseURL, verified) = try signedRelease(suite: suite, workDirectory: workDirectory, downloader: downloader, log: log)
+        let release = try parseRelease(verified, suite: suite, url: releaseURL)
 
-        let path = "\(component)/binary-\(architecture)/Packages.xz"
-        guard let pin = release.files[path] else {
-            throw FarmError(message: "\(inReleaseURL): the Release lists no \(path); check the suite, component and architecture in the manifest")
+        // apt takes the first compression it knows that the Release lists; so does farm.
+        let base = "\(component)/binary-\(architecture)/Packages"
+        guard let path = [base + ".xz", base + ".gz", base].first(where: { release.files[$0] != nil }), let pin = release.files[path] else {
+            throw FarmError(message: "\(releaseURL): the Release lists no \(base).xz, \(base).gz or \(base); check the suite, component and architecture in the manifest")
         }
         let indexURL = "\(baseURL)/dists/\(suite)/\(path)"
-        let compressed = workDirectory + "/\(suite)-\(component)-\(architecture)-Packages.xz"
-        unlink(compressed)
-        try downloader.fetchPinned(urls: [indexURL], to: compressed, sha256: pin.sha256, size: pin.size, log: log)
-        guard let data = FileManager.default.contents(atPath: compressed) else {
-            throw FarmError(message: "\(compressed): cannot read the downloaded index")
+        let downloaded = workDirectory + "/\(suite)-\(component)-\(architecture)-" + (path as NSString).lastPathComponent
+        unlink(downloaded)
+        try downloader.fetchPinned(urls: [indexURL], to: downloaded, sha256: pin.sha256, size: pin.size, log: log)
+        guard let data = FileManager.default.contents(atPath: downloaded) else {
+            throw FarmError(message: "\(downloaded): cannot read the downloaded index")
         }
-        let index = try Archive.decompress(data)
+        let index = path == base ? data : try Archive.decompress(data)
         let wanted: Set<String> = ["Package", "Version", "Architecture", "Source", "Depends", "Filename", "Size", "SHA256"]
         let stanzas = ControlFile.parse(index, fields: wanted) { stanza in
             // A crawl needs the kernel's packages and the recipes' source packages only.
@@ -71,9 +69,35 @@ public struct AptArchive: Sendable {
         return (release, packages)
     }
 
-    /// Checks the clearsigned InRelease with gpgv and returns only the signed text; anything that
-    /// fails verification is an error and is never used.
-    func verify(_ signed: String, url: String, workDirectory: String) throws -> Data {
+    /// The suite's Release text, verified: `InRelease`, or, where the archive has none (older
+    /// archives, some third-party ones), `Release` with its detached `Release.gpg`, as apt falls back.
+    /// Returns the URL the text came from, for messages.
+    func signedRelease(suite: String, workDirectory: String, downloader: Downloader, log: TaskLog?) throws -> (String, Data) {
+        let inReleaseURL = "\(baseURL)/dists/\(suite)/InRelease"
+        let signed = workDirectory + "/\(suite)-InRelease"
+        unlink(signed)
+        do {
+            try downloader.download(inReleaseURL, to: signed, limit: AptArchive.inReleaseLimit, log: log)
+            return (inReleaseURL, try verify(signed, url: inReleaseURL, workDirectory: workDirectory))
+        } catch let error as HTTPError where !HTTPClient.exists(inReleaseURL) {
+            let releaseURL = "\(baseURL)/dists/\(suite)/Release"
+            let release = workDirectory + "/\(suite)-Release"
+            unlink(release)
+            unlink(release + ".gpg")
+            do {
+                try downloader.download(releaseURL, to: release, limit: AptArchive.inReleaseLimit, log: log)
+                try downloader.download(releaseURL + ".gpg", to: release + ".gpg", limit: AptArchive.inReleaseLimit, log: log)
+            } catch let releaseError {
+                throw FarmError(message: "\(baseURL)/dists/\(suite): neither InRelease nor Release with Release.gpg can be read (\(error); \(releaseError)); check the mirror URL and the suite")
+            }
+            return (releaseURL, try verify(release, detachedSignature: release + ".gpg", url: releaseURL, workDirectory: workDirectory))
+        }
+    }
+
+    /// Checks the suite's signature with gpgv and returns only the signed text; anything that
+    /// fails verification is an error and is never used. `detachedSignature` is Release.gpg; without
+    /// it `file` is a clearsigned InRelease.
+    func verify(_ file: String, detachedSignature: String? = nil, url: String, workDirectory: String) throws -> Data {
         guard let gpgv = Executable.find("gpgv") else {
             throw FarmError(message: "gpgv is not installed; it verifies the archive's InRelease (apt-get install gpgv)")
         }
@@ -81,13 +105,20 @@ public struct AptArchive: Sendable {
         for keyring in keyrings {
             arguments += ["--keyring", try binaryKeyring(keyring, workDirectory: workDirectory)]
         }
-        let output = signed + ".verified"
+        let output = file + ".verified"
         unlink(output)
-        arguments += ["--output", output, signed]
+        if let detachedSignature {
+            arguments += [detachedSignature, file]
+        } else {
+            arguments += ["--output", output, file]
+        }
+        // gpgv's exit status is not the verdict: it fails when any signature's key is missing,
+        // and an archive signed by an old and a new key (Ubuntu's) is good for apt.
         let result = try Executable.run(gpgv, arguments)
-        let good = result.stdout.split(separator: "\n").contains { $0.hasPrefix("[GNUPG:] VALIDSIG") }
-        guard result.status == 0, good, let data = FileManager.default.contents(atPath: output) else {
-            throw FarmError(message: "\(url): the signature does not verify against \(keyrings.joined(separator: ", ")); the index is not used. gpgv said: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        let signatures = SignatureStatus(gpgvStatus: result.stdout)
+        guard signatures.accepted, let data = FileManager.default.contents(atPath: detachedSignature == nil ? output : file) else {
+            throw FarmError(message: "\(url): the signature does not verify against \(keyrings.joined(separator: ", ")); the index is not used. "
+                                + signatures.refusal + " gpgv said: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return data
     }
@@ -131,5 +162,53 @@ public struct AptArchive: Sendable {
             if let date = formatter.date(from: text) { return date }
         }
         return nil
+    }
+}
+
+/// What gpgv's status lines say of a file's signatures, judged as apt's gpgv method judges them:
+/// the file is good when at least one signature is good and none is bad. A signature by a key
+/// the keyring lacks, an expired or revoked key's, or one over a digest apt no longer trusts
+/// (MD5, SHA-1, RIPEMD-160) counts for nothing either way.
+struct SignatureStatus {
+    /// Long key ids (GOODSIG) whose signature verified with a trusted digest.
+    var good: [String] = []
+    /// BADSIG: the text does not match a signature by a key of the keyring.
+    var bad: [String] = []
+    /// Signatures that count for nothing, with why.
+    var ignored: [String] = []
+
+    init(gpgvStatus: String) {
+        var goodIDs: [String] = []
+        var untrusted: [String] = []
+        for line in gpgvStatus.split(separator: "\n") where line.hasPrefix("[GNUPG:] ") {
+            let fields = line.dropFirst("[GNUPG:] ".count).split(separator: " ").map(String.init)
+            guard let keyword = fields.first else { continue }
+            let key = fields.count > 1 ? fields[1] : "?"
+            switch keyword {
+            case "GOODSIG": goodIDs.append(key)
+            case "BADSIG": bad.append(key)
+            case "NO_PUBKEY": ignored.append("\(key) (not in the keyring)")
+            case "EXPSIG", "EXPKEYSIG": ignored.append("\(key) (expired)")
+            case "REVKEYSIG": ignored.append("\(key) (revoked)")
+            case "VALIDSIG":
+                // Field 8 is the digest algorithm: 1 MD5, 2 SHA-1, 3 RIPEMD-160.
+                if fields.count > 8, let digest = Int(fields[8]), digest <= 3 {
+                    untrusted.append(key)
+                    ignored.append("\(key) (weak digest algorithm \(digest))")
+                }
+            default: continue
+            }
+        }
+        good = goodIDs.filter { id in !untrusted.contains { $0.hasSuffix(id) } }
+    }
+
+    var accepted: Bool { !good.isEmpty && bad.isEmpty }
+
+    var refusal: String {
+        var parts: [String] = []
+        if !bad.isEmpty { parts.append("Bad signature by \(bad.joined(separator: ", ")).") }
+        if good.isEmpty { parts.append("No good signature by a key of the keyring.") }
+        if !ignored.isEmpty { parts.append("Not counted: \(ignored.joined(separator: ", ")).") }
+        return parts.joined(separator: " ")
     }
 }

@@ -10,28 +10,37 @@ public struct Crawler: Sendable {
     public let aptRoot: String
     public let workDirectory: String
     public let downloader: Downloader
+    /// The cache's CAS: a package the crawl downloads (to read a kernel's compiler) is kept there,
+    /// so the build's fetch task finds it. Nil: downloads stay in the work directory.
+    public let objects: ContentStore?
 
     public init(manifest: Manifest, recipes: RecipeBook, aptRoot: String = "/", workDirectory: String,
-                downloader: Downloader = Downloader()) {
+                downloader: Downloader = Downloader(), objects: ContentStore? = nil) {
         self.manifest = manifest
         self.recipes = recipes
         self.aptRoot = aptRoot
         self.workDirectory = workDirectory
         self.downloader = downloader
+        self.objects = objects
     }
 
     public struct Result: Sendable {
         public var kernels: [Kernel]
         public var packages: [PinnedPackage]
-        /// Suites that could not be read, as `upstream/suite: why`; their kernels were kept.
+        /// Suites that could not be read, or were read and held no kernel, as `upstream/suite: why`;
+        /// their kernels were kept.
         public var failures: [String]
         /// Kernels a dependency could not be found for, with the reason; they were left out.
         public var warnings: [String]
         /// Header-like packages no rule of their upstream's family matched, as `upstream/suite: name`.
         public var unmatched: [String]
-        public var added: [String]
-        public var removed: [String]
-        public var missing: [String]
+        public var added: [KernelName]
+        /// Pruned (`--prune`): gone from a suite that was read.
+        public var removed: [KernelName]
+        /// Gone from their suite, or their suite failed; kept and marked `last-seen`.
+        public var missing: [KernelName]
+        /// Listed upstream, but a header package of theirs no mirror serves; left out.
+        public var unserved: [KernelName]
     }
 
     public func crawl(prune: Bool, now: Date = Date(), log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> Result {
@@ -87,26 +96,36 @@ public struct Crawler: Sendable {
             indices = collected.sorted { $0.0 < $1.0 }.map(\.1)
         }
 
-        let failedSuites = Set(failures.map { String($0.prefix(while: { $0 != ":" })) })
+        var failedSuites = Set(failures.map { String($0.prefix(while: { $0 != ":" })) })
         var warnings: [String] = []
         var unmatched: [String] = []
-        var found: [String: Kernel] = [:]
+        var found: [KernelName: Kernel] = [:]
         var pinned: [PinnedPackage] = []
         for upstream in manifest.upstreams {
             let mine = indices.filter { $0.upstream.name == upstream.name }
             let pool = Dictionary(grouping: mine.flatMap(\.packages), by: \.name)
+            var kernelsBySuite: [String: Int] = [:]
             for index in mine {
                 let discovery = upstream.family.discovery.discover(index, pool: pool, manifest: manifest)
                 warnings += index.warnings + discovery.warnings
-                // yum's share of "a readable suite with no kernel fails the crawl".
-                if upstream.kind == .yum, discovery.kernels.isEmpty {
-                    failures.append("\(upstream.name)/\(index.suite): the repository lists no kernel (no kernel-devel package); check 'mirror' and 'suites' of the upstream")
-                }
                 unmatched += discovery.unmatched.map { "\(upstream.name)/\(index.suite): \($0)" }
+                kernelsBySuite[index.suite, default: 0] += discovery.kernels.count
                 for kernel in discovery.kernels {
-                    if let existing = found[kernel.release], !prefer(kernel, over: existing, suites: upstream.suites) { continue }
-                    found[kernel.release] = kernel
+                    if let existing = found[kernel.name], !prefer(kernel, over: existing, suites: upstream.suites) { continue }
+                    found[kernel.name] = kernel
                 }
+            }
+            // A suite that reads but holds no kernel is a wrong suite, component or family, never
+            // "nothing new": it fails the crawl, and what the manifest lists of it stays.
+            for suite in upstream.suites where kernelsBySuite[suite] == 0 && !failedSuites.contains("\(upstream.name)/\(suite)") {
+                let unmatchedCount = unmatched.filter { $0.hasPrefix("\(upstream.name)/\(suite): ") }.count
+                let skipped = unmatchedCount == 0 ? "" : "; \(unmatchedCount) headers package(s) matched no rule (listed as unmatched)"
+                let place = upstream.kind == .apt ? "in \(upstream.components.joined(separator: ", ")) " : ""
+                let check = upstream.kind == .apt ? "the suite, the components" : "'mirror', 'suites'"
+                failures.append("\(upstream.name)/\(suite): read, but no kernel found \(place)(\(upstream.architectures.joined(separator: ", "))):"
+                                + " looked for \(upstream.family.discovery.lookedFor) (family \(upstream.family.rawValue))\(skipped);"
+                                + " check \(check) and 'family:' in the manifest")
+                failedSuites.insert("\(upstream.name)/\(suite)")
             }
             for name in recipePackages() {
                 guard let candidates = pool[name], let best = candidates.max(by: { upstream.family.compareVersions($0.version, $1.version) < 0 }) else { continue }
@@ -123,44 +142,51 @@ public struct Crawler: Sendable {
         let resolver = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
         var candidates: [String: [String]] = [:]
         for kernel in found.values {
-            for package in kernel.packages + (kernel.image.map { [$0] } ?? []) {
+            for package in kernel.packages + [kernel.image, kernel.imageModules].compactMap({ $0 }) {
                 let urls = resolver.urls(for: package, upstream: kernel.upstream, suite: kernel.suite).urls
                 // A yum mirrorlist is read when fetching; its kernel-devel was fetched by the crawl already.
                 if urls.isEmpty, manifest.upstream(named: kernel.upstream)?.mirrorlist != nil { continue }
                 candidates[package.url] = urls
             }
         }
-        let unserved = await Crawler.unserved(candidates)
-        for (release, kernel) in found {
-            let missingFiles = kernel.packages.map(\.url).filter(unserved.contains)
+        let unservedFiles = await Crawler.unserved(candidates)
+        var unserved: [KernelName] = []
+        for (identity, kernel) in found {
+            let missingFiles = kernel.packages.map(\.url).filter(unservedFiles.contains)
+            let image = [kernel.image, kernel.imageModules].compactMap { $0 }.first { unservedFiles.contains($0.url) }
             if !missingFiles.isEmpty {
-                warnings.append("\(release): listed by \(kernel.upstream)/\(kernel.suite ?? "?") but no mirror serves \(missingFiles.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")); left out")
-                found.removeValue(forKey: release)
-            } else if let image = kernel.image, unserved.contains(image.url) {
+                warnings.append("\(identity.release): listed by \(kernel.upstream)/\(kernel.suite ?? "?") but no mirror serves \(missingFiles.map { ($0 as NSString).lastPathComponent }.joined(separator: ", ")); left out")
+                found.removeValue(forKey: identity)
+                unserved.append(identity)
+            } else if let image {
                 // Modules build without the image; only the lab needs it.
-                warnings.append("\(release): no mirror serves \((image.url as NSString).lastPathComponent); recorded without an image")
-                found[release]?.image = nil
+                warnings.append("\(identity.release): no mirror serves \((image.url as NSString).lastPathComponent); recorded without an image")
+                found[identity]?.image = nil
+                found[identity]?.imageModules = nil
             }
         }
 
         // Merge with what the manifest lists: found kernels replace their old entries (keeping a
-        // hand-set toolchain), kernels not found stay unless pruned from a suite that was read.
+        // hand-set toolchain, and the compiler read from the same headers), kernels not found stay
+        // unless pruned from a suite that was read.
+        let fresh = Set(found.keys)
         var kernels: [Kernel] = []
-        var added: [String] = [], removed: [String] = [], missing: [String] = []
+        var added: [KernelName] = [], removed: [KernelName] = [], missing: [KernelName] = []
         let crawled = Set(manifest.upstreams.map(\.name))
         let stamp = ISO8601DateFormatter().string(from: now)
         for old in manifest.kernels {
-            if var new = found.removeValue(forKey: old.release) {
+            if var new = found.removeValue(forKey: old.name) {
                 new.toolchain = old.toolchain ?? new.toolchain
+                if new.compiler == nil, old.packages.first == new.packages.first { new.compiler = old.compiler }
                 kernels.append(new)
             } else if crawled.contains(old.upstream) {
                 let suiteRead = !failedSuites.contains("\(old.upstream)/\(old.suite ?? "")")
                 if prune, suiteRead {
-                    removed.append(old.release)
+                    removed.append(old.name)
                 } else {
                     var kept = old
                     kept.lastSeen = old.lastSeen ?? stamp
-                    missing.append(old.release)
+                    missing.append(old.name)
                     kernels.append(kept)
                 }
             } else {
@@ -168,17 +194,76 @@ public struct Crawler: Sendable {
             }
         }
         for kernel in found.values {
-            added.append(kernel.release)
+            added.append(kernel.name)
             kernels.append(kernel)
         }
-        kernels.sort { a, b in
-            a.upstream != b.upstream ? a.upstream < b.upstream : DebianVersion.less(a.release, b.release)
-        }
+        kernels = await readCompilers(of: kernels, only: fresh, resolver: resolver, warnings: &warnings, log: log)
+        kernels.sort { $0.name < $1.name }
         // Pins for recipe packages from suites that failed stay as they were.
         for old in manifest.packages where !pinned.contains(where: { $0.name == old.name }) { pinned.append(old) }
         pinned.sort { $0.name < $1.name }
         return Result(kernels: kernels, packages: pinned, failures: failures.sorted(), warnings: warnings, unmatched: unmatched.sorted(),
-                      added: added.sorted(), removed: removed, missing: missing)
+                      added: added.sorted(), removed: removed, missing: missing, unserved: unserved.sorted())
+    }
+
+    /// Kernels whose index names no compiler (Ubuntu's headers depend on none) get it from their
+    /// headers package, downloaded for that (four at a time) and kept in the CAS for the build.
+    /// Only kernels of this crawl (`only`) are read; a manifest's kernel with the same headers pin
+    /// kept its compiler in the merge. A package that cannot be read leaves the compiler unset, with a warning.
+    func readCompilers(of kernels: [Kernel], only: Set<KernelName>, resolver: MirrorResolver, warnings: inout [String],
+                       log: @escaping @Sendable (String) -> Void) async -> [Kernel] {
+        let wanted = kernels.indices.filter { kernels[$0].compiler == nil && only.contains(kernels[$0].name) && !kernels[$0].packages.isEmpty }
+        var result = kernels
+        await withTaskGroup(of: (Int, Swift.Result<String?, Error>).self) { group in
+            var pending = wanted[...]
+            func next() {
+                guard let number = pending.popFirst() else { return }
+                let kernel = kernels[number]
+                let headers = kernel.packages[0]
+                let urls = resolver.urls(for: headers, upstream: kernel.upstream, suite: kernel.suite).urls
+                group.addTask { [objects, workDirectory, downloader] in
+                    do {
+                        let compiler = try await Blocking.run {
+                            let path = try Crawler.obtain(headers, urls: urls, objects: objects, workDirectory: workDirectory, downloader: downloader)
+                            return try Crawler.compiler(ofPackageAt: path)
+                        }
+                        return (number, .success(compiler))
+                    } catch {
+                        return (number, .failure(error))
+                    }
+                }
+            }
+            for _ in 0..<4 { next() }
+            for await (number, outcome) in group {
+                let kernel = kernels[number]
+                switch outcome {
+                case let .success(compiler?):
+                    log("\(kernel.name): compiler \(compiler), read from \((kernel.packages[0].url as NSString).lastPathComponent)\n")
+                    result[number].compiler = compiler
+                case .success(nil):
+                    warnings.append("\(kernel.release): \((kernel.packages[0].url as NSString).lastPathComponent) names no compiler (no CONFIG_CC_VERSION_TEXT in .config, no LINUX_COMPILER in include/generated/compile.h); set 'compiler:' or 'toolchain:' for it in the manifest")
+                case let .failure(error):
+                    warnings.append("\(kernel.release): its compiler could not be read from its headers: \(error); the next crawl tries again")
+                }
+                next()
+            }
+        }
+        return result
+    }
+
+    /// The pinned package's path: from the CAS if there, else downloaded (and put there).
+    static func obtain(_ package: PackageReference, urls: [String], objects: ContentStore?, workDirectory: String, downloader: Downloader) throws -> String {
+        if let objects, objects.isPresent(package.sha256), let path = try? objects.verifiedPath(of: package.sha256) { return path }
+        let partial = (objects?.temporaryPath("crawl") ?? workDirectory + "/package-\(package.sha256.hex)")
+        try downloader.fetchPinned(urls: urls, to: partial, sha256: package.sha256, size: package.size)
+        guard let objects else { return partial }
+        return objects.path(of: try objects.adopt(partial).digest)
+    }
+
+    /// The compiler a kernel was built with, read from its headers package: `gcc-N` for gcc 5
+    /// and newer, `gcc-N.M` before (gcc 4.8 and 4.9 are distinct packages). Blocking.
+    public static func compiler(ofPackageAt path: String) throws -> String? {
+        try KernelCompiler.read(package: path)?.compiler.name
     }
 
     /// The archive paths every mirror says it does not have, checked eight at a time. Only a
@@ -269,6 +354,20 @@ public struct Crawler: Sendable {
     }
 }
 
+extension Crawler.Result {
+    /// `farm crawl --json`: one object. Kernels are `{"upstream", "release"}`; the lists are
+    /// sorted; `changed` says whether the manifest was rewritten.
+    public func json(manifest: String, changed: Bool) -> Data {
+        func kernels(_ list: [KernelName]) -> [[String: String]] { list.map { ["upstream": $0.upstream, "release": $0.release] } }
+        let object: [String: Any] = [
+            "manifest": manifest, "changed": changed, "kernels": self.kernels.count, "packages": packages.count,
+            "added": kernels(added), "pruned": kernels(removed), "missing": kernels(missing), "unserved": kernels(unserved),
+            "warnings": warnings, "unmatched": unmatched, "failures": failures,
+        ]
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    }
+}
+
 extension Crawler {
     /// Crawls for the manifest at `path` and rewrites its `packages:` and `kernels:` sections;
     /// the file is replaced atomically, and not at all when nothing changed.
@@ -278,7 +377,8 @@ extension Crawler {
         let recipes = try RecipeBook.load(for: manifest)
         let work = cacheDirectory + "/tmp/crawl-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let crawler = Crawler(manifest: manifest, recipes: recipes, aptRoot: aptRoot, workDirectory: work)
+        let crawler = Crawler(manifest: manifest, recipes: recipes, aptRoot: aptRoot, workDirectory: work,
+                              objects: try ContentStore(root: cacheDirectory + "/cas"))
         let result = try await crawler.crawl(prune: prune, log: log)
 
         let original = try String(contentsOfFile: path, encoding: .utf8)

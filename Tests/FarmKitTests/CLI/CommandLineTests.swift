@@ -10,7 +10,7 @@ struct CommandLineTests {
     /// command would ignore is refused.
     @Test(arguments: [["bogus"], ["build", "--sandbox", "bogus"], ["build", "-j", "abc"], ["build", "-j", "0"], ["build", "--io-jobs", "0"],
                       ["explain", "fetch:x", "--json"], ["log", "fetch:x", "-v"], ["gc", "--sandbox", "bwrap"],
-                      ["crawl", "--json"], ["lab", "list", "--json"], ["lab", "down", "--sandbox", "host"], ["status", "-v"]])
+                      ["crawl", "-j", "2"], ["lab", "list", "--json"], ["lab", "down", "--sandbox", "host"], ["status", "-v"]])
     func argumentErrorsExitTwo(_ arguments: [String]) throws {
         let scratch = try Scratch()
         let result = try runProcess(Products.farm, arguments + ["--cache", scratch.file("cache")])

@@ -56,7 +56,7 @@ let malformedCases: [MalformedCase] = [
     MalformedCase(name: "sha256 that is not one", manifest: upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae", with: "abc"),
                   location: "manifest.yml:12:17", message: "expected a sha256 (64 hex digits)"),
     MalformedCase(name: "duplicate kernel", manifest: upstreamHeader + "kernels:\n" + validKernel + validKernel,
-                  location: "manifest.yml:14:5", message: "duplicate kernel '6.1.0-1-amd64' of upstream 'debian' (first listed at line 8)"),
+                  location: "manifest.yml:14:5", message: "duplicate kernel '6.1.0-1-amd64' of upstream 'debian' (first listed at line 8); a release may appear once per upstream"),
     MalformedCase(name: "kernel naming an unknown upstream", manifest: upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "upstream: debian", with: "upstream: ubuntu"),
                   location: "manifest.yml:9:15", message: "no upstream named 'ubuntu'"),
     MalformedCase(name: "recipe that does not exist", manifest: upstreamHeader + "modules: [lime, nosuch]\n",
@@ -141,6 +141,35 @@ struct ManifestTests {
         let result = try runProcess(Products.farm, ["build", "--manifest", scratch.file("none.yml")])
         #expect(result.status == 2)
         #expect(result.stderr.contains("none.yml: error: cannot read the manifest; create it or pass --manifest PATH"))
+    }
+
+    /// xenial's and trusty's HWE `4.4.0-45-generic` are two kernels: one release, two upstreams.
+    @Test func theSameReleaseUnderTwoUpstreamsIsTwoKernels() throws {
+        let scratch = try Scratch()
+        let twoUpstreams = upstreamHeader + "  trusty:\n    kind: apt\n    family: ubuntu\n    mirror: apt\n    suites: [trusty]\n\n"
+        let path = try scratch.write("manifest.yml", twoUpstreams + "kernels:\n" + validKernel + validKernel.replacingOccurrences(of: "upstream: debian", with: "upstream: trusty"))
+        let manifest = try ManifestLoader.load(path: path)
+        #expect(manifest.kernels.map(\.name.description) == ["6.1.0-1-amd64@debian", "6.1.0-1-amd64@trusty"])
+        #expect(manifest.kernels.map(\.family) == [.debian, .ubuntu])
+    }
+
+    /// Ubuntu's image is two packages; the second is `image-modules:`, kept through the snapshot and
+    /// the writer, and a manifest without it (Debian's) reads as before.
+    @Test func imageModulesRoundTripThroughTheWriterAndTheSnapshot() throws {
+        let scratch = try Scratch()
+        let cache = scratch.file("cache")
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        let pin = PackageReference(url: "pool/main/l/linux/linux-modules-4.4.0-210-generic_4.4.0-210.242_amd64.deb",
+                                   sha256: SHA256.hash("modules"), size: 7)
+        var kernel = try ManifestLoader.parse(upstreamHeader + "kernels:\n" + validKernel, path: scratch.file("m.yml")).kernels[0]
+        #expect(kernel.imageModules == nil)
+        kernel.image = PackageReference(url: "pool/main/l/linux-signed/linux-image-4.4.0-210-generic_4.4.0-210.242_amd64.deb",
+                                        sha256: SHA256.hash("image"), size: 5)
+        kernel.imageModules = pin
+        let path = try scratch.write("manifest.yml", upstreamHeader + ManifestWriter.render(kernels: [kernel]))
+        #expect(try scratch.read("manifest.yml").contains("    image-modules:\n      url: pool/main/l/linux/linux-modules-4.4.0-210-generic"))
+        #expect(try ManifestLoader.load(path: path, snapshotDirectory: cache).kernels[0].imageModules == pin)
+        #expect(try ManifestLoader.load(path: path, snapshotDirectory: cache).kernels[0].imageModules == pin)
     }
 
     @Test func snapshotIsUsedOnlyForTheSameBytes() throws {
