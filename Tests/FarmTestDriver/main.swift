@@ -4,15 +4,19 @@ import Foundation
 import SyntheticKinds
 
 // Runs `farm build` over synthetic task kinds in its own process, so tests can SIGKILL a build
-// mid-way and run two builds at once on one cache:
-//   farm-test-driver --manifest M --cache C [-k] [-j N] [PATTERN...]
+// mid-way and run two builds at once on one cache, and farm-bench can time the product's path:
+//   farm-test-driver --manifest M --cache C [-k] [-n] [-j N] [PATTERN...]
 // Prints the JSON event stream; exits 0, 1 (a task failed) or 2 (bad input) like farm.
+//   farm-test-driver --manifest M --cache C --plan-only
+// reads the manifest and plans, then prints the number of tasks.
 //   farm-test-driver --cache C --install PUBLICATION-DIGEST DIR
 // writes a publication the cache holds into DIR (Publisher.install alone, to kill it mid-way).
 
 var manifest = "manifest.yml"
 var cache: String?
 var keepGoing = false
+var dryRun = false
+var planOnly = false
 var jobs = BuildOptions.defaultJobs
 var patterns: [String] = []
 var install: (publication: String, directory: String)?
@@ -22,6 +26,8 @@ while let argument = arguments.popFirst() {
     case "--manifest": manifest = arguments.popFirst() ?? manifest
     case "--cache": cache = arguments.popFirst()
     case "-k": keepGoing = true
+    case "-n": dryRun = true
+    case "--plan-only": planOnly = true
     case "-j": jobs = arguments.popFirst().flatMap(Int.init) ?? jobs
     case "--install": install = (arguments.popFirst() ?? "", arguments.popFirst() ?? "")
     default: patterns.append(argument)
@@ -36,8 +42,12 @@ do {
         print("\(report.written.count) written")
         exit(0)
     }
-    let session = try Session(manifestPath: manifest, cacheDirectory: cache, rules: SyntheticRules())
-    let summary = try await session.build(patterns: patterns, options: BuildOptions(jobs: jobs, keepGoing: keepGoing),
+    let session = try Session(manifestPath: manifest, cacheDirectory: cache, rules: SyntheticRules(), writing: !dryRun && !planOnly)
+    if planOnly {
+        print("\(try session.plan(patterns).count) tasks")
+        exit(0)
+    }
+    let summary = try await session.build(patterns: patterns, options: BuildOptions(jobs: jobs, keepGoing: keepGoing, dryRun: dryRun),
                                           reporter: JSONReporter())
     exit(summary.succeeded ? 0 : 1)
 } catch {

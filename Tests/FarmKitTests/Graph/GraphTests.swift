@@ -2,6 +2,7 @@ import FarmEngine
 import FarmKit
 import Foundation
 import SyntheticKinds
+import farm_test_driver
 import Testing
 
 @Suite("Planning")
