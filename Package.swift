@@ -54,6 +54,12 @@ let package = Package(
             dependencies: ["FarmEngine", "FarmKit", "SyntheticKinds"],
             path: "Benchmarks/FarmBench"
         ),
+        // The engine alone on a synthetic plan file, the process farm-bench measures against ninja.
+        .executableTarget(
+            name: "farm-bench-engine",
+            dependencies: ["FarmEngine", "SyntheticKinds"],
+            path: "Benchmarks/FarmBenchEngine"
+        ),
         // A driver that runs builds of the synthetic kinds through the product (manifest, Session,
         // publisher) in a separate process, so tests can kill a build mid-way and run two builds on
         // one cache; its SyntheticRules plan them from a manifest, for the tests too. Not part of the product.
