@@ -58,15 +58,14 @@ func seconds(_ duration: Duration) -> Double {
 
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
-/// What a measured process printed last (its `completed` event), and how long it took.
+/// How long a measured process took, and the end of what it printed: farm's two sides end with
+/// their build summary as a JSON line.
 struct Measured {
     var status: Int32
     var seconds: Double
     var tail: String
-    var completed: [String: Any]? {
-        tail.split(separator: "\n").reversed().lazy.compactMap { line in
-            (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
-        }.first { $0["event"] as? String == "completed" }
+    var summary: BuildSummary? {
+        tail.split(separator: "\n").last.flatMap { try? JSONDecoder().decode(BuildSummary.self, from: Data($0.utf8)) }
     }
 }
 
@@ -116,14 +115,15 @@ struct Side {
 }
 let sides = [
     Side(name: "engine", executable: sibling("farm-bench-engine"), input: ["--plan", planPath], cache: root + "/engine-cache"),
-    Side(name: "farm path", executable: sibling("farm-test-driver"), input: ["--manifest", manifestPath], cache: root + "/farm-cache"),
+    Side(name: "farm path", executable: sibling("farm-test-driver"), input: ["--plain", "--manifest", manifestPath], cache: root + "/farm-cache"),
 ]
 var graph = BuildGraph()
 SyntheticPlan.add(synthetic, to: &graph)
 let taskCount = graph.count
 
 print("farm-bench: \(kernels) kernels, \(taskCount) tasks, median of \(runs) runs, \(ProcessInfo.processInfo.activeProcessorCount) cores")
-print("engine: farm-bench-engine (plan file, Builder, BuildCache); farm path: farm-test-driver (manifest, Session); each a whole process")
+print("engine: farm-bench-engine (plan file, Builder, BuildCache); farm path: farm-test-driver (manifest, Session);")
+print("each a whole process printing what farm build prints into a pipe, as ninja does")
 
 func measure(_ side: Side, _ arguments: [String], times: Int) throws -> (median: Double, last: Measured) {
     var durations: [Double] = []
@@ -157,12 +157,12 @@ for side in sides {
     figure.dry = try measure(side, ["--cache", side.cache, "-n"], times: runs).median
     let cold = try measure(side, ["--cache", side.cache], times: 1)
     figure.cold = cold.median
-    figure.built = cold.last.completed?["built"] as? Int ?? -1
+    figure.built = cold.last.summary?.built ?? -1
     let before = side.database
     let noop = try measure(side, ["--cache", side.cache], times: runs)
     figure.noop = noop.median
-    figure.cached = noop.last.completed?["cached"] as? Int ?? -1
-    figure.writes = noop.last.completed?["database_writes"] as? Int ?? -1
+    figure.cached = noop.last.summary?.cached ?? -1
+    figure.writes = noop.last.summary?.databaseWrites ?? -1
     figure.untouched = before == side.database
     figures[side.name] = figure
 }

@@ -5,7 +5,8 @@ import SyntheticKinds
 // The engine alone, as farm-bench measures it against ninja: reads a synthetic plan file (the
 // engine's build.ninja), builds the graph and runs the Builder on a cache. No manifest, no product.
 //   farm-bench-engine --plan FILE --cache DIR [-n] [-j N]
-// Prints the JSON event stream; exits 0, 1 (a task failed) or 2 (bad input) like farm.
+// Prints what `farm build` prints into a pipe, then the summary as one JSON line; exits 0, 1 (a
+// task failed) or 2 (bad input) like farm.
 //   farm-bench-engine --plan FILE --plan-only
 // reads the plan file and builds the graph, then prints the number of tasks.
 
@@ -40,8 +41,10 @@ do {
     guard let cache else { throw usage }
     // As `farm build -n`: a dry run only reads the cache, and takes a missing one as empty.
     let store = try BuildCache(directory: cache, access: dryRun ? .readOnly : .shared)
-    let summary = try await Builder(cache: store, options: BuildOptions(jobs: jobs, dryRun: dryRun), reporter: JSONReporter()).build(graph)
+    let summary = try await Builder(cache: store, options: BuildOptions(jobs: jobs, dryRun: dryRun),
+                                    reporter: ConsoleReporter(style: .plain)).build(graph)
     store.close()
+    print(String(decoding: try JSONEncoder().encode(summary), as: UTF8.self))
     exit(summary.succeeded ? 0 : 1)
 } catch {
     FileHandle.standardError.write(Data("farm-bench-engine: \(error)\n".utf8))

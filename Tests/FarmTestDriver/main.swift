@@ -6,7 +6,8 @@ import SyntheticKinds
 // Runs `farm build` over synthetic task kinds in its own process, so tests can SIGKILL a build
 // mid-way and run two builds at once on one cache, and farm-bench can time the product's path:
 //   farm-test-driver --manifest M --cache C [-k] [-n] [-j N] [PATTERN...]
-// Prints the JSON event stream; exits 0, 1 (a task failed) or 2 (bad input) like farm.
+// Prints the JSON event stream; exits 0, 1 (a task failed) or 2 (bad input) like farm. With
+// --plain it prints what `farm build` prints into a pipe, then the summary as one JSON line.
 //   farm-test-driver --manifest M --cache C --plan-only
 // reads the manifest and plans, then prints the number of tasks.
 //   farm-test-driver --cache C --install PUBLICATION-DIGEST DIR
@@ -17,6 +18,7 @@ var cache: String?
 var keepGoing = false
 var dryRun = false
 var planOnly = false
+var plain = false
 var jobs = BuildOptions.defaultJobs
 var patterns: [String] = []
 var install: (publication: String, directory: String)?
@@ -28,6 +30,7 @@ while let argument = arguments.popFirst() {
     case "-k": keepGoing = true
     case "-n": dryRun = true
     case "--plan-only": planOnly = true
+    case "--plain": plain = true
     case "-j": jobs = arguments.popFirst().flatMap(Int.init) ?? jobs
     case "--install": install = (arguments.popFirst() ?? "", arguments.popFirst() ?? "")
     default: patterns.append(argument)
@@ -48,7 +51,8 @@ do {
         exit(0)
     }
     let summary = try await session.build(patterns: patterns, options: BuildOptions(jobs: jobs, keepGoing: keepGoing, dryRun: dryRun),
-                                          reporter: JSONReporter())
+                                          reporter: plain ? ConsoleReporter(style: .plain) : JSONReporter())
+    if plain { print(String(decoding: try JSONEncoder().encode(summary), as: UTF8.self)) }
     exit(summary.succeeded ? 0 : 1)
 } catch {
     FileHandle.standardError.write(Data("farm-test-driver: \(error)\n".utf8))
