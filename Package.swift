@@ -41,11 +41,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // Task kinds made up for the engine's tests and benchmark: they exercise the graph, store
-        // and scheduler without the real kinds. Not part of the product.
+        // Task kinds made up for the engine's tests and benchmark, with their planner and plan
+        // file: they exercise the graph, store and scheduler without the real kinds, on the
+        // engine alone. Not part of the product.
         .target(
             name: "SyntheticKinds",
-            dependencies: ["FarmEngine", "FarmKit"],
+            dependencies: ["FarmEngine"],
             path: "Tests/SyntheticKinds"
         ),
         .executableTarget(
@@ -53,8 +54,15 @@ let package = Package(
             dependencies: ["FarmEngine", "FarmKit", "SyntheticKinds"],
             path: "Benchmarks/FarmBench"
         ),
-        // A driver that runs builds of test-defined task kinds in a separate process, so tests
-        // can kill a build mid-way and run two builds on one cache. Not part of the product.
+        // The engine alone on a synthetic plan file, the process farm-bench measures against ninja.
+        .executableTarget(
+            name: "farm-bench-engine",
+            dependencies: ["FarmEngine", "SyntheticKinds"],
+            path: "Benchmarks/FarmBenchEngine"
+        ),
+        // A driver that runs builds of the synthetic kinds through the product (manifest, Session,
+        // publisher) in a separate process, so tests can kill a build mid-way and run two builds on
+        // one cache; its SyntheticRules plan them from a manifest, for the tests too. Not part of the product.
         .executableTarget(
             name: "farm-test-driver",
             dependencies: ["FarmEngine", "FarmKit", "SyntheticKinds"],

@@ -42,12 +42,19 @@ func compileBenchmark(_ arguments: [String]) async throws {
     try FileManager.default.createDirectory(atPath: project, withIntermediateDirectories: true)
     try FileManager.default.copyItem(atPath: session.manifest.directory + "/recipes", toPath: project + "/recipes")
     try FileManager.default.copyItem(atPath: manifestPath, toPath: project + "/manifest.yml")
+    // The manifest names its signing keys relative to itself: the copy signs with the project's
+    // own keys, linked rather than copied so no private key is written under the temporary directory.
+    let keyPaths = [session.manifest.signing?.moduleKey, session.manifest.signing?.repoKey].compactMap { $0 }.filter { !$0.hasPrefix("/") }
+    for top in Set(keyPaths.compactMap { $0.split(separator: "/").first.map(String.init) }) {
+        let original = URL(fileURLWithPath: session.manifest.directory + "/" + top).standardizedFileURL.path
+        try FileManager.default.createSymbolicLink(atPath: project + "/" + top, withDestinationPath: original)
+    }
     let recipeText = try String(contentsOfFile: project + "/recipes/lime.yml", encoding: .utf8)
     try Data(recipeText.replacingOccurrences(of: "modules\n", with: "modules && true farm-bench-\(UUID())\n").utf8)
         .write(to: URL(fileURLWithPath: project + "/recipes/lime.yml"))
     let buildArguments = ["build", "-j", String(jobs), "--manifest", project + "/manifest.yml", "--cache", session.cacheDirectory] + releases
     let cold = try run(farm, buildArguments)
-    guard cold.status == 0 else { print("farm build failed"); exit(1) }
+    guard cold.status == 0 else { print("farm build failed:\n\(cold.tail.suffix(3000))"); exit(1) }
     let noop = try run(farm, buildArguments)
 
     // DKMS's way, in the same sandbox.

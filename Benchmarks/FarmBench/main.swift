@@ -3,19 +3,26 @@ import FarmKit
 import Foundation
 import SyntheticKinds
 
-// The engine benchmark: a synthetic manifest of N kernels (5 tasks each) against ninja on a
-// build.ninja with the same nodes and edges, both measured in this run.
+// The engine benchmark: N synthetic kernels (5 tasks each) against ninja on a build.ninja with the
+// same nodes and edges, all measured in this run, each side as a whole process: the engine alone
+// (farm-bench-engine on a plan file, no product code) and the product's path (farm-test-driver:
+// manifest, Session, as `farm build` runs).
 //
 //   swift run -c release farm-bench [--kernels 10000] [--runs 5]
 //   swift run -c release farm-bench bundle [--release R]   (see BundleBenchmark.swift)
 //   swift run -c release farm-bench compile [--kernels 8]  (see CompileBenchmark.swift)
 //   swift run -c release farm-bench capture [--runs 3]     (see CaptureBenchmark.swift)
 //
-// Reports plan time, cold-cache dry-run time, and no-op build time (farm's whole process, the way
-// a user runs it) next to `ninja -n` and a no-op `ninja`, as ratios.
+// Reports plan, cold-cache dry-run, cold build and no-op build times next to `ninja -n`, ninja's
+// build and a no-op `ninja -n`, and the ratios.
 
 if CommandLine.arguments.dropFirst().first == "compile" {
-    try await compileBenchmark(Array(CommandLine.arguments.dropFirst(2)))
+    do {
+        try await compileBenchmark(Array(CommandLine.arguments.dropFirst(2)))
+    } catch {
+        print("farm-bench compile: \(error)")
+        exit(1)
+    }
     exit(0)
 }
 if CommandLine.arguments.dropFirst().first == "capture" {
@@ -38,7 +45,7 @@ var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     switch argument {
     case "--kernels": kernels = arguments.popFirst().flatMap(Int.init) ?? kernels
-    case "--runs": runs = arguments.popFirst().flatMap(Int.init) ?? runs
+    case "--runs": runs = max(1, arguments.popFirst().flatMap(Int.init) ?? runs)
     default:
         FileHandle.standardError.write(Data("usage: farm-bench [--kernels N] [--runs N]\n".utf8))
         exit(2)
@@ -49,33 +56,29 @@ func seconds(_ duration: Duration) -> Double {
     duration.seconds
 }
 
-func time<T>(_ body: () async throws -> T) async rethrows -> (T, Double) {
-    let start = ContinuousClock.now
-    let value = try await body()
-    return (value, seconds(ContinuousClock.now - start))
-}
-
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
-@discardableResult
-func run(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> (status: Int32, seconds: Double) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    process.standardOutput = FileHandle.nullDevice
-    let start = ContinuousClock.now
-    try process.run()
-    process.waitUntilExit()
-    return (process.terminationStatus, seconds(ContinuousClock.now - start))
+/// How long a measured process took, and the end of what it printed: farm's two sides end with
+/// their build summary as a JSON line.
+struct Measured {
+    var status: Int32
+    var seconds: Double
+    var tail: String
+    var summary: BuildSummary? {
+        tail.split(separator: "\n").last.flatMap { try? JSONDecoder().decode(BuildSummary.self, from: Data($0.utf8)) }
+    }
 }
 
-func which(_ name: String) -> String? {
-    for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") {
-        let path = "\(directory)/\(name)"
-        if access(path, X_OK) == 0 { return path }
+/// Every side's output goes through the same pipe into this process, which keeps only the end.
+@discardableResult
+func run(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> Measured {
+    var tail = Data()
+    let start = ContinuousClock.now
+    let end = try Executable.run(executable, arguments, environment: nil, directory: directory) { chunk in
+        tail.append(chunk)
+        if tail.count > 1 << 16 { tail.removeFirst(tail.count - (1 << 15)) }
     }
-    return nil
+    return Measured(status: end.status, seconds: seconds(ContinuousClock.now - start), tail: String(decoding: tail, as: UTF8.self))
 }
 
 func fileSignature(_ path: String) -> String {
@@ -84,63 +87,88 @@ func fileSignature(_ path: String) -> String {
     return "\(info.st_size) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
 }
 
+func sibling(_ name: String) -> String {
+    let path = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name).path
+    guard access(path, X_OK) == 0 else {
+        print("farm-bench: \(path) is missing; build every target with 'swift build -c release' (not --product farm-bench)")
+        exit(2)
+    }
+    return path
+}
+
 let root = NSTemporaryDirectory() + "farm-bench-\(getpid())"
 try AtomicFile.makeDirectory(root)
 defer { try? FileManager.default.removeItem(atPath: root) }
+let synthetic = SyntheticKernel.numbered(kernels)
+let planPath = root + "/plan.txt"
 let manifestPath = root + "/manifest.yml"
-try Data(SyntheticManifest.text(kernels: kernels).utf8).write(to: URL(fileURLWithPath: manifestPath))
-let cachePath = root + "/cache"
-let driver = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("farm-test-driver").path
+try Data(SyntheticPlan.text(synthetic).utf8).write(to: URL(fileURLWithPath: planPath))
+try Data(SyntheticManifest.text(synthetic).utf8).write(to: URL(fileURLWithPath: manifestPath))
 
-print("farm-bench: \(kernels) kernels, median of \(runs) runs, \(ProcessInfo.processInfo.activeProcessorCount) cores")
-
-// Plan: parse the manifest, load recipes, build the graph.
-var planTimes: [Double] = []
+/// One of farm's two measured processes and how it is called.
+struct Side {
+    let name: String
+    let executable: String
+    let input: [String]
+    let cache: String
+    var database: String { fileSignature(cache + "/farm.sqlite") + " " + fileSignature(cache + "/farm.sqlite-wal") }
+}
+let sides = [
+    Side(name: "engine", executable: sibling("farm-bench-engine"), input: ["--plan", planPath], cache: root + "/engine-cache"),
+    Side(name: "farm path", executable: sibling("farm-test-driver"), input: ["--plain", "--manifest", manifestPath], cache: root + "/farm-cache"),
+]
 var graph = BuildGraph()
-for _ in 0..<runs {
-    let (planned, elapsed) = try await time {
-        try Session(manifestPath: manifestPath, cacheDirectory: cachePath, rules: SyntheticRules()).plan([])
-    }
-    graph = planned
-    planTimes.append(elapsed)
-}
+SyntheticPlan.add(synthetic, to: &graph)
 let taskCount = graph.count
-print(String(format: "plan:               %7.3f s  (%d tasks)", median(planTimes), taskCount))
 
-// Cold-cache dry run.
-let session = try Session(manifestPath: manifestPath, cacheDirectory: cachePath, rules: SyntheticRules())
-final class Quiet: BuildReporter { func report(_ event: BuildEvent) {} }
-var dryTimes: [Double] = []
-for _ in 0..<runs {
-    let (_, elapsed) = try await time {
-        try await session.build(patterns: [], options: BuildOptions(dryRun: true), reporter: Quiet())
+print("farm-bench: \(kernels) kernels, \(taskCount) tasks, median of \(runs) runs, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+print("engine: farm-bench-engine (plan file, Builder, BuildCache); farm path: farm-test-driver (manifest, Session);")
+print("each a whole process printing what farm build prints into a pipe, as ninja does")
+
+func measure(_ side: Side, _ arguments: [String], times: Int) throws -> (median: Double, last: Measured) {
+    var durations: [Double] = []
+    var last: Measured?
+    for _ in 0..<times {
+        let result = try run(side.executable, side.input + arguments)
+        guard result.status == 0 else {
+            print("\(side.name) \(arguments.joined(separator: " ")) exited with status \(result.status):\n\(result.tail.suffix(2000))")
+            exit(1)
+        }
+        durations.append(result.seconds)
+        last = result
     }
-    dryTimes.append(elapsed)
+    return (median(durations), last!)
 }
-print(String(format: "dry run, cold:      %7.3f s", median(dryTimes)))
 
-// The real build once, then no-op builds as separate processes.
-let (cold, coldTime) = try await time {
-    try await session.build(patterns: [], options: BuildOptions(), reporter: Quiet())
+struct Figures {
+    var plan = 0.0, dry = 0.0, cold = 0.0, noop = 0.0
+    var built = 0, cached = 0, writes = -1
+    var untouched = false
 }
-print(String(format: "build, cold:        %7.3f s  (%d built)", coldTime, cold.built))
-let databaseBefore = fileSignature(cachePath + "/farm.sqlite") + " " + fileSignature(cachePath + "/farm.sqlite-wal")
-var noopTimes: [Double] = []
-for _ in 0..<runs {
-    let result = try run(driver, ["--manifest", manifestPath, "--cache", cachePath])
-    guard result.status == 0 else { print("no-op build failed with status \(result.status)"); exit(1) }
-    noopTimes.append(result.seconds)
+var figures: [String: Figures] = [:]
+for side in sides {
+    var figure = Figures()
+    let planned = try measure(side, ["--plan-only"], times: runs)
+    guard planned.last.tail.hasPrefix("\(taskCount) tasks") else {
+        print("\(side.name) planned '\(planned.last.tail.prefix(80))', not \(taskCount) tasks")
+        exit(1)
+    }
+    figure.plan = planned.median
+    figure.dry = try measure(side, ["--cache", side.cache, "-n"], times: runs).median
+    let cold = try measure(side, ["--cache", side.cache], times: 1)
+    figure.cold = cold.median
+    figure.built = cold.last.summary?.built ?? -1
+    let before = side.database
+    let noop = try measure(side, ["--cache", side.cache], times: runs)
+    figure.noop = noop.median
+    figure.cached = noop.last.summary?.cached ?? -1
+    figure.writes = noop.last.summary?.databaseWrites ?? -1
+    figure.untouched = before == side.database
+    figures[side.name] = figure
 }
-let (inProcess, _) = try await time {
-    try await session.build(patterns: [], options: BuildOptions(), reporter: Quiet())
-}
-let databaseAfter = fileSignature(cachePath + "/farm.sqlite") + " " + fileSignature(cachePath + "/farm.sqlite-wal")
-let farmNoop = median(noopTimes)
-print(String(format: "no-op build:        %7.3f s  (%d cached, %d database writes, database files %@)",
-             farmNoop, inProcess.cached, inProcess.databaseWrites, databaseBefore == databaseAfter ? "untouched" : "CHANGED"))
 
 // ninja on the same graph: one edge per task, the same inputs.
-guard let ninja = which("ninja") else {
+guard let ninja = Executable.find("ninja") else {
     print("ninja: not installed (apt-get install ninja-build); no ratio")
     exit(0)
 }
@@ -160,9 +188,19 @@ for _ in 0..<runs { ninjaDry.append(try run(ninja, ["-n"], in: ninjaRoot).second
 let ninjaBuild = try run(ninja, ["-j", "\(ProcessInfo.processInfo.activeProcessorCount + 1)"], in: ninjaRoot)
 var ninjaNoop: [Double] = []
 for _ in 0..<runs { ninjaNoop.append(try run(ninja, ["-n"], in: ninjaRoot).seconds) }
-print(String(format: "ninja -n, cold:     %7.3f s  (%d edges)", median(ninjaDry), taskCount))
-print(String(format: "ninja build, cold:  %7.3f s", ninjaBuild.seconds))
-print(String(format: "ninja -n, no-op:    %7.3f s", median(ninjaNoop)))
-print(String(format: "ratio no-op farm/ninja:   %.2fx", farmNoop / median(ninjaNoop)))
-print(String(format: "ratio dry run farm/ninja: %.2fx", median(dryTimes) / median(ninjaDry)))
-print(farmNoop < 1.0 ? "target met: no-op under 1 s" : "target MISSED: no-op over 1 s")
+let ninjaFigures = (dry: median(ninjaDry), cold: ninjaBuild.seconds, noop: median(ninjaNoop))
+
+let engine = figures["engine"]!, product = figures["farm path"]!
+print("                        engine     farm path       ninja")
+print(String(format: "plan:                 %7.3f s   %7.3f s", engine.plan, product.plan))
+print(String(format: "dry run, cold:        %7.3f s   %7.3f s   %7.3f s", engine.dry, product.dry, ninjaFigures.dry))
+print(String(format: "build, cold:          %7.2f s   %7.2f s   %7.2f s   (%d and %d built, %d edges)",
+             engine.cold, product.cold, ninjaFigures.cold, engine.built, product.built, taskCount))
+print(String(format: "no-op build:          %7.3f s   %7.3f s   %7.3f s", engine.noop, product.noop, ninjaFigures.noop))
+for (name, figure) in [("engine", engine), ("farm path", product)] {
+    print("\(name) no-op: \(figure.cached) cached, \(figure.writes) database writes, database files \(figure.untouched ? "untouched" : "CHANGED")")
+}
+print(String(format: "ratio no-op    engine/ninja: %.2fx   farm path/ninja: %.2fx", engine.noop / ninjaFigures.noop, product.noop / ninjaFigures.noop))
+print(String(format: "ratio dry run  engine/ninja: %.2fx   farm path/ninja: %.2fx", engine.dry / ninjaFigures.dry, product.dry / ninjaFigures.dry))
+print(String(format: "ratio cold     engine/ninja: %.2fx   farm path/ninja: %.2fx", engine.cold / ninjaFigures.cold, product.cold / ninjaFigures.cold))
+print(product.noop < 1.0 ? "target met: no-op under 1 s" : "target MISSED: no-op over 1 s")

@@ -1,5 +1,4 @@
 import FarmEngine
-import FarmKit
 import Foundation
 
 // Task kinds made up to exercise the engine: they have the shape of the real graph (packages
@@ -50,7 +49,7 @@ public struct SyntheticToolchain: TaskAction {
     }
 }
 
-/// Stands in for a compile. A kernel whose first package URL contains `FAIL` fails with a log;
+/// Stands in for a compile. A kernel marked `fails` fails with a log;
 /// `FARM_SYNTHETIC_DELAY_MS` makes every compile take that long (to kill a build mid-way).
 public struct SyntheticCompile: TaskAction {
     public let release: String
@@ -101,75 +100,5 @@ public struct SyntheticPublish: TaskAction {
             index += "\(role) \(try context.input(role, "signed").hex)\n"
         }
         return ["index": try context.store(Data(index.utf8))]
-    }
-}
-
-/// Per kernel: one fetch per package, bundle, compile (with the kernel's toolchain), sign; then
-/// one publish over all kernels. A kernel with two packages gives five tasks.
-public struct SyntheticRules: BuildRules {
-    public let publish: Bool
-
-    public init(publish: Bool = true) { self.publish = publish }
-
-    /// The synthetic kinds read nothing but the manifest.
-    public func planInputs(manifest: Manifest, recipes: RecipeBook) -> [String]? { [] }
-    public var settings: String { "synthetic publish \(publish)" }
-
-    public func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
-        var signed: [BuildGraph.Dependency] = []
-        for kernel in kernels {
-            var packages: [BuildGraph.Dependency] = []
-            for (index, package) in kernel.packages.enumerated() {
-                let id = graph.add(SyntheticFetch(url: package.url, sha256: package.sha256.hex), label: package.url)
-                packages.append(.init(role: "package.\(index)", node: id))
-            }
-            let bundle = graph.add(SyntheticBundle(release: kernel.release), label: kernel.release, dependencies: packages)
-            let toolchainName = kernel.toolchain ?? "default"
-            let toolchain = graph.add(SyntheticToolchain(name: toolchainName), label: toolchainName)
-            let fails = kernel.packages.first?.url.contains("FAIL") ?? false
-            let compile = graph.add(SyntheticCompile(release: kernel.release, fails: fails), label: kernel.release,
-                                    dependencies: [.init(role: "bundle", node: bundle), .init(role: "toolchain", node: toolchain)])
-            let sign = graph.add(SyntheticSign(release: kernel.release), label: kernel.release,
-                                 dependencies: [.init(role: "module", node: compile)])
-            // As the product's publish: a module that failed is left out, under -k, rather than stopping it.
-            signed.append(.init(role: "module.\(kernel.release)", node: sign, optional: true))
-        }
-        if publish, !signed.isEmpty {
-            graph.add(SyntheticPublish(), label: "repository", dependencies: signed)
-        }
-    }
-}
-
-/// Writes a manifest of `count` kernels with two pinned packages each, for tests and benchmarks.
-public enum SyntheticManifest {
-    public static func text(kernels count: Int, toolchains: Int = 3, failing: Set<Int> = []) -> String {
-        var text = """
-        farm: 1
-        upstreams:
-          synthetic:
-            kind: apt
-            mirror: apt
-            suites: [bookworm]
-        kernels:
-
-        """
-        for index in 0..<count {
-            let release = "6.\(index / 1000).\(index % 1000)-\(index)-amd64"
-            let marker = failing.contains(index) ? "FAIL-" : ""
-            text += """
-              - release: \(release)
-                upstream: synthetic
-                toolchain: toolchain-\(index % toolchains)
-                packages:
-                  - url: pool/main/l/linux/\(marker)linux-headers-\(release)_amd64.deb
-                    sha256: \(SHA256.hash("headers \(index)").hex)
-                    size: \(1000 + index)
-                  - url: pool/main/l/linux/linux-kbuild-\(release)_amd64.deb
-                    sha256: \(SHA256.hash("kbuild \(index)").hex)
-                    size: \(2000 + index)
-
-            """
-        }
-        return text
     }
 }

@@ -2,6 +2,7 @@ import FarmEngine
 import FarmKit
 import Foundation
 import SyntheticKinds
+import farm_test_driver
 import Testing
 
 @Suite("Planning")
@@ -87,5 +88,38 @@ struct GraphTests {
         #expect(text.contains("farm log compile:6.1.0-1-amd64"))
         #expect(text.contains("    line 40\n"))
         #expect(!text.contains("line 10\n"))
+    }
+
+    /// farm-bench times the engine on a plan file and the product on a manifest of the same
+    /// kernels; the two must be the same build, or the comparison means nothing.
+    @Test func aSyntheticPlanFileAndItsManifestPlanTheSameTasks() throws {
+        let scratch = try Scratch()
+        let kernels = SyntheticKernel.numbered(5, failing: [2])
+        let planPath = try scratch.write("plan.txt", SyntheticPlan.text(kernels))
+        var fromFile = BuildGraph()
+        SyntheticPlan.add(try SyntheticPlan.read(planPath), to: &fromFile)
+        let manifest = try scratch.write("manifest.yml", SyntheticManifest.text(kernels))
+        let fromManifest = try Session(manifestPath: manifest, cacheDirectory: scratch.file("cache"), rules: SyntheticRules()).plan([])
+
+        func described(_ graph: BuildGraph) -> [String] {
+            graph.nodes.map { node in
+                let parameters = node.action.parameters.map { "\($0.name)=\($0.value)" }.joined(separator: ",")
+                let inputs = node.dependencies.map { "\($0.role)<-\(graph.nodes[$0.node].name)\($0.optional ? "?" : "")" }.joined(separator: ",")
+                return "\(node.name) [\(parameters)] \(inputs)"
+            }
+        }
+        #expect(fromFile.count == 5 * 5 + 3 + 1)
+        #expect(described(fromFile) == described(fromManifest))
+        #expect(described(fromFile).contains { $0.hasPrefix("synthetic-compile:6.0.2-2-amd64 [release=6.0.2-2-amd64,fails=yes]") })
+    }
+
+    @Test func aMalformedPlanFileLineIsRefusedWithItsFileAndLine() throws {
+        let good = SyntheticPlan.text(SyntheticKernel.numbered(1))
+        #expect(try SyntheticPlan.parse(good, path: "plan.txt") == SyntheticKernel.numbered(1))
+        let error = #expect(throws: FarmError.self) {
+            try SyntheticPlan.parse(good + "6.0.1-1-amd64 toolchain-1 maybe\n", path: "plan.txt")
+        }
+        #expect(error?.description.hasPrefix("plan.txt:3: 'maybe' is neither 'ok' nor 'fails'") == true)
+        #expect(error?.category == .badInput)
     }
 }

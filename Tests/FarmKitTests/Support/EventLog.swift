@@ -2,6 +2,7 @@ import FarmEngine
 import FarmKit
 import Foundation
 import SyntheticKinds
+import farm_test_driver
 
 /// A reporter that keeps every event, so a test can say exactly which tasks ran.
 final class EventLog: BuildReporter, @unchecked Sendable {
