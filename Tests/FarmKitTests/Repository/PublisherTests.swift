@@ -288,3 +288,41 @@ struct PublisherTests {
                 "\(signedByAnother.stderr)")
     }
 }
+
+/// One repository holds the modules of every family's kernels, named as each family's `uname -r`
+/// prints them, and Margarita Shotgun 0.4.1 finds each by that release.
+struct MixedFamilyRepositoryTests {
+    @Test func margaritaShotgunReadsARepositoryWithDebianUbuntuAndRHELModules() async throws {
+        let project = try StubRepositoryProject()
+        let releases = ["6.1.0-56-amd64", "4.4.0-210-generic", "3.10.0-1160.119.1.el7.x86_64", "4.14.355-277.643.amzn2.x86_64"]
+        let manifest = try project.scratch.write("manifest.yml", """
+        farm: 1
+        upstreams:
+          debian: {kind: apt, mirror: apt, suites: [bookworm]}
+          ubuntu: {kind: apt, family: ubuntu, mirror: apt, suites: [xenial-updates]}
+          centos: {kind: yum, mirror: "file:///nowhere", suites: [updates/x86_64], distribution: centos-7}
+          amazon: {kind: yum, mirror: "file:///nowhere", suites: [.]}
+        kernels:
+          - {release: \(releases[0]), upstream: debian}
+          - {release: \(releases[1]), upstream: ubuntu}
+          - {release: \(releases[2]), upstream: centos}
+          - {release: \(releases[3]), upstream: amazon}
+
+        """)
+        let session = try Session(manifestPath: manifest, cacheDirectory: project.cache,
+                                  rules: StubRepositoryRules(directory: project.repo, key: project.key, paths: project.paths))
+        #expect(session.manifest.kernels.map(\.family) == [.debian, .ubuntu, .rhel, .rhel])
+        let summary = try await session.build(patterns: [], options: BuildOptions(jobs: 2), reporter: PublishedLog())
+        #expect(summary.succeeded)
+        let server = try StaticServer(directory: project.repo)
+        for release in releases {
+            let fetched = try MargaritaShotgun.fetch(server.url, release: release, trusting: project.paths.publicKey, scratch: project.scratch,
+                                                     into: project.scratch.file("ms-\(release)"))
+            #expect(fetched.status == 0, "\(release): \(fetched.stdout)\(fetched.stderr)")
+            #expect(FileManager.default.contents(atPath: project.scratch.file("ms-\(release)/lime-\(release).ko"))
+                    == FileManager.default.contents(atPath: project.repo + "/modules/lime-\(release).ko"), "\(release)")
+        }
+        let verified = try project.verify(server.url)
+        #expect(verified.status == 0 && verified.stdout.contains("4 module(s)"), "\(verified.stdout)\(verified.stderr)")
+    }
+}
