@@ -5,7 +5,8 @@ extension AptArchive: PackageIndexSource {
     public func index(of upstream: Upstream, suite: String, component: String, architecture: String, workDirectory: String,
                       downloader: Downloader, relevant: @escaping (String) -> Bool) throws -> SuiteIndex {
         let (release, packages) = try self.packages(suite: suite, component: component, architecture: architecture,
-                                                    workDirectory: workDirectory, downloader: downloader, relevant: relevant)
+                                                    workDirectory: workDirectory, downloader: downloader, relevant: relevant,
+                                                    selection: "family " + upstream.family.rawValue)
         return SuiteIndex(upstream: upstream, suite: suite, architecture: architecture,
                           codename: release.codename, version: release.version, packages: packages)
     }
@@ -17,10 +18,13 @@ extension AptArchive: PackageIndexSource {
 public struct AptArchive: Sendable {
     public let baseURL: String
     public let keyrings: [String]
+    /// The last crawls' indices, by the signed Release's digest; nil reads everything.
+    public var memory: CrawlMemory?
 
-    public init(baseURL: String, keyrings: [String]) {
+    public init(baseURL: String, keyrings: [String], memory: CrawlMemory? = nil) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.keyrings = keyrings
+        self.memory = memory
     }
 
     /// InRelease has no pin; Debian's are a few hundred KiB.
@@ -36,9 +40,16 @@ public struct AptArchive: Sendable {
     /// Reads one suite's index for one component and architecture. Blocking.
     public func packages(suite: String, component: String, architecture: String, workDirectory: String,
                          downloader: Downloader = Downloader(), log: TaskLog? = nil,
-                         relevant: @escaping (String) -> Bool = { _ in true }) throws -> (Release, [IndexPackage]) {
+                         relevant: @escaping (String) -> Bool = { _ in true }, selection: String = "all") throws -> (Release, [IndexPackage]) {
         let (releaseURL, verified) = try signedRelease(suite: suite, workDirectory: workDirectory, downloader: downloader, log: log)
         let release = try parseRelease(verified, suite: suite, url: releaseURL)
+        // The same verified Release names the same Packages files: what they listed last time holds.
+        let memoryKey = "\(baseURL) \(suite) \(component) \(architecture) \(selection)"
+        let releaseDigest = SHA256.hash(verified)
+        if let memory, let known = memory.packages(key: memoryKey, release: releaseDigest) {
+            log?.append("\(releaseURL): unchanged since the last crawl; its \(component)/\(architecture) packages are taken from \(memory.directory)\n")
+            return (release, known)
+        }
 
         // apt takes the first compression it knows that the Release lists; so does farm.
         let base = "\(component)/binary-\(architecture)/Packages"
@@ -66,6 +77,7 @@ public struct AptArchive: Sendable {
             return IndexPackage(name: name, version: version, architecture: stanza["Architecture"] ?? "", source: source,
                               depends: stanza["Depends"] ?? "", filename: filename, size: size, sha256: sha, suite: suite)
         }
+        memory?.remember(key: memoryKey, release: releaseDigest, packages: packages)
         return (release, packages)
     }
 

@@ -13,9 +13,12 @@ public struct Crawler: Sendable {
     /// The cache's CAS: a package the crawl downloads (to read a kernel's compiler) is kept there,
     /// so the build's fetch task finds it. Nil: downloads stay in the work directory.
     public let objects: ContentStore?
+    /// What the last crawls learnt (indices by Release digest, pins found served); nil: ask everything.
+    public let memory: CrawlMemory?
 
     public init(manifest: Manifest, recipes: RecipeBook, aptRoot: String = "/", workDirectory: String,
-                downloader: Downloader = Downloader(), objects: ContentStore? = nil) {
+                downloader: Downloader = Downloader(), objects: ContentStore? = nil, memory: CrawlMemory? = nil) {
+        self.memory = memory
         self.manifest = manifest
         self.recipes = recipes
         self.aptRoot = aptRoot
@@ -141,15 +144,21 @@ public struct Crawler: Sendable {
         // the mirror no longer has. Kernels with such a package are left out, with a warning.
         let resolver = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
         var candidates: [String: [String]] = [:]
+        var pins: [String: PackageReference] = [:]
+        // A pin found served within the last day is not asked again.
+        let servedBefore = memory?.served() ?? [:]
         for kernel in found.values {
             for package in kernel.packages + [kernel.image, kernel.imageModules].compactMap({ $0 }) {
+                if let seen = servedBefore[CrawlMemory.servedKey(package)], now.timeIntervalSince1970 - seen < CrawlMemory.servedFor { continue }
                 let urls = resolver.urls(for: package, upstream: kernel.upstream, suite: kernel.suite).urls
                 // A yum mirrorlist is read when fetching; its kernel-devel was fetched by the crawl already.
                 if urls.isEmpty, manifest.upstream(named: kernel.upstream)?.mirrorlist != nil { continue }
                 candidates[package.url] = urls
+                pins[package.url] = package
             }
         }
         let unservedFiles = await Crawler.unserved(candidates)
+        memory?.rememberServed(pins.filter { !unservedFiles.contains($0.key) }.map(\.value), now: now)
         var unserved: [KernelName] = []
         for (identity, kernel) in found {
             let missingFiles = kernel.packages.map(\.url).filter(unservedFiles.contains)
@@ -306,8 +315,12 @@ public struct Crawler: Sendable {
     /// Where one suite of an upstream is read from, by the upstream's index kind.
     func indexSource(for upstream: Upstream, suite: String, sources: AptSources?) throws -> any PackageIndexSource {
         switch upstream.kind {
-        case .apt: try archive(for: upstream, suite: suite, sources: sources)
-        case .yum: YumRepository(mirror: upstream.mirror, mirrorlist: upstream.mirrorlist, keyring: upstream.keyring.map { resolvePath($0) })
+        case .apt:
+            var archive = try archive(for: upstream, suite: suite, sources: sources)
+            archive.memory = memory
+            return archive
+        case .yum:
+            return YumRepository(mirror: upstream.mirror, mirrorlist: upstream.mirrorlist, keyring: upstream.keyring.map { resolvePath($0) })
         }
     }
 
@@ -378,7 +391,8 @@ extension Crawler {
         let work = cacheDirectory + "/tmp/crawl-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: work) }
         let crawler = Crawler(manifest: manifest, recipes: recipes, aptRoot: aptRoot, workDirectory: work,
-                              objects: try ContentStore(root: cacheDirectory + "/cas"))
+                              objects: try ContentStore(root: cacheDirectory + "/cas"),
+                              memory: CrawlMemory(directory: cacheDirectory + "/crawl"))
         let result = try await crawler.crawl(prune: prune, log: log)
 
         let original = try String(contentsOfFile: path, encoding: .utf8)

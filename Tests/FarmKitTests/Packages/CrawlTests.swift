@@ -208,3 +208,41 @@ struct CrawlTests {
         #expect(inserted == "farm: 1\npackages: {}\n\n# about kernels\nkernels: []\n\n# about publish\npublish:\n  dir: repo\n")
     }
 }
+
+/// A crawl of an upstream that did not change is quick: an index whose signed Release is the
+/// one of the last crawl is not fetched or parsed again, and a pin found served within a day is
+/// not asked again; a changed Release is read in full.
+struct CrawlMemoryTests {
+    @Test func anUnchangedReleaseIsNotReadAgainAndAServedPinIsNotAskedAgain() async throws {
+        let archive = try LocalAptArchive(try Scratch())
+        try archive.kernel(abi: "6.1.0-40", version: "6.1.150-1")
+        try archive.package("lime-forensics-dkms", version: "1.9.1-5", architecture: "all", source: "lime-forensics")
+        try archive.publish(suite: "testsuite")
+        try archive.kernel(abi: "6.1.0-41", version: "6.1.151-1", suite: "testsuite-security")
+        try archive.publish(suite: "testsuite-security")
+        let tests = CrawlTests()
+        let path = try tests.project(archive)
+        let (first, _) = try await tests.crawl(path, archive)
+        #expect(first.failures.isEmpty && first.kernels.count == 2, "\(first.failures)")
+
+        // The Packages files and a pinned package vanish from the mirror behind unchanged Releases:
+        // only a crawl that fetches the index again, or asks for the pin again, can notice.
+        for suite in ["testsuite", "testsuite-security"] {
+            let directory = (suite == "testsuite" ? archive.root : archive.root + "-security") + "/dists/\(suite)/main/binary-amd64"
+            for name in try FileManager.default.contentsOfDirectory(atPath: directory) where name.hasPrefix("Packages") {
+                try FileManager.default.removeItem(atPath: directory + "/" + name)
+            }
+        }
+        let kbuild = try #require(first.kernels.first { $0.release == "6.1.0-40-amd64" }?.packages.last)
+        try FileManager.default.removeItem(atPath: archive.root + "/" + kbuild.url)
+        let (second, changed) = try await tests.crawl(path, archive)
+        #expect(second.failures.isEmpty, "\(second.failures)")
+        #expect(!changed && second.kernels.map(\.release) == first.kernels.map(\.release) && second.unserved.isEmpty)
+
+        // A new Release (a new kernel published) is read in full.
+        try archive.kernel(abi: "6.1.0-42", version: "6.1.152-1", suite: "testsuite-security")
+        try archive.publish(suite: "testsuite-security")
+        let (third, _) = try await tests.crawl(path, archive)
+        #expect(third.added.map(\.release) == ["6.1.0-42-amd64"], "\(third.failures) \(third.warnings)")
+    }
+}
