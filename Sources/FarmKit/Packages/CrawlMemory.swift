@@ -10,6 +10,10 @@ public struct CrawlMemory: Sendable {
     public let directory: String
     /// How long a pin found served is not asked again: mirrors drop superseded packages, but not within hours.
     public static let servedFor: TimeInterval = 24 * 3600
+    /// How long a pin a mirror did not serve is taken as still missing (its kernel left out): an
+    /// index keeps listing such packages for weeks; an hour keeps repeated crawls quick and still
+    /// notices a mirror that catches up the same day.
+    public static let unservedFor: TimeInterval = 3600
 
     public init(directory: String) { self.directory = directory }
 
@@ -50,16 +54,36 @@ public struct CrawlMemory: Sendable {
 
     static func servedKey(_ package: PackageReference) -> String { "\(package.url) \(package.sha256.hex) \(package.size)" }
 
-    /// When each pin was last found served.
-    func served() -> [String: Double] {
-        guard let data = FileManager.default.contents(atPath: servedPath) else { return [:] }
-        return (try? JSONDecoder().decode([String: Double].self, from: data)) ?? [:]
+    /// When each pin was last found served, and when each was last found not served.
+    struct Mirrors: Codable {
+        var served: [String: Double] = [:]
+        var unserved: [String: Double] = [:]
+
+        /// true: served within a day; false: not served within the hour; nil: ask.
+        func known(_ package: PackageReference, now: Date) -> Bool? {
+            let key = CrawlMemory.servedKey(package), time = now.timeIntervalSince1970
+            if let seen = served[key], time - seen < CrawlMemory.servedFor { return true }
+            if let missed = unserved[key], time - missed < CrawlMemory.unservedFor { return false }
+            return nil
+        }
     }
 
-    /// Records the pins found served now, keeping the others' times, dropping what is older than a day.
-    func rememberServed(_ packages: [PackageReference], now: Date) {
-        var all = served().filter { now.timeIntervalSince1970 - $0.value < CrawlMemory.servedFor }
-        for package in packages { all[CrawlMemory.servedKey(package)] = now.timeIntervalSince1970 }
+    func mirrors() -> Mirrors {
+        guard let data = FileManager.default.contents(atPath: servedPath) else { return Mirrors() }
+        return (try? JSONDecoder().decode(Mirrors.self, from: data)) ?? Mirrors()
+    }
+
+    /// Records what was asked now, keeping the other answers until they are too old to use.
+    func remember(served: [PackageReference], unserved: [PackageReference], now: Date) {
+        var all = mirrors()
+        let time = now.timeIntervalSince1970
+        all.served = all.served.filter { time - $0.value < CrawlMemory.servedFor }
+        all.unserved = all.unserved.filter { time - $0.value < CrawlMemory.unservedFor }
+        for package in served {
+            all.served[CrawlMemory.servedKey(package)] = time
+            all.unserved[CrawlMemory.servedKey(package)] = nil
+        }
+        for package in unserved { all.unserved[CrawlMemory.servedKey(package)] = time }
         guard let data = try? JSONEncoder().encode(all), (try? AtomicFile.makeDirectory(directory)) != nil else { return }
         try? AtomicFile.write(data, to: servedPath, sync: false)
     }

@@ -145,11 +145,16 @@ public struct Crawler: Sendable {
         let resolver = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
         var candidates: [String: [String]] = [:]
         var pins: [String: PackageReference] = [:]
-        // A pin found served within the last day is not asked again.
-        let servedBefore = memory?.served() ?? [:]
+        // A pin found served within the last day is not asked again, nor one not served within the hour.
+        let known = memory?.mirrors() ?? CrawlMemory.Mirrors()
+        var knownUnserved = Set<String>()
         for kernel in found.values {
             for package in kernel.packages + [kernel.image, kernel.imageModules].compactMap({ $0 }) {
-                if let seen = servedBefore[CrawlMemory.servedKey(package)], now.timeIntervalSince1970 - seen < CrawlMemory.servedFor { continue }
+                switch known.known(package, now: now) {
+                case true?: continue
+                case false?: knownUnserved.insert(package.url); continue
+                case nil: break
+                }
                 let urls = resolver.urls(for: package, upstream: kernel.upstream, suite: kernel.suite).urls
                 // A yum mirrorlist is read when fetching; its kernel-devel was fetched by the crawl already.
                 if urls.isEmpty, manifest.upstream(named: kernel.upstream)?.mirrorlist != nil { continue }
@@ -157,8 +162,10 @@ public struct Crawler: Sendable {
                 pins[package.url] = package
             }
         }
-        let unservedFiles = await Crawler.unserved(candidates)
-        memory?.rememberServed(pins.filter { !unservedFiles.contains($0.key) }.map(\.value), now: now)
+        let asked = await Crawler.unserved(candidates)
+        memory?.remember(served: pins.filter { !asked.contains($0.key) }.map(\.value),
+                         unserved: pins.filter { asked.contains($0.key) }.map(\.value), now: now)
+        let unservedFiles = asked.union(knownUnserved)
         var unserved: [KernelName] = []
         for (identity, kernel) in found {
             let missingFiles = kernel.packages.map(\.url).filter(unservedFiles.contains)
