@@ -12,6 +12,7 @@ import SyntheticKinds
 //   swift run -c release farm-bench bundle [--release R]   (see BundleBenchmark.swift)
 //   swift run -c release farm-bench compile [--kernels 8]  (see CompileBenchmark.swift)
 //   swift run -c release farm-bench capture [--runs 3]     (see CaptureBenchmark.swift)
+//   swift run -c release farm-bench plan [--kernels 10000] (see PlanBenchmark.swift)
 //
 // Reports plan, cold-cache dry-run, cold build and no-op build times next to `ninja -n`, ninja's
 // build and a no-op `ninja -n`, and the ratios.
@@ -30,6 +31,15 @@ if CommandLine.arguments.dropFirst().first == "capture" {
         try await captureBenchmark(Array(CommandLine.arguments.dropFirst(2)))
     } catch {
         print("farm-bench capture: \(error)")
+        exit(1)
+    }
+    exit(0)
+}
+if CommandLine.arguments.dropFirst().first == "plan" {
+    do {
+        try planBenchmark(Array(CommandLine.arguments.dropFirst(2)))
+    } catch {
+        print("farm-bench plan: \(error)")
         exit(1)
     }
     exit(0)
