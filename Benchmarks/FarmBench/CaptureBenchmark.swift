@@ -10,7 +10,7 @@ import Foundation
 /// LiME streamed through a bare `ssh -L` forward into a plain socket reader (Python, to nothing).
 ///
 /// `--shaped 20mbit` runs it all in a private network namespace (`unshare -n`) whose loopback,
-/// where QEMU's user-net forward and every reader live, is limited by `tc netem rate`; farm runs
+/// where QEMU's user-net forward and every reader live, is limited by `tc` (tbf); farm runs
 /// with `--compress on` there unless `--compress` says otherwise, and the channel is not measured.
 ///
 /// The kernel's LiME is built, signed and published into a scratch project with its own keys;
@@ -196,7 +196,7 @@ func captureBenchmark(_ arguments: [String]) async throws {
             let console = (try? FileManager.default.attributesOfItem(atPath: booted.console)[.size] as? Int) ?? 0
             let start = ContinuousClock.now
             // It can hang after a failure: `timeout` ends its whole process group (its workers too).
-            let result = try Executable.run("/usr/bin/timeout", ["--signal=KILL", "180", peer, "--server", "127.0.0.1", "--port", String(booted.port),
+            let result = try Executable.run("/usr/bin/timeout", ["--signal=KILL", shaped == nil ? "180" : "1200", peer, "--server", "127.0.0.1", "--port", String(booted.port),
                                                                  "--username", "root", "--key", rsa, "--repository", "--repository-url", url,
                                                                  "--filename", output + "/memory.lime"],
                                             environment: environment, directory: output)
@@ -218,7 +218,7 @@ func captureBenchmark(_ arguments: [String]) async throws {
     }
 
     print("farm-bench capture: \(kernel.release) lab (\(booted.accelerator), \(memory) MiB), repository over HTTP with signatures checked, \(runs) run(s) each,"
-          + " farm --compress \(compression)" + (shaped.map { ", loopback shaped to \($0) (tc netem in a private network namespace)" } ?? ""))
+          + " farm --compress \(compression)" + (shaped.map { ", loopback shaped to \($0) (tc tbf in a private network namespace)" } ?? ""))
     print("load before: " + ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?").trimmingCharacters(in: .whitespacesAndNewlines))
     func mib(_ bytes: Int) -> Double { Double(bytes) / 1_048_576 }
     var farmRuns: [(seconds: Double, bytes: Int)] = []
@@ -260,20 +260,23 @@ func captureBenchmark(_ arguments: [String]) async throws {
 }
 
 /// Runs this benchmark again inside `unshare -n`, its loopback (where QEMU's user-net forward,
-/// farm, Margarita Shotgun and the repository server all meet) limited to `rate` by `tc netem`.
+/// farm, Margarita Shotgun and the repository server all meet) limited to `rate` by `tc`'s tbf.
 /// Skips, saying why, where that cannot be done.
 func runShaped(rate: String, arguments: [String]) throws {
     guard let unshare = Executable.find("unshare"), let tc = Executable.find("tc"), let ip = Executable.find("ip") else {
         print("farm-bench capture --shaped: skipped: needs unshare (util-linux), tc and ip (iproute2)")
         return
     }
-    let probe = try Executable.run(unshare, ["-n", "--", "/bin/sh", "-c", "\(ip) link set lo up && \(tc) qdisc add dev lo root netem rate \(rate)"])
+    // tbf, not netem (a kernel may lack sch_netem); with loopback's MTU at Ethernet's, so a
+    // 32 KiB bucket holds whole packets.
+    let shape = "\(ip) link set lo mtu 1500 up && \(tc) qdisc add dev lo root tbf rate \(rate) burst 32kb latency 400ms"
+    let probe = try Executable.run(unshare, ["-n", "--", "/bin/sh", "-c", shape])
     guard probe.status == 0 else {
         print("farm-bench capture --shaped: skipped: cannot shape a private network namespace's loopback (needs root or user namespaces,"
-              + " and sch_netem): \(probe.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+              + " and sch_tbf): \(probe.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         return
     }
-    let script = "\(ip) link set lo up && \(tc) qdisc add dev lo root netem rate \(rate) && exec \"$0\" \"$@\""
+    let script = shape + " && exec \"$0\" \"$@\""
     let termination = try Executable.run(unshare, ["-n", "--", "/bin/sh", "-c", script, CommandLine.arguments[0], "capture"] + arguments + ["--inside-shaped"],
                                          environment: nil) { FileHandle.standardOutput.write($0) }
     if termination.status != 0 { throw BenchFailure("the shaped run failed (exit \(termination.status))") }

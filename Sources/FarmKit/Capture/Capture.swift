@@ -197,7 +197,7 @@ public struct Capture: Sendable {
         case .auto:
             guard supported else { return (false, "auto: " + missing) }
             let rate = try probeChannel(target)
-            let verdict = rate < Capture.compressBelow ? "below" : "not below"
+            let verdict = rate < Capture.compressBelow ? "below" : "at or above"
             return (rate < Capture.compressBelow,
                     String(format: "auto: the SSH channel carried %.1f MiB/s in a %d MiB probe, %@ %.1f MiB/s (the slowest host's deflate rate)",
                            rate / 1_048_576, Capture.probeBytes >> 20, verdict, Capture.compressBelow / 1_048_576))
