@@ -14,8 +14,8 @@ struct CaptureCommand: ParsableCommand {
         to <output>/<host>-<release>-<UTC time>.lime (mode 0600) and checked against the host's \
         System RAM, with a JSON sidecar (size, sha256, ranges, rate, cipher, compression). With --compress \
         on LiME deflates the stream (compress=1) and farm inflates it, writing the same image; auto (the \
-        default) compresses only when a 4 MiB probe of the SSH channel is slower than 2.5 MiB/s (20 Mbit/s), \
-        the slowest host's deflate rate measured. LiME is unloaded and the upload removed, also on failure or Ctrl-C. \
+        default) compresses only when a 4 MiB probe of the SSH channel is slower than 1.25 MiB/s (~10 Mbit/s), \
+        half the slowest host's deflate rate measured. LiME is unloaded and the upload removed, also on failure or Ctrl-C. \
         Uses the OpenSSH client: your ssh config, agent and known_hosts apply, and host keys are checked.
         """)
 

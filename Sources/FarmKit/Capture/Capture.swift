@@ -102,11 +102,13 @@ public struct Capture: Sendable {
     /// How long LiME may send nothing, before its first byte or after any other, before the capture fails.
     public var stall: Double = 60
     public var compression: CaptureCompression = .auto
-    /// `auto` compresses when the probe finds the channel slower than this (2.5 MiB/s, 20 Mbit/s):
-    /// the slowest deflate measured, a 256 MiB lab under QEMU's TCG on a loaded 2-core machine
-    /// (2.4 MiB/s of memory; 9.7 quiet), the slowest host farm captures. Below it compressing
-    /// cannot lose; above it a real CPU (tens of MiB/s) may still win, which `--compress on` takes.
-    public static let compressBelow: Double = 2.5 * 1_048_576
+    /// `auto` compresses when the probe finds the channel slower than this (1.25 MiB/s, ~10
+    /// Mbit/s): half the slowest deflate measured, a 256 MiB lab under QEMU's TCG on a loaded
+    /// 2-core machine (2.4 MiB/s of memory; 9.7 quiet), because in that lab the probe (a session
+    /// channel) read as little as half the rate of LiME's forwarded stream (1.7 against 5.6 MiB/s).
+    /// Below it compressing cannot lose; above it a real CPU (tens of MiB/s) may still win, which
+    /// `--compress on` takes.
+    public static let compressBelow: Double = 1.25 * 1_048_576
     /// Bytes the `auto` probe sends through the channel.
     static let probeBytes = 4 << 20
     public let progress: @Sendable (String) -> Void
