@@ -56,6 +56,15 @@ public struct CaptureTarget: Sendable, CustomStringConvertible {
     var destination: String { (user.map { $0 + "@" } ?? "") + host }
 }
 
+/// Whether LiME deflates its stream (`compress=1`, which farm inflates while receiving): it
+/// trades the host's CPU for the link, so it pays only on a link slower than the host deflates.
+public enum CaptureCompression: String, Sendable, CaseIterable {
+    /// Compress when a probe of the SSH channel is slower than `Capture.compressBelow`.
+    case auto
+    case on
+    case off
+}
+
 /// What one capture produced.
 public struct CaptureReport: Sendable, Codable {
     public var host: String
@@ -71,6 +80,15 @@ public struct CaptureReport: Sendable, Codable {
     public var started: Date
     public var seconds: Double
     public var bytesPerSecond: Double
+    /// The SSH cipher and MAC the client and the host agreed on (`ssh -v`), e.g.
+    /// `chacha20-poly1305@openssh.com <implicit>`; nil when ssh did not say.
+    public var cipher: String?
+    /// `zlib` (LiME's `compress=1`, inflated here) or `none`.
+    public var compression: String
+    /// Why: the `--compress` choice, and for `auto` the probe's rate against the threshold.
+    public var compressionReason: String
+    /// Bytes that crossed the link (fewer than `size` when compressed).
+    public var streamed: UInt64
 }
 
 /// `farm capture`: per host, the module for its kernel from a verified repository, LiME loaded
@@ -83,6 +101,16 @@ public struct Capture: Sendable {
     public let output: String
     /// How long LiME may send nothing, before its first byte or after any other, before the capture fails.
     public var stall: Double = 60
+    public var compression: CaptureCompression = .auto
+    /// `auto` compresses when the probe finds the channel slower than this (1.25 MiB/s, ~10
+    /// Mbit/s): half the slowest deflate measured, a 256 MiB lab under QEMU's TCG on a loaded
+    /// 2-core machine (2.4 MiB/s of memory; 9.7 quiet), because in that lab the probe (a session
+    /// channel) read as little as half the rate of LiME's forwarded stream (1.7 against 5.6 MiB/s).
+    /// Below it compressing cannot lose; above it a real CPU (tens of MiB/s) may still win, which
+    /// `--compress on` takes.
+    public static let compressBelow: Double = 1.25 * 1_048_576
+    /// Bytes the `auto` probe sends through the channel.
+    static let probeBytes = 4 << 20
     public let progress: @Sendable (String) -> Void
 
     public init(repository: RepositorySource, fingerprint: String?, output: String, progress: @escaping @Sendable (String) -> Void) {
@@ -101,18 +129,81 @@ public struct Capture: Sendable {
     public static var wasInterrupted: Bool { interrupted != 0 }
 
 
-    func ssh(_ target: CaptureTarget, _ command: String, input: String? = nil, timeout: Int = 60) throws -> Executable.Result {
+    func sshPath() throws -> String {
         guard let ssh = Executable.find("ssh") else { throw FarmError.toolMissing(tool: "ssh", package: "openssh-client", purpose: "farm capture") }
-        return try Executable.run(ssh, target.arguments + ["--", target.destination, command], input: input, timeout: Double(timeout))
+        return ssh
+    }
+
+    /// `verbose`: `ssh -v`, whose debug lines name the negotiated cipher.
+    func ssh(_ target: CaptureTarget, _ command: String, input: String? = nil, timeout: Int = 60, verbose: Bool = false) throws -> Executable.Result {
+        try Executable.run(try sshPath(), (verbose ? ["-v"] : []) + target.arguments + ["--", target.destination, command],
+                           input: input, timeout: Double(timeout))
     }
 
     func checked(_ target: CaptureTarget, _ what: String, _ command: String, input: String? = nil, timeout: Int = 60) throws -> String {
-        let result = try ssh(target, command, input: input, timeout: timeout)
+        try checkedResult(target, what, command, input: input, timeout: timeout).stdout
+    }
+
+    func checkedResult(_ target: CaptureTarget, _ what: String, _ command: String, input: String? = nil, timeout: Int = 60,
+                       verbose: Bool = false) throws -> Executable.Result {
+        let result = try ssh(target, command, input: input, timeout: timeout, verbose: verbose)
         guard result.status == 0 else {
-            let detail = result.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+            let detail = result.stderr.split(separator: "\n").filter { !$0.hasPrefix("debug") }.joined(separator: "\n")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
             throw FarmError("\(target): \(what) failed (ssh exit \(result.status))\(detail.isEmpty ? "" : ": " + detail)")
         }
-        return result.stdout
+        return result
+    }
+
+    /// The cipher and MAC from `ssh -v`'s `kex: server->client cipher: C MAC: M compression: none`.
+    static func cipher(sshDebug: String) -> String? {
+        guard let line = sshDebug.split(separator: "\n").first(where: { $0.contains("kex: server->client cipher: ") }) else { return nil }
+        let words = line.split(separator: " ")
+        guard let c = words.firstIndex(of: "cipher:"), c + 1 < words.count else { return nil }
+        let mac = words.firstIndex(of: "MAC:").flatMap { $0 + 1 < words.count ? words[$0 + 1] : nil }
+        return String(words[c + 1]) + (mac.map { " " + $0 } ?? "")
+    }
+
+    /// Plain bytes per second the SSH channel carries from the host to here: zeros from `head`,
+    /// timed here from the first chunk to the last, so the session's start does not count.
+    func probeChannel(_ target: CaptureTarget) throws -> Double {
+        var first: ContinuousClock.Instant?
+        var last = ContinuousClock.now
+        var bytes = 0, firstBytes = 0
+        let termination = try Executable.run(try sshPath(), target.arguments + ["--", target.destination, "head -c \(Capture.probeBytes) /dev/zero"],
+                                             environment: nil) { chunk in
+            if first == nil { first = .now; firstBytes = chunk.count }
+            last = .now
+            bytes += chunk.count
+        }
+        guard termination.status == 0, bytes >= Capture.probeBytes, let first else {
+            throw FarmError("\(target): probing the SSH channel's rate failed (ssh exit \(termination.status), \(bytes) bytes);"
+                               + " pass --compress on or off to skip the probe")
+        }
+        let elapsed = last - first
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return Double(bytes - firstBytes) / max(seconds, 0.001)
+    }
+
+    /// Whether to pass `compress=1`, and why.
+    func decideCompression(_ target: CaptureTarget, module: RepositoryModule, moduleBytes: Data) throws -> (Bool, String) {
+        let info = try? ModuleInfo.parse(moduleBytes, file: repository.name(module.location))
+        let supported = info?.fields.contains { $0.key == "parmtype" && $0.value.hasPrefix("compress:") } ?? false
+        let missing = "\(repository.name(module.location)) has no 'compress' parameter (LiME has one only when the kernel has CONFIG_ZLIB_DEFLATE=y)"
+        switch compression {
+        case .off:
+            return (false, "--compress off")
+        case .on:
+            guard supported else { throw FarmError("\(target): --compress on, but \(missing); capture with --compress off") }
+            return (true, "--compress on")
+        case .auto:
+            guard supported else { return (false, "auto: " + missing) }
+            let rate = try probeChannel(target)
+            let verdict = rate < Capture.compressBelow ? "below" : "at or above"
+            return (rate < Capture.compressBelow,
+                    String(format: "auto: the SSH channel carried %.1f MiB/s in a %d MiB probe, %@ %.1f MiB/s (the slowest host's deflate rate)",
+                           rate / 1_048_576, Capture.probeBytes >> 20, verdict, Capture.compressBelow / 1_048_576))
+        }
     }
 
     /// Captures every target, `parallel` at a time; results in the targets' order.
@@ -138,8 +229,9 @@ public struct Capture: Sendable {
 
     public func run(_ target: CaptureTarget) throws -> CaptureReport {
         // 1. What the host runs.
-        let facts = try checked(target, "reading uname and /proc/iomem",
-                                "uname -r; uname -m; id -u; cat /proc/iomem").split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let first = try checkedResult(target, "reading uname and /proc/iomem", "uname -r; uname -m; id -u; cat /proc/iomem", verbose: true)
+        let cipher = Capture.cipher(sshDebug: first.stderr)
+        let facts = first.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         guard facts.count >= 3 else { throw FarmError("\(target): uname printed nothing usable") }
         let (release, machine) = (facts[0], facts[1])
         let sudo = facts[2] == "0" ? "" : "sudo -n "
@@ -149,6 +241,8 @@ public struct Capture: Sendable {
 
         // 2. The module, checked before anything touches the host.
         let (module, moduleBytes) = try GnuPG.withScratch { scratch in try fetchModule(release: release, machine: machine, target: target, scratch: scratch) }
+        let (compressed, compressionReason) = try decideCompression(target, module: module, moduleBytes: moduleBytes)
+        progress("\(target): \(compressed ? "compressed (zlib)" : "not compressed") (\(compressionReason)); cipher \(cipher ?? "unknown")")
         let remote = "/tmp/farm-lime-\(UInt32.random(in: 0...UInt32.max)).ko"
         let port = Int.random(in: 20_000...60_000)
         var uploaded = false
@@ -169,7 +263,7 @@ public struct Capture: Sendable {
         guard sum.hasPrefix(module.checksum) else { throw FarmError("\(target): the uploaded module's sha256 is not the repository's") }
 
         // 4. insmod in the background (LiME's init only returns when the image is sent).
-        let parameters = "path=tcp:\(port) format=lime localhostonly=1"
+        let parameters = "path=tcp:\(port) format=lime localhostonly=1" + (compressed ? " compress=1" : "")
         let load = "(\(sudo)insmod \(remote.shellQuoted) \(parameters.shellQuoted); echo $? > \((remote + ".rc").shellQuoted)) "
             + "</dev/null >\((remote + ".log").shellQuoted) 2>&1 &"
         _ = try checked(target, "loading LiME", load)
@@ -196,21 +290,21 @@ public struct Capture: Sendable {
         let image = output + "/\(target.host)-\(release)-\(stamp).lime"
         let expected = ram.reduce(UInt64(0)) { $0 + 32 + $1.size }
         let receiver = MemoryStream(port: localPort, target: target.description, stall: stall, progress: progress)
-        let written = try receiver.receive(into: image + ".part", expected: expected) { process.isRunning }
+        let received = try receiver.receive(into: image + ".part", expected: expected, compressed: compressed) { process.isRunning }
         let seconds = Date().timeIntervalSince(started)
 
         // 6. The image must be what the host's RAM says.
         let ranges = try LimeImage.ranges(of: image + ".part")
         guard ranges == ram else {
-            throw FarmError("\(target): the image's ranges (\(ranges.count), \(written) bytes) are not the host's System RAM (\(ram.count) ranges);"
+            throw FarmError("\(target): the image's ranges (\(ranges.count), \(received.bytes) bytes) are not the host's System RAM (\(ram.count) ranges);"
                                + " kept as \(image).part")
         }
         try AtomicFile.rename(image + ".part", to: image)
-        let (digest, size) = try SHA256.hash(fileAt: image)
-        let report = CaptureReport(host: target.description, release: release, machine: machine, image: image, size: UInt64(size),
-                                   sha256: digest.hex, module: repository.name(module.location), moduleSHA256: module.checksum,
+        let report = CaptureReport(host: target.description, release: release, machine: machine, image: image, size: received.bytes,
+                                   sha256: received.sha256.hex, module: repository.name(module.location), moduleSHA256: module.checksum,
                                    repository: repository.location, ranges: ranges, started: started, seconds: seconds,
-                                   bytesPerSecond: Double(size) / max(seconds, 0.001))
+                                   bytesPerSecond: Double(received.bytes) / max(seconds, 0.001), cipher: cipher,
+                                   compression: compressed ? "zlib" : "none", compressionReason: compressionReason, streamed: received.streamed)
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .iso8601
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

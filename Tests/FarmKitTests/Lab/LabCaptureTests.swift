@@ -7,7 +7,7 @@ extension DebianArchiveTests.CompileTests {
     /// End to end, for real: the newest bookworm kernel's LiME built, signed and published from a
     /// fresh crawl; that kernel booted by `farm lab up` under QEMU; `farm capture` from the
     /// published repository with signature checking on. The image is a LiME file covering the
-    /// lab's RAM and holds the kernel's banner. Then: a bad module signature and a repository
+    /// lab's RAM and holds the kernel's banner; so does one with `--compress on`. Then: a bad module signature and a repository
     /// without the host's kernel fail clearly and leave nothing on the host, and Ctrl-C during
     /// streaming unloads LiME.
     @Test func labKernelIsCapturedFromThePublishedRepositoryAndLeftClean() async throws {
@@ -67,6 +67,32 @@ extension DebianArchiveTests.CompileTests {
         let sidecar = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: image + ".json"))) as? [String: Any])
         #expect((sidecar["sha256"] as? String) == SHA256.hash(bytes).hex)
         #expect((sidecar["size"] as? NSNumber)?.intValue == bytes.count)
+        // auto: the probe's verdict decides, and the sidecar says which cipher carried the stream.
+        let reason = sidecar["compressionReason"] as? String ?? ""
+        #expect(reason.hasPrefix("auto: the SSH channel carried "), "\(sidecar)")
+        #expect((sidecar["compression"] as? String) == (reason.contains(" below ") ? "zlib" : "none"), "\(sidecar)")
+        #expect((sidecar["cipher"] as? String)?.isEmpty == false, "\(sidecar)")
+        try hostIsClean()
+
+        // Compressed (LiME's compress=1): the same checks pass on the inflated image, and fewer
+        // bytes crossed the link than it holds.
+        let compressedOutput = scratch.file("compressed")
+        let compressed = try runProcess(Products.farm, ["capture", "--lab", name, "--repo", repo, "--output", compressedOutput, "--compress", "on",
+                                                        "--manifest", manifest, "--cache", project.cache])
+        #expect(compressed.status == 0, "\(compressed.stdout)\(compressed.stderr)")
+        let inflated = compressedOutput + "/" + (try #require(try FileManager.default.contentsOfDirectory(atPath: compressedOutput).first { $0.hasSuffix(".lime") }))
+        #expect(try FileManager.default.attributesOfItem(atPath: inflated)[.posixPermissions] as? NSNumber == 0o600)
+        #expect(try LimeImage.ranges(of: inflated) == ranges)
+        let inflatedBytes = try Data(contentsOf: URL(fileURLWithPath: inflated), options: .alwaysMapped)
+        #expect(inflatedBytes.range(of: Data("Linux version \(newest.release)".utf8)) != nil, "no kernel banner in the inflated image")
+        let compressedSidecar = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: inflated + ".json"))) as? [String: Any])
+        #expect((compressedSidecar["sha256"] as? String) == SHA256.hash(inflatedBytes).hex)
+        #expect((compressedSidecar["size"] as? NSNumber)?.intValue == inflatedBytes.count)
+        #expect((compressedSidecar["compression"] as? String) == "zlib" && (compressedSidecar["compressionReason"] as? String) == "--compress on")
+        let streamed = (compressedSidecar["streamed"] as? NSNumber)?.intValue ?? .max
+        #expect(streamed < inflatedBytes.count / 2, "\(streamed) bytes streamed for \(inflatedBytes.count)")
+        print("lab capture: plain \(sidecar["bytesPerSecond"] ?? "?") B/s (\(sidecar["compression"] ?? "?")), compressed \(compressedSidecar["bytesPerSecond"] ?? "?") B/s,"
+              + " \(streamed) bytes streamed for \(inflatedBytes.count), cipher \(sidecar["cipher"] ?? "?")")
         try hostIsClean()
 
         // A module whose signature is bad: refused before anything reaches the host.
