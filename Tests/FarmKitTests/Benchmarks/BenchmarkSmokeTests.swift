@@ -35,6 +35,14 @@ extension DebianArchiveTests {
             #expect(result.stdout.contains("ratio"), "\(result.stdout)")
         }
 
+        @Test func theCaptureBenchmarkRunsAgainstMargaritaShotgun() async throws {
+            let project = try await CompileProject.shared.get()
+            let result = try runProcess(BenchmarkSmokeTests.bench, ["capture", "--manifest", project.manifest, "--cache", project.cache,
+                                                                    "--release", project.release, "--memory", "128", "--runs", "1", "--compress", "off"])
+            #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+            #expect(result.stdout.contains("ratio"), "\(result.stdout)")
+        }
+
         @Test func theCompileBenchmarkRunsAgainstSerialMake() async throws {
             let project = try await CompileProject.shared.get()
             // A copy of the project with its own keys: the shared project has none, and its other tests rely on that.
