@@ -17,6 +17,7 @@ let package = Package(
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Linux calls Glibc does not wrap for Swift (a child's parent-death signal), as static inline functions.
         .systemLibrary(name: "CFarmLinux"),
 
@@ -30,7 +31,7 @@ let package = Package(
         .target(
             name: "FarmKit",
             dependencies: [
-                "FarmEngine", "CArchive", "CCurl", "CGit2",
+                "FarmEngine", "CArchive", "CCurl", "CGit2", "CZlib",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
