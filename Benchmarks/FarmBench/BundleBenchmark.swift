@@ -68,6 +68,17 @@ private func bundleRuns(packages: [String], release: String, runs: Int, work: St
         if round == 0 { print(String(format: "  bundle: %.2f s", seconds(ContinuousClock.now - buildStart))) }
         farmTimes.append(seconds(ContinuousClock.now - farmStart))
         farmSize = (try FileManager.default.attributesOfItem(atPath: farmDirectory + "/bundle.tgz")[.size] as? Int64) ?? 0
+        if round == 0 {
+            // Untimed: the in-memory tree must give the staged extraction's tar, on real packages too.
+            for package in packages { try PackageExtractor.extract(package: package, into: farmDirectory + "/staging") }
+            try BundleBuilder.build(stagingRoot: farmDirectory + "/staging", release: release, distro: "debian",
+                                    checksum: String(repeating: "0", count: 64), output: farmDirectory + "/staged.tar", compression: .none)
+            try BundleBuilder.build(packages: tree, release: release, distro: "debian",
+                                    checksum: String(repeating: "0", count: 64), output: farmDirectory + "/memory.tar", compression: .none)
+            let same = FileManager.default.contentsEqual(atPath: farmDirectory + "/staged.tar", andPath: farmDirectory + "/memory.tar")
+            print("  in-memory tar = staged extraction's tar: \(same ? "yes" : "NO")")
+            guard same else { exit(1) }
+        }
 
         let packerDirectory = "\(work)/packer-\(round)"
         try FileManager.default.createDirectory(atPath: packerDirectory + "/tree", withIntermediateDirectories: true)
