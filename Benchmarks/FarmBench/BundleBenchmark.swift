@@ -57,11 +57,8 @@ private func bundleRuns(packages: [String], release: String, runs: Int, work: St
         try FileManager.default.createDirectory(atPath: farmDirectory, withIntermediateDirectories: true)
         let farmStart = ContinuousClock.now
         let tree = ExtractedTree()
-        for package in packages {
-            let start = ContinuousClock.now
-            try PackageExtractor.read(package: package, into: tree)
-            if round == 0 { print(String(format: "  read %@: %.2f s", (package as NSString).lastPathComponent.prefix(12) as CVarArg, seconds(ContinuousClock.now - start))) }
-        }
+        try PackageExtractor.read(packages: packages, into: tree)
+        if round == 0 { print(String(format: "  read the packages: %.2f s", seconds(ContinuousClock.now - farmStart))) }
         let buildStart = ContinuousClock.now
         try BundleBuilder.build(packages: tree, release: release, distro: "debian",
                                 checksum: String(repeating: "0", count: 64), output: farmDirectory + "/bundle.tgz")

@@ -28,9 +28,8 @@ public struct BundleAction: TaskAction {
             throw FarmError(message: "task \(context.kind):\(context.label) has no package inputs; the kernel lists no packages")
         }
         let packages = ExtractedTree()
-        for role in roles {
-            let path = try context.inputPath(role, "package")
-            let summary = try PackageExtractor.read(package: path, into: packages)
+        let summaries = try PackageExtractor.read(packages: roles.map { try context.inputPath($0, "package") }, into: packages)
+        for (role, summary) in zip(roles, summaries) {
             let name = summary.name.map { [$0, summary.version].compactMap { $0 }.joined(separator: " ") } ?? "\(summary.format.rawValue) package"
             context.log.append("\(role): \(name) (\(try context.input(role, "package").short)): \(summary.entries) entries, \(summary.bytes) bytes\n")
         }

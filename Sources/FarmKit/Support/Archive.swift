@@ -60,6 +60,15 @@ public enum Archive {
         return try reader.readData(limit: Int.max)
     }
 
+    /// `decompress` for bytes that came from `name` (a package's member, say), refused past
+    /// `limit` bytes so a small bomb cannot fill memory.
+    public static func decompress(_ data: Data, name: String, limit: Int) throws -> Data {
+        if data.isEmpty { return data }
+        let reader = try Reader(data: data, name: name, raw: true)
+        guard try reader.next() != nil else { return Data() }
+        return try reader.readData(limit: limit)
+    }
+
     /// Reads an archive entry by entry. Not shareable between threads.
     public final class Reader {
         /// The file name, or what the caller named the bytes, for error messages.

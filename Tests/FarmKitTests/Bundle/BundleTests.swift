@@ -122,7 +122,11 @@ struct BundleTests {
         let inMemory = try #require(throws: ExtractionError.self) {
             try PackageExtractor.read(package: deb, into: ExtractedTree())
         }
+        let together = try #require(throws: ExtractionError.self) {
+            try PackageExtractor.read(packages: [deb], into: ExtractedTree())
+        }
         #expect(inMemory.description == staged.description)
+        #expect(together.description == staged.description)
         #expect(inMemory.entry == hostile.entry)
         #expect(inMemory.description.contains(hostile.reason), "\(inMemory)")
     }
@@ -245,7 +249,12 @@ struct BundleTests {
         var bundles: [Data] = []
         for round in 0..<2 {
             let tree = ExtractedTree()
-            for package in packages { try PackageExtractor.read(package: package, into: tree) }
+            // One package at a time, then all at once as the bundle task reads them.
+            if round == 0 {
+                for package in packages { try PackageExtractor.read(package: package, into: tree) }
+            } else {
+                #expect(try PackageExtractor.read(packages: packages, into: tree).map(\.entries).allSatisfy { $0 > 0 })
+            }
             let report = try BundleBuilder.build(packages: tree, release: Self.release, distro: "debian",
                                                  checksum: "feed", output: scratch.file("memory-\(round).tar"), compression: .none)
             #expect(report.dropped == stagedReport.dropped)
@@ -257,6 +266,7 @@ struct BundleTests {
         }
         let staged = try Data(contentsOf: URL(fileURLWithPath: scratch.file("staged.tar")))
         #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("memory-0.tar"))) == staged)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("memory-1.tar"))) == staged)
         #expect(staged.count > 1 << 20, "the sparse file's megabyte is in the tar")
         #expect(bundles[0] == bundles[1])
 
