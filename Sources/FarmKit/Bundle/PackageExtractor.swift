@@ -62,8 +62,11 @@ public enum PackageExtractor {
             }
         }
         var summaries: [Summary] = []
-        for (path, result) in zip(paths, decoded) {
-            switch try result!.get() {
+        for (index, path) in paths.enumerated() {
+            let result = decoded[index]!
+            // A placed payload's memory goes back before the next one is read.
+            decoded[index] = nil
+            switch try result.get() {
             case .rpm:
                 summaries.append(try read(package: path, into: tree))
             case let .deb(control, payloads):
