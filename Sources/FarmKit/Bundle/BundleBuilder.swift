@@ -171,7 +171,9 @@ public enum BundleBuilder {
         }
         entries.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
 
-        let writer = try Archive.Writer(tarInMemoryNamed: output)
+        // The tar's blocks are compressed on the other cores while the next ones are written.
+        let gzip = compression == .gzip ? Zlib.GzipWriter() : nil
+        let writer = try Archive.Writer(tarInMemoryNamed: output, gzip: gzip)
         for (name, node) in entries {
             switch node {
             case .directory:
@@ -185,15 +187,8 @@ public enum BundleBuilder {
             }
         }
         try writer.finish()
-        let tar = writer.bytes
-        switch compression {
-        case .gzip:
-            let gzip = try tar.withUnsafeBytes { try Zlib.parallelGzip($0) }
-            // The store syncs what it keeps; the work directory is scratch.
-            try AtomicFile.write(Data(gzip), to: output, sync: false)
-        case .none:
-            try AtomicFile.write(Data(tar), to: output, sync: false)
-        }
+        // The store syncs what it keeps; the work directory is scratch.
+        try AtomicFile.write(Data(try gzip?.finish() ?? writer.bytes), to: output, sync: false)
         report.entries = entries.count
         return report
     }

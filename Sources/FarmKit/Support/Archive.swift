@@ -282,9 +282,9 @@ public enum Archive {
             }
         }
 
-        /// A plain tar (no compression) kept in memory, in `bytes` once `finish` returned, for a
-        /// caller that compresses it itself. The same format and entry fields as `tarGzipAt`.
-        public init(tarInMemoryNamed name: String) throws {
+        /// A plain tar (no compression) kept in memory, in `bytes` once `finish` returned, or
+        /// handed to `gzip` as it is written. The same format and entry fields as `tarGzipAt`.
+        public init(tarInMemoryNamed name: String, gzip: Zlib.GzipWriter? = nil) throws {
             guard let handle = archive_write_new(), let entry = archive_entry_new() else {
                 throw ArchiveError(archive: name, message: "libarchive could not allocate a writer (out of memory)")
             }
@@ -292,6 +292,7 @@ public enum Archive {
             self.handle = handle
             self.entry = entry
             let sink = MemorySink()
+            sink.gzip = gzip
             self.sink = sink
             let setup: [(String, () -> Int32)] = [
                 ("select the pax-restricted tar format", { archive_write_set_format_pax_restricted(handle) }),
@@ -299,7 +300,8 @@ public enum Archive {
                     archive_write_open(handle, Unmanaged.passUnretained(sink).toOpaque(), nil, { _, context, buffer, length in
                         let sink = Unmanaged<MemorySink>.fromOpaque(context!).takeUnretainedValue()
                         if let buffer, length > 0 {
-                            sink.bytes.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: length))
+                            let bytes = UnsafeRawBufferPointer(start: buffer, count: length)
+                            if let gzip = sink.gzip { gzip.append(bytes) } else { sink.bytes.append(contentsOf: bytes) }
                         }
                         return la_ssize_t(length)
                     }, nil)
@@ -317,6 +319,7 @@ public enum Archive {
 
         private final class MemorySink {
             var bytes: [UInt8] = []
+            var gzip: Zlib.GzipWriter?
         }
 
         deinit {

@@ -11,58 +11,98 @@ public enum Zlib {
     /// nothing in size.
     static let dictionarySize = 32 << 10
 
-    /// One gzip member of `input` at level 6, compressed on every core the way pigz does it: fixed
-    /// blocks, each deflated on its own with the previous 32 KiB as its dictionary and ended by a
-    /// sync flush (the last by finishing the stream), so the concatenation is one deflate stream;
-    /// the CRC is combined over the blocks. The bytes depend only on `input`, not on the number of
-    /// cores or the timing: the header has no name and MTIME 0, the OS byte is Unix.
+    /// One gzip member of `input` at level 6, compressed on every core: `GzipWriter` in one call.
     public static func parallelGzip(_ input: UnsafeRawBufferPointer) throws -> [UInt8] {
-        let size = gzipBlockSize
-        let blocks = max(1, (input.count + size - 1) / size)
-        nonisolated(unsafe) var outputs = [[UInt8]](repeating: [], count: blocks)
-        nonisolated(unsafe) var crcs = [UInt](repeating: 0, count: blocks)
-        nonisolated(unsafe) var failures = [Int32](repeating: Z_OK, count: blocks)
-        nonisolated(unsafe) let base = input.baseAddress.map { UnsafePointer<UInt8>($0.assumingMemoryBound(to: UInt8.self)) }
-        let count = input.count
-        outputs.withUnsafeMutableBufferPointer { outputs in
-            crcs.withUnsafeMutableBufferPointer { crcs in
-                failures.withUnsafeMutableBufferPointer { failures in
-                    nonisolated(unsafe) let outputs = outputs, crcs = crcs, failures = failures
-                    DispatchQueue.concurrentPerform(iterations: blocks) { index in
-                        let start = index * size
-                        let length = min(size, count - start)
-                        let dictionaryStart = max(0, start - dictionarySize)
-                        let block = base.map { UnsafeBufferPointer(start: $0 + start, count: length) } ?? UnsafeBufferPointer(start: nil, count: 0)
-                        let dictionary = base.map { UnsafeBufferPointer(start: $0 + dictionaryStart, count: start - dictionaryStart) } ?? UnsafeBufferPointer(start: nil, count: 0)
-                        let result = deflateBlock(block, dictionary: dictionary, last: index == blocks - 1)
-                        outputs[index] = result.output
-                        failures[index] = result.status
-                        crcs[index] = crc32(0, block.baseAddress, uInt(length))
-                    }
-                }
+        let writer = GzipWriter()
+        writer.append(input)
+        return try writer.finish()
+    }
+
+    /// Gzips what is appended the way pigz does it, compressing full blocks on other cores while
+    /// the caller goes on appending: fixed blocks, each deflated at level 6 on its own with the
+    /// previous 32 KiB as its dictionary and ended by a sync flush, then a last (possibly empty)
+    /// block that finishes the stream, so the concatenation is one deflate stream; the CRC is
+    /// combined over the blocks. The bytes depend only on the input, not on the number of cores
+    /// or the timing: the header has no name and MTIME 0, the OS byte is Unix.
+    public final class GzipWriter: @unchecked Sendable {
+        private let queue = DispatchQueue(label: "farm.gzip", attributes: .concurrent)
+        private let group = DispatchGroup()
+        /// Blocks queued or being compressed at most, so memory stays bounded.
+        private let slots = DispatchSemaphore(value: 2 * ProcessInfo.processInfo.activeProcessorCount + 2)
+        private let lock = NSLock()
+        // Guarded by `lock`: written by the compressing threads.
+        private var outputs: [Int: (bytes: [UInt8], crc: UInt, length: Int)] = [:]
+        private var failure: Int32 = Z_OK
+        // Only touched by the appending thread.
+        private var pending: [UInt8] = []
+        private var previousTail: [UInt8] = []
+        private var blocks = 0
+        private var total = 0
+
+        public init() {
+            pending.reserveCapacity(Zlib.gzipBlockSize)
+        }
+
+        public func append(_ bytes: UnsafeRawBufferPointer) {
+            var offset = 0
+            while offset < bytes.count {
+                let take = min(Zlib.gzipBlockSize - pending.count, bytes.count - offset)
+                pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + take)]))
+                offset += take
+                if pending.count == Zlib.gzipBlockSize { dispatch(last: false) }
             }
         }
-        if let failure = failures.first(where: { $0 != Z_OK }) {
-            throw FarmError(message: "zlib failed to compress (status \(failure)); the machine may be out of memory")
+
+        /// The whole gzip member; the writer takes no more input.
+        public func finish() throws -> [UInt8] {
+            dispatch(last: true)
+            group.wait()
+            if failure != Z_OK {
+                throw FarmError(message: "zlib failed to compress (status \(failure)); the machine may be out of memory")
+            }
+            var crc = crc32(0, nil, 0)
+            var size = 10 + 8
+            for index in 0..<blocks {
+                let block = outputs[index]!
+                crc = crc32_combine(crc, block.crc, off_t(block.length))
+                size += block.bytes.count
+            }
+            // RFC 1952: magic, deflate, no flags, MTIME 0, XFL 0, OS 3 (Unix).
+            var gzip: [UInt8] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]
+            gzip.reserveCapacity(size)
+            for index in 0..<blocks { gzip.append(contentsOf: outputs[index]!.bytes) }
+            outputs = [:]
+            let isize = UInt32(truncatingIfNeeded: total)
+            for shift in stride(from: 0, to: 32, by: 8) { gzip.append(UInt8(truncatingIfNeeded: UInt32(crc) >> UInt32(shift))) }
+            for shift in stride(from: 0, to: 32, by: 8) { gzip.append(UInt8(truncatingIfNeeded: isize >> UInt32(shift))) }
+            return gzip
         }
-        var crc = crc32(0, nil, 0)
-        for index in 0..<blocks {
-            let length = min(size, count - index * size)
-            crc = crc32_combine(crc, crcs[index], off_t(max(length, 0)))
+
+        private func dispatch(last: Bool) {
+            let block = pending, dictionary = previousTail, number = blocks
+            previousTail = Array(pending.suffix(Zlib.dictionarySize))
+            pending = []
+            pending.reserveCapacity(Zlib.gzipBlockSize)
+            blocks += 1
+            total += block.count
+            slots.wait()
+            queue.async(group: group) { [self] in
+                let result = block.withUnsafeBufferPointer { block in
+                    dictionary.withUnsafeBufferPointer { Zlib.deflateBlock(block, dictionary: $0, last: last) }
+                }
+                let crc = block.withUnsafeBufferPointer { crc32(0, $0.baseAddress, uInt($0.count)) }
+                lock.withLock {
+                    outputs[number] = (result.output, crc, block.count)
+                    if result.status != Z_OK { failure = result.status }
+                }
+                slots.signal()
+            }
         }
-        // RFC 1952: magic, deflate, no flags, MTIME 0, XFL 0, OS 3 (Unix).
-        var gzip: [UInt8] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]
-        gzip.reserveCapacity(10 + outputs.reduce(0) { $0 + $1.count } + 8)
-        for output in outputs { gzip.append(contentsOf: output) }
-        let isize = UInt32(truncatingIfNeeded: count)
-        for shift in stride(from: 0, to: 32, by: 8) { gzip.append(UInt8(truncatingIfNeeded: UInt32(crc) >> UInt32(shift))) }
-        for shift in stride(from: 0, to: 32, by: 8) { gzip.append(UInt8(truncatingIfNeeded: isize >> UInt32(shift))) }
-        return gzip
     }
 
     /// Raw deflate of one block at level 6, ending on a byte boundary (sync flush) or, for the
     /// last block, with the final block marker.
-    private static func deflateBlock(_ block: UnsafeBufferPointer<UInt8>, dictionary: UnsafeBufferPointer<UInt8>,
+    fileprivate static func deflateBlock(_ block: UnsafeBufferPointer<UInt8>, dictionary: UnsafeBufferPointer<UInt8>,
                                      last: Bool) -> (output: [UInt8], status: Int32) {
         var stream = z_stream()
         // windowBits -15: raw deflate, the gzip wrapper is written once around all blocks.

@@ -310,6 +310,15 @@ struct BundleTests {
         let first = try input.withUnsafeBytes { try Zlib.parallelGzip($0) }
         let second = try input.withUnsafeBytes { try Zlib.parallelGzip($0) }
         #expect(first == second)
+        // Appended piece by piece, as the tar writer hands over its 10 KiB records: the same bytes.
+        let writer = Zlib.GzipWriter()
+        var offset = 0
+        while offset < input.count {
+            let piece = min(Int.random(in: 1...30_000, using: &generator), input.count - offset)
+            input[offset..<(offset + piece)].withUnsafeBytes { writer.append($0) }
+            offset += piece
+        }
+        #expect(try writer.finish() == first)
         #expect(first[0...9] == [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3], "no name, MTIME 0, Unix")
         let path = scratch.file("data.gz")
         try Data(first).write(to: URL(fileURLWithPath: path))
