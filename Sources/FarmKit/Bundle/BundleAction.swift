@@ -13,7 +13,8 @@ public struct BundleAction: TaskAction {
     }
 
     public var kind: String { "bundle" }
-    public var version: Int { 1 }
+    // 2: packages read in memory, gzip in parallel blocks (other bytes for the same tar).
+    public var version: Int { 2 }
     public var parameters: [(name: String, value: String)] { [("release", release), ("distro", distro)] }
     public var resource: ResourceClass { .io }
 
@@ -27,10 +28,9 @@ public struct BundleAction: TaskAction {
         guard !roles.isEmpty else {
             throw FarmError(message: "task \(context.kind):\(context.label) has no package inputs; the kernel lists no packages")
         }
-        let staging = context.workDirectory + "/staging"
-        for role in roles {
-            let path = try context.inputPath(role, "package")
-            let summary = try PackageExtractor.extract(package: path, into: staging)
+        let packages = ExtractedTree()
+        let summaries = try PackageExtractor.read(packages: roles.map { try context.inputPath($0, "package") }, into: packages)
+        for (role, summary) in zip(roles, summaries) {
             let name = summary.name.map { [$0, summary.version].compactMap { $0 }.joined(separator: " ") } ?? "\(summary.format.rawValue) package"
             context.log.append("\(role): \(name) (\(try context.input(role, "package").short)): \(summary.entries) entries, \(summary.bytes) bytes\n")
         }
@@ -38,7 +38,7 @@ public struct BundleAction: TaskAction {
         let output = context.workDirectory + "/bundle-\(release).tgz"
         // The task's key changes exactly when a package, the release, the distro or this code
         // changes, which is what a consumer of BUNDLE_CHECKSUM needs to know.
-        let report = try BundleBuilder.build(stagingRoot: staging, release: release, distro: distro,
+        let report = try BundleBuilder.build(packages: packages, release: release, distro: distro,
                                              checksum: context.key.hex, output: output)
         for name in report.dropped { context.log.append("left out /\(name): not part of a \(distro) bundle\n") }
         for line in report.relativized { context.log.append("made relative: \(line)\n") }

@@ -26,15 +26,47 @@ public enum BundleBuilder {
         case symlink(String)
     }
 
-    /// Builds `output` from `stagingRoot`; the staging directory is read, never changed.
+    /// How the tar is stored: gzip for a bundle; plain for comparing two builds' trees byte for byte.
+    public enum Compression: Sendable {
+        /// One gzip member at level 6 compressed on every core in fixed blocks (`Zlib.parallelGzip`).
+        case gzip
+        case none
+    }
+
+    /// Builds `output` from the packages read into `packages` (in their order), without a file
+    /// on disk but the output.
     @discardableResult
-    public static func build(stagingRoot: String, release: String, distro: String, checksum: String,
-                             output: String) throws -> Report {
-        let version = try versionParts(release)
+    public static func build(packages: ExtractedTree, release: String, distro: String, checksum: String,
+                             output: String, compression: Compression = .gzip) throws -> Report {
         var report = Report()
         var tree: [String: Node] = [:]
-        let headers = headersDirectory(distro: distro, release: release)
+        tree.reserveCapacity(packages.nodes.count)
+        var topLevel = Set<String>()
+        for (path, node) in packages.nodes {
+            let top = path.prefix { $0 != "/" }
+            guard top == "usr" || top == "lib" else {
+                topLevel.insert(String(top))
+                continue
+            }
+            switch node {
+            case .directory: tree[path] = .directory
+            case let .file(file): tree[path] = .contents(file.data, executable: file.mode & 0o111 != 0)
+            case let .symlink(target): tree[path] = .symlink(target)
+            }
+        }
+        report.dropped = topLevel.sorted()
+        return try finish(tree: tree, report: report, origin: "the kernel's packages", release: release, distro: distro,
+                          checksum: checksum, output: output, compression: compression)
+    }
 
+    /// Builds `output` from `stagingRoot`; the staging directory is read, never changed. The bundle
+    /// task reads its packages in memory (`build(packages:)`); this is the staged way, kept so tests
+    /// can show both give the same tar.
+    @discardableResult
+    public static func build(stagingRoot: String, release: String, distro: String, checksum: String,
+                             output: String, compression: Compression = .gzip) throws -> Report {
+        var report = Report()
+        var tree: [String: Node] = [:]
         for name in try listDirectory(stagingRoot).sorted() {
             if name == "usr" || name == "lib" {
                 try walk(stagingRoot, relative: name, into: &tree)
@@ -42,8 +74,19 @@ public enum BundleBuilder {
                 report.dropped.append(name)
             }
         }
+        return try finish(tree: tree, report: report, origin: stagingRoot, release: release, distro: distro,
+                          checksum: checksum, output: output, compression: compression)
+    }
+
+    /// kernel-packer's layout from the packages' merged tree (`origin` names it in messages).
+    private static func finish(tree initialTree: [String: Node], report initialReport: Report, origin: String, release: String,
+                               distro: String, checksum: String, output: String, compression: Compression) throws -> Report {
+        let version = try versionParts(release)
+        var report = initialReport
+        var tree = initialTree
+        let headers = headersDirectory(distro: distro, release: release)
         guard case .directory = tree[headers] else {
-            throw FarmError(message: "\(stagingRoot): the packages hold no directory \(headers); "
+            throw FarmError(message: "\(origin): the packages hold no directory \(headers); "
                               + "check that the kernel's package list has the headers of release \(release)")
         }
         if distro == "redhat" {
@@ -72,15 +115,23 @@ public enum BundleBuilder {
             switch tree[directory] {
             case nil: tree[directory] = .directory
             case .directory?: break
-            default: throw FarmError(message: "\(stagingRoot)/\(directory): expected a directory for the bundle's build link; the packages are not laid out as \(distro)'s")
+            default: throw FarmError(message: "\(origin)/\(directory): expected a directory for the bundle's build link; the packages are not laid out as \(distro)'s")
             }
         }
         tree[modules + "/build"] = .symlink("../../../" + headers)
 
         for (path, node) in tree where path.hasPrefix("usr/src/") && path.hasSuffix("/Makefile") {
-            guard case let .file(source, executable) = node else { continue }
-            guard let data = FileManager.default.contents(atPath: source) else {
-                throw FileSystemError.io(operation: "read", path: source, errno: errno == 0 ? EIO : errno)
+            let data: Data, executable: Bool
+            switch node {
+            case let .file(source, isExecutable):
+                guard let contents = FileManager.default.contents(atPath: source) else {
+                    throw FileSystemError.io(operation: "read", path: source, errno: errno == 0 ? EIO : errno)
+                }
+                (data, executable) = (contents, isExecutable)
+            case let .contents(contents, isExecutable):
+                (data, executable) = (contents, isExecutable)
+            default:
+                continue
             }
             if let rewritten = rewriteIncludes(data) {
                 tree[path] = .contents(rewritten, executable: executable)
@@ -120,7 +171,9 @@ public enum BundleBuilder {
         }
         entries.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
 
-        let writer = try Archive.Writer(tarGzipAt: output)
+        // The tar's blocks are compressed on the other cores while the next ones are written.
+        let gzip = compression == .gzip ? Zlib.GzipWriter() : nil
+        let writer = try Archive.Writer(tarInMemoryNamed: output, gzip: gzip)
         for (name, node) in entries {
             switch node {
             case .directory:
@@ -134,6 +187,8 @@ public enum BundleBuilder {
             }
         }
         try writer.finish()
+        // The store syncs what it keeps; the work directory is scratch.
+        try AtomicFile.write(Data(try gzip?.finish() ?? writer.bytes), to: output, sync: false)
         report.entries = entries.count
         return report
     }

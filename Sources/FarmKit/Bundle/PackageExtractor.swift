@@ -41,14 +41,81 @@ public enum PackageExtractor {
     public static func extract(package path: String, into stagingRoot: String) throws -> Summary {
         let format = try detectFormat(path)
         try AtomicFile.makeDirectory(stagingRoot)
-        let staging = try Staging(root: stagingRoot, package: path)
+        return try unpack(package: path, format: format, into: try Staging(root: stagingRoot))
+    }
 
+    /// Reads `package` into `tree` in memory, with every check `extract` makes and the same
+    /// overlay rules (a later package's file replaces an earlier one's), without writing a file.
+    @discardableResult
+    public static func read(package path: String, into tree: ExtractedTree) throws -> Summary {
+        try unpack(package: path, format: try detectFormat(path), into: tree)
+    }
+
+    /// Reads `packages` into `tree` in their order, as `read(package:into:)` one after the other
+    /// would, with the .debs' payloads decompressed at the same time: xz takes most of the time.
+    public static func read(packages paths: [String], into tree: ExtractedTree) throws -> [Summary] {
+        nonisolated(unsafe) var decoded = [Result<Decoded, any Error>?](repeating: nil, count: paths.count)
+        decoded.withUnsafeMutableBufferPointer { buffer in
+            nonisolated(unsafe) let buffer = buffer
+            DispatchQueue.concurrentPerform(iterations: paths.count) { index in
+                buffer[index] = Result { try decode(paths[index]) }
+            }
+        }
+        var summaries: [Summary] = []
+        for (index, path) in paths.enumerated() {
+            let result = decoded[index]!
+            // A placed payload's memory goes back before the next one is read.
+            decoded[index] = nil
+            switch try result.get() {
+            case .rpm:
+                summaries.append(try read(package: path, into: tree))
+            case let .deb(control, payloads):
+                let placer = Placer(destination: tree, package: path)
+                if let name = control.name { placer.package = "\(path) (\(name) \(control.version ?? "without version"))" }
+                for (member, payload) in payloads {
+                    try placer.extractAll(from: Archive.Reader(data: payload, name: "\(path): \(member)"))
+                }
+                summaries.append(Summary(format: .deb, name: control.name, version: control.version, entries: placer.entries, bytes: placer.bytes))
+            }
+        }
+        return summaries
+    }
+
+    private enum Decoded {
+        case rpm
+        /// The control file's fields and each `data.tar` member's name and decompressed bytes.
+        case deb(control: (name: String?, version: String?), payloads: [(String, Data)])
+    }
+
+    private static func decode(_ path: String) throws -> Decoded {
+        guard try detectFormat(path) == .deb else { return .rpm }
+        let reader = try Archive.Reader(path: path)
+        var control: (name: String?, version: String?) = (nil, nil)
+        var payloads: [(String, Data)] = []
+        while let member = try reader.next() {
+            if member.path.hasPrefix("control.tar") {
+                control = try readControl(Archive.Reader(currentEntryOf: reader))
+            } else if member.path.hasPrefix("data.tar") {
+                let compressed = try reader.readData(limit: Int(packageLimit))
+                payloads.append((member.path, try Archive.decompress(compressed, name: "\(path): \(member.path)", limit: Int(packageLimit) + (1 << 30))))
+            }
+        }
+        guard !payloads.isEmpty else {
+            let package = control.name.map { "\(path) (\($0) \(control.version ?? "without version"))" } ?? path
+            throw ExtractionError(package: package, entry: nil,
+                                  problem: "it has no data.tar member, so it is not a Debian binary package; check the package list")
+        }
+        return .deb(control: control, payloads: payloads)
+    }
+
+    private static func unpack(package path: String, format: Format, into destination: some ExtractionDestination) throws -> Summary {
+        let placer = Placer(destination: destination, package: path)
         let reader = try Archive.Reader(path: path)
         switch format {
         case .rpm:
             // libarchive strips rpm's lead and header and reads the cpio payload.
-            try staging.extractAll(from: reader)
-            return Summary(format: .rpm, name: nil, version: nil, entries: staging.entries, bytes: staging.bytes)
+            try placer.extractAll(from: reader)
+            return Summary(format: .rpm, name: nil, version: nil, entries: placer.entries, bytes: placer.bytes)
         case .deb:
             var control: (name: String?, version: String?) = (nil, nil)
             var sawData = false
@@ -56,18 +123,18 @@ public enum PackageExtractor {
                 if member.path.hasPrefix("control.tar") {
                     control = try readControl(Archive.Reader(currentEntryOf: reader))
                     if let name = control.name {
-                        staging.package = "\(path) (\(name) \(control.version ?? "without version"))"
+                        placer.package = "\(path) (\(name) \(control.version ?? "without version"))"
                     }
                 } else if member.path.hasPrefix("data.tar") {
-                    try staging.extractAll(from: Archive.Reader(currentEntryOf: reader))
+                    try placer.extractAll(from: Archive.Reader(currentEntryOf: reader))
                     sawData = true
                 }
             }
             guard sawData else {
-                throw ExtractionError(package: staging.package, entry: nil,
+                throw ExtractionError(package: placer.package, entry: nil,
                                       problem: "it has no data.tar member, so it is not a Debian binary package; check the package list")
             }
-            return Summary(format: .deb, name: control.name, version: control.version, entries: staging.entries, bytes: staging.bytes)
+            return Summary(format: .deb, name: control.name, version: control.version, entries: placer.entries, bytes: placer.bytes)
         }
     }
 
@@ -102,7 +169,7 @@ public enum PackageExtractor {
         guard fd >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }
         defer { close(fd) }
         var magic = [UInt8](repeating: 0, count: 8)
-        let count = read(fd, &magic, 8)
+        let count = Glibc.read(fd, &magic, 8)
         if count == 8, magic == Array("!<arch>\n".utf8) { return .deb }
         // RPM's lead starts with these four bytes (rpm's lib/rpmlead.c).
         if count >= 4, magic[0..<4] == [0xED, 0xAB, 0xEE, 0xDB] { return .rpm }
@@ -124,32 +191,42 @@ public enum PackageExtractor {
     }
 }
 
-/// Writes entries below one directory descriptor. Every path is walked component by component
-/// with O_NOFOLLOW, so no symlink (planted by this package or an earlier one) is ever followed.
-private final class Staging {
-    private let root: Int32
+/// Where a package's checked entries go: a staging directory on disk or a tree in memory. Paths
+/// are components below the package root, already free of absolute names and `..`; a
+/// destination throws `Refusal` for what its own state makes unsafe (a path through a symlink).
+protocol ExtractionDestination: AnyObject {
+    func makeDirectory(_ path: ArraySlice<String>) throws
+    func writeFile(_ path: [String], mode: UInt32, from reader: Archive.Reader) throws
+    func makeSymlink(_ path: [String], target: String) throws
+    /// `target` is an earlier regular file; with `data`, the entry's bytes replace the shared file's.
+    func makeHardlink(_ path: [String], to target: [String], named targetName: String, data: Bool, from reader: Archive.Reader) throws
+}
+
+/// A destination's reason to refuse an entry; the placer names the package and the entry.
+struct Refusal: Error {
+    let problem: String
+    init(_ problem: String) { self.problem = problem }
+}
+
+/// The checks every destination shares: names, links leaving the root, entry types, sizes.
+private final class Placer<Destination: ExtractionDestination> {
+    let destination: Destination
     var package: String
     var entries = 0
     var bytes: Int64 = 0
-    /// The directory the last entry went into: archives list a directory's entries together, and
-    /// walking every path from the root cost more than the extraction itself. Safe to keep because
-    /// nothing here removes or replaces a directory.
-    private var cached: (path: ArraySlice<String>, fd: Int32)?
 
-    init(root path: String, package: String) throws {
-        root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard root >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }
+    init(destination: Destination, package: String) {
+        self.destination = destination
         self.package = package
-    }
-
-    deinit {
-        if let cached { close(cached.fd) }
-        close(root)
     }
 
     func extractAll(from reader: Archive.Reader) throws {
         while let entry = try reader.next() {
-            try place(entry, from: reader)
+            do {
+                try place(entry, from: reader)
+            } catch let refusal as Refusal {
+                throw refuse(entry.path, refusal.problem)
+            }
         }
     }
 
@@ -182,47 +259,22 @@ private final class Staging {
             guard entry.type == .directory else { throw refuse(entry.path, "it names the package root but is not a directory") }
             return
         }
-        let name = path[path.count - 1]
         switch entry.type {
         case let .other(kind):
             throw refuse(entry.path, "it is a \(kind), which a package of files has no business holding")
         case .directory:
-            _ = try directory(path[...], entry: entry.path)
+            try destination.makeDirectory(path[...])
         case .regular:
-            let parent = try directory(path.dropLast(), entry: entry.path)
-            try clear(name, in: parent, entry: entry.path)
-            let fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw FileSystemError.io(operation: "create", path: entry.path, errno: errno) }
-            defer { close(fd) }
-            try reader.writeData(to: fd)
-            fchmod(fd, mode_t(entry.mode & 0o777 | 0o600))
+            try destination.writeFile(path, mode: entry.mode, from: reader)
         case .symlink:
             guard let target = entry.symlinkTarget, !target.isEmpty else { throw refuse(entry.path, "the symlink has no target") }
             try checkContained(target, linkDirectory: path.dropLast(), entry: entry.path)
-            let parent = try directory(path.dropLast(), entry: entry.path)
-            try clear(name, in: parent, entry: entry.path)
-            guard symlinkat(target, parent, name) == 0 else { throw FileSystemError.io(operation: "symlink", path: entry.path, errno: errno) }
+            try destination.makeSymlink(path, target: target)
         case .hardlink:
             let targetPath = try components(of: entry.hardlinkTarget ?? "", entry: entry.path)
-            guard let targetName = targetPath.last else { throw refuse(entry.path, "the hardlink has no target") }
-            let targetParent = try walk(targetPath.dropLast(), entry: entry.path, create: false)
-            defer { close(targetParent) }
-            var info = stat()
-            guard fstatat(targetParent, targetName, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFREG else {
-                throw refuse(entry.path, "its hardlink target '\(entry.hardlinkTarget ?? "")' is not a regular file extracted before it")
-            }
-            let parent = try directory(path.dropLast(), entry: entry.path)
-            try clear(name, in: parent, entry: entry.path)
-            guard linkat(targetParent, targetName, parent, name, 0) == 0 else {
-                throw FileSystemError.io(operation: "link", path: entry.path, errno: errno)
-            }
+            guard !targetPath.isEmpty else { throw refuse(entry.path, "the hardlink has no target") }
             // cpio (rpm's payload) stores a hardlinked file's data with its last name.
-            if entry.size > 0 {
-                let fd = openat(parent, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC)
-                guard fd >= 0 else { throw FileSystemError.io(operation: "open", path: entry.path, errno: errno) }
-                defer { close(fd) }
-                try reader.writeData(to: fd)
-            }
+            try destination.makeHardlink(path, to: targetPath, named: entry.hardlinkTarget ?? "", data: entry.size > 0, from: reader)
         }
     }
 
@@ -240,12 +292,168 @@ private final class Staging {
             }
         }
     }
+}
+
+/// A package's files held in memory as they would be extracted, several packages overlaid in
+/// order: the bundle task's input, so 30,000 small files never touch the disk.
+public final class ExtractedTree: ExtractionDestination {
+    /// A regular file: hardlinked names share one, as they share an inode on disk.
+    public final class File {
+        public fileprivate(set) var data: Data
+        /// Permission bits as extraction sets them (the entry's, plus owner read and write).
+        public fileprivate(set) var mode: UInt32
+
+        init(data: Data, mode: UInt32) {
+            self.data = data
+            self.mode = mode
+        }
+    }
+
+    public enum Node {
+        case directory
+        case file(File)
+        case symlink(String)
+    }
+
+    /// Paths relative to the package root (`usr/src/...`), the root itself not included.
+    public private(set) var nodes: [String: Node] = [:]
+    /// The directory the last entry went into, known to exist: archives list a directory's
+    /// entries together. Nothing here removes or replaces a directory, so it stays true.
+    private var lastDirectory: ArraySlice<String>?
+
+    public init() {}
+
+    func makeDirectory(_ path: ArraySlice<String>) throws {
+        try directory(path)
+    }
+
+    func writeFile(_ path: [String], mode: UInt32, from reader: Archive.Reader) throws {
+        let key = try placeable(path)
+        nodes[key] = .file(File(data: try contents(reader), mode: mode & 0o777 | 0o600))
+    }
+
+    func makeSymlink(_ path: [String], target: String) throws {
+        let key = try placeable(path)
+        nodes[key] = .symlink(target)
+    }
+
+    func makeHardlink(_ path: [String], to target: [String], named targetName: String, data: Bool, from reader: Archive.Reader) throws {
+        try walk(target.dropLast(), create: false)
+        guard case let .file(file)? = nodes[target.joined(separator: "/")] else {
+            throw Refusal("its hardlink target '\(targetName)' is not a regular file extracted before it")
+        }
+        let key = try placeable(path)
+        nodes[key] = .file(file)
+        if data { file.data = try contents(reader) }
+    }
+
+    /// The current entry's bytes, a sparse entry's trailing hole included (its size is the file's).
+    private func contents(_ reader: Archive.Reader) throws -> Data {
+        var data = try reader.readData(limit: Int(PackageExtractor.entryLimit))
+        if data.count < Int(reader.currentEntrySize) { data.append(Data(count: Int(reader.currentEntrySize) - data.count)) }
+        return data
+    }
+
+    /// The key of a file or symlink about to be placed at `path`, its parent made, refusing to
+    /// replace a directory (as unlinking one fails on disk).
+    private func placeable(_ path: [String]) throws -> String {
+        try directory(path.dropLast())
+        let key = path.joined(separator: "/")
+        if case .directory? = nodes[key] { throw Refusal("a directory of that name was extracted before it") }
+        return key
+    }
+
+    private func directory(_ path: ArraySlice<String>) throws {
+        if let lastDirectory, lastDirectory == path { return }
+        try walk(path, create: true)
+        lastDirectory = path
+    }
+
+    /// Follows `path` from the root, creating missing directories if asked, refusing symlinks
+    /// and files on the way, as the staging directory's `O_NOFOLLOW` walk does.
+    private func walk(_ path: ArraySlice<String>, create: Bool) throws {
+        var walked = ""
+        for part in path {
+            walked += walked.isEmpty ? part : "/" + part
+            switch nodes[walked] {
+            case .directory?: continue
+            case nil:
+                guard create else { throw FileSystemError.io(operation: "open directory", path: walked, errno: ENOENT) }
+                nodes[walked] = .directory
+            case .symlink?: throw Refusal("its path goes through '\(walked)', which is a symlink")
+            case .file?: throw Refusal("its path goes through '\(walked)', which is not a directory")
+            }
+        }
+    }
+}
+
+/// Writes entries below one directory descriptor. Every path is walked component by component
+/// with O_NOFOLLOW, so no symlink (planted by this package or an earlier one) is ever followed.
+private final class Staging: ExtractionDestination {
+    private let root: Int32
+    /// The directory the last entry went into: archives list a directory's entries together, and
+    /// walking every path from the root cost more than the extraction itself. Safe to keep because
+    /// nothing here removes or replaces a directory.
+    private var cached: (path: ArraySlice<String>, fd: Int32)?
+
+    init(root path: String) throws {
+        root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard root >= 0 else { throw FileSystemError.io(operation: "open", path: path, errno: errno) }
+    }
+
+    deinit {
+        if let cached { close(cached.fd) }
+        close(root)
+    }
+
+    func makeDirectory(_ path: ArraySlice<String>) throws {
+        _ = try directory(path)
+    }
+
+    func writeFile(_ path: [String], mode: UInt32, from reader: Archive.Reader) throws {
+        let name = path[path.count - 1]
+        let parent = try directory(path.dropLast())
+        try clear(name, in: parent, path: path)
+        let fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FileSystemError.io(operation: "create", path: path.joined(separator: "/"), errno: errno) }
+        defer { close(fd) }
+        try reader.writeData(to: fd)
+        fchmod(fd, mode_t(mode & 0o777 | 0o600))
+    }
+
+    func makeSymlink(_ path: [String], target: String) throws {
+        let name = path[path.count - 1]
+        let parent = try directory(path.dropLast())
+        try clear(name, in: parent, path: path)
+        guard symlinkat(target, parent, name) == 0 else { throw FileSystemError.io(operation: "symlink", path: path.joined(separator: "/"), errno: errno) }
+    }
+
+    func makeHardlink(_ path: [String], to target: [String], named targetName: String, data: Bool, from reader: Archive.Reader) throws {
+        let name = path[path.count - 1]
+        let targetParent = try walk(target.dropLast(), create: false)
+        defer { close(targetParent) }
+        var info = stat()
+        guard fstatat(targetParent, target[target.count - 1], &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            throw Refusal("its hardlink target '\(targetName)' is not a regular file extracted before it")
+        }
+        let parent = try directory(path.dropLast())
+        try clear(name, in: parent, path: path)
+        guard linkat(targetParent, target[target.count - 1], parent, name, 0) == 0 else {
+            throw FileSystemError.io(operation: "link", path: path.joined(separator: "/"), errno: errno)
+        }
+        if data {
+            let fd = openat(parent, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { throw FileSystemError.io(operation: "open", path: path.joined(separator: "/"), errno: errno) }
+            defer { close(fd) }
+            try reader.writeData(to: fd)
+        }
+    }
 
     /// The directory at `path` below the root, created if missing; the descriptor stays owned by
     /// the cache and is valid until the next call.
-    private func directory(_ path: ArraySlice<String>, entry: String) throws -> Int32 {
+    private func directory(_ path: ArraySlice<String>) throws -> Int32 {
         if let cached, cached.path == path { return cached.fd }
-        let fd = try walk(path, entry: entry, create: true)
+        let fd = try walk(path, create: true)
         if let cached { close(cached.fd) }
         cached = (path, fd)
         return fd
@@ -253,9 +461,9 @@ private final class Staging {
 
     /// Opens (creating if asked) the directory at `path` below the root, refusing symlinks on the
     /// way. The caller closes the descriptor.
-    private func walk(_ path: ArraySlice<String>, entry: String, create: Bool = true) throws -> Int32 {
+    private func walk(_ path: ArraySlice<String>, create: Bool) throws -> Int32 {
         var current = dup(root)
-        guard current >= 0 else { throw FileSystemError.io(operation: "dup", path: entry, errno: errno) }
+        guard current >= 0 else { throw FileSystemError.io(operation: "dup", path: path.joined(separator: "/"), errno: errno) }
         var walked = ""
         for part in path {
             walked += walked.isEmpty ? part : "/" + part
@@ -273,8 +481,8 @@ private final class Staging {
                 var info = stat()
                 let isLink = fstatat(current, part, &info, AT_SYMLINK_NOFOLLOW) == 0 && info.st_mode & S_IFMT == S_IFLNK
                 close(current)
-                if isLink { throw refuse(entry, "its path goes through '\(walked)', which is a symlink") }
-                if code == ENOTDIR { throw refuse(entry, "its path goes through '\(walked)', which is not a directory") }
+                if isLink { throw Refusal("its path goes through '\(walked)', which is a symlink") }
+                if code == ENOTDIR { throw Refusal("its path goes through '\(walked)', which is not a directory") }
                 throw FileSystemError.io(operation: "open directory", path: walked, errno: code)
             }
             close(current)
@@ -284,12 +492,12 @@ private final class Staging {
     }
 
     /// Removes a file or symlink an earlier entry or package left at `name`, as dpkg would replace it.
-    private func clear(_ name: String, in parent: Int32, entry: String) throws {
+    private func clear(_ name: String, in parent: Int32, path: [String]) throws {
         guard unlinkat(parent, name, 0) != 0 else { return }
         switch errno {
         case ENOENT: return
-        case EISDIR: throw refuse(entry, "a directory of that name was extracted before it")
-        case let code: throw FileSystemError.io(operation: "replace", path: entry, errno: code)
+        case EISDIR: throw Refusal("a directory of that name was extracted before it")
+        case let code: throw FileSystemError.io(operation: "replace", path: path.joined(separator: "/"), errno: code)
         }
     }
 }

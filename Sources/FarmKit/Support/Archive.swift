@@ -60,6 +60,15 @@ public enum Archive {
         return try reader.readData(limit: Int.max)
     }
 
+    /// `decompress` for bytes that came from `name` (a package's member, say), refused past
+    /// `limit` bytes so a small bomb cannot fill memory.
+    public static func decompress(_ data: Data, name: String, limit: Int) throws -> Data {
+        if data.isEmpty { return data }
+        let reader = try Reader(data: data, name: name, raw: true)
+        guard try reader.next() != nil else { return Data() }
+        return try reader.readData(limit: limit)
+    }
+
     /// Reads an archive entry by entry. Not shareable between threads.
     public final class Reader {
         /// The file name, or what the caller named the bytes, for error messages.
@@ -175,9 +184,13 @@ public enum Archive {
                          symlinkTarget: symlink, hardlinkTarget: hardlink)
         }
 
+        /// The current entry's size as its header gives it (a sparse entry's includes its holes).
+        public var currentEntrySize: Int64 { currentSize }
+
         /// The current entry's data, refused when it passes `limit` bytes.
         public func readData(limit: Int) throws -> Data {
             var data = Data()
+            data.reserveCapacity(Int(min(max(currentSize, 0), Int64(limit))))
             let chunk = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 16)
             defer { chunk.deallocate() }
             while true {
@@ -267,6 +280,46 @@ public enum Archive {
             for (step, call) in setup where call() != ARCHIVE_OK {
                 throw ArchiveError(archive: path, message: "cannot \(step): \(message)")
             }
+        }
+
+        /// A plain tar (no compression) kept in memory, in `bytes` once `finish` returned, or
+        /// handed to `gzip` as it is written. The same format and entry fields as `tarGzipAt`.
+        public init(tarInMemoryNamed name: String, gzip: Zlib.GzipWriter? = nil) throws {
+            guard let handle = archive_write_new(), let entry = archive_entry_new() else {
+                throw ArchiveError(archive: name, message: "libarchive could not allocate a writer (out of memory)")
+            }
+            self.path = name
+            self.handle = handle
+            self.entry = entry
+            let sink = MemorySink()
+            sink.gzip = gzip
+            self.sink = sink
+            let setup: [(String, () -> Int32)] = [
+                ("select the pax-restricted tar format", { archive_write_set_format_pax_restricted(handle) }),
+                ("open the archive in memory", {
+                    archive_write_open(handle, Unmanaged.passUnretained(sink).toOpaque(), nil, { _, context, buffer, length in
+                        let sink = Unmanaged<MemorySink>.fromOpaque(context!).takeUnretainedValue()
+                        if let buffer, length > 0 {
+                            let bytes = UnsafeRawBufferPointer(start: buffer, count: length)
+                            if let gzip = sink.gzip { gzip.append(bytes) } else { sink.bytes.append(contentsOf: bytes) }
+                        }
+                        return la_ssize_t(length)
+                    }, nil)
+                }),
+            ]
+            for (step, call) in setup where call() != ARCHIVE_OK {
+                throw ArchiveError(archive: name, message: "cannot \(step): \(message)")
+            }
+        }
+
+        /// The archive written by `tarInMemoryNamed`, complete after `finish`.
+        public var bytes: [UInt8] { sink?.bytes ?? [] }
+
+        private var sink: MemorySink?
+
+        private final class MemorySink {
+            var bytes: [UInt8] = []
+            var gzip: Zlib.GzipWriter?
         }
 
         deinit {

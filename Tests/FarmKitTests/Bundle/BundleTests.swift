@@ -106,6 +106,31 @@ struct BundleTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty)
     }
 
+    @Test(arguments: hostile)
+    func refusesEntryEscapingRootWhenReadInMemoryWithTheStagedMessage(_ hostile: Hostile) throws {
+        let scratch = try Scratch()
+        let outside = scratch.file("outside")
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        let script = hostile.script
+            .replacingOccurrences(of: "OUTSIDE_ABSOLUTE", with: outside)
+            .replacingOccurrences(of: "OUTSIDE", with: "outside")
+        let deb = try Fixtures.handMadeDeb(in: scratch, entries: script)
+
+        let staged = try #require(throws: ExtractionError.self) {
+            try PackageExtractor.extract(package: deb, into: scratch.file("staging"))
+        }
+        let inMemory = try #require(throws: ExtractionError.self) {
+            try PackageExtractor.read(package: deb, into: ExtractedTree())
+        }
+        let together = try #require(throws: ExtractionError.self) {
+            try PackageExtractor.read(packages: [deb], into: ExtractedTree())
+        }
+        #expect(inMemory.description == staged.description)
+        #expect(together.description == staged.description)
+        #expect(inMemory.entry == hostile.entry)
+        #expect(inMemory.description.contains(hostile.reason), "\(inMemory)")
+    }
+
     // MARK: Bundles
 
     @Test func bundleHasKernelPackersLayout() throws {
@@ -203,6 +228,104 @@ struct BundleTests {
         #expect(header[4...7] == [0, 0, 0, 0], "gzip MTIME is zero")
         // The fixture has a name over ustar's 100 bytes, so a pax header is in the comparison.
         #expect(try Fixtures.run("tar", ["-tzf", scratch.file("first/staging.tgz")]).contains(Fixtures.longName))
+    }
+
+    @Test func bundleReadInMemoryHasTheStagedExtractionsTarByteForByte() throws {
+        let scratch = try Scratch()
+        let headers = "./usr/src/linux-headers-\(Self.release)"
+        // Over the kernel's packages: a file replacing an earlier package's file and one replacing
+        // a symlink, hardlinks, and a sparse file, as dpkg would overlay them.
+        let overlay = try Fixtures.handMadeDeb(in: scratch, entries: [
+            "directory('./usr'); directory('./usr/src'); directory('\(headers)')",
+            "file('\(headers)/.config'); hardlink('\(headers)/config-copy', '\(headers)/.config')",
+            "file('\(headers)/tools'); file('./etc/overlay-note')",
+        ].joined(separator: "; "))
+        let sparse = try Fixtures.sparseDeb(in: scratch, path: String(headers.dropFirst(2)) + "/sparse.bin").deb
+        let packages = try Fixtures.kernelPackages(in: scratch, release: Self.release) + [overlay, sparse]
+
+        for package in packages { try PackageExtractor.extract(package: package, into: scratch.file("staging")) }
+        let stagedReport = try BundleBuilder.build(stagingRoot: scratch.file("staging"), release: Self.release, distro: "debian",
+                                                   checksum: "feed", output: scratch.file("staged.tar"), compression: .none)
+        var bundles: [Data] = []
+        for round in 0..<2 {
+            let tree = ExtractedTree()
+            // One package at a time, then all at once as the bundle task reads them.
+            if round == 0 {
+                for package in packages { try PackageExtractor.read(package: package, into: tree) }
+            } else {
+                #expect(try PackageExtractor.read(packages: packages, into: tree).map(\.entries).allSatisfy { $0 > 0 })
+            }
+            let report = try BundleBuilder.build(packages: tree, release: Self.release, distro: "debian",
+                                                 checksum: "feed", output: scratch.file("memory-\(round).tar"), compression: .none)
+            #expect(report.dropped == stagedReport.dropped)
+            #expect(report.relativized == stagedReport.relativized)
+            #expect(report.rewrittenMakefiles == stagedReport.rewrittenMakefiles)
+            try BundleBuilder.build(packages: tree, release: Self.release, distro: "debian",
+                                    checksum: "feed", output: scratch.file("memory-\(round).tgz"))
+            bundles.append(try Data(contentsOf: URL(fileURLWithPath: scratch.file("memory-\(round).tgz"))))
+        }
+        let staged = try Data(contentsOf: URL(fileURLWithPath: scratch.file("staged.tar")))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("memory-0.tar"))) == staged)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("memory-1.tar"))) == staged)
+        #expect(staged.count > 1 << 20, "the sparse file's megabyte is in the tar")
+        #expect(bundles[0] == bundles[1])
+
+        _ = try Fixtures.run("gzip", ["-t", scratch.file("memory-0.tgz")])
+        let listed = try Fixtures.run("tar", ["-tzf", scratch.file("memory-0.tgz")])
+        #expect(listed == (try Fixtures.run("tar", ["-tf", scratch.file("staged.tar")])))
+        #expect(listed.contains("\(headers)/config-copy"))
+        let unpacked = try Fixtures.untar(scratch.file("memory-0.tgz"), into: scratch.file("unpacked"))
+        #expect(try String(contentsOfFile: unpacked + "/\(headers)/config-copy", encoding: .utf8) == "owned\n")
+        #expect(try String(contentsOfFile: unpacked + "/\(headers)/tools", encoding: .utf8) == "owned\n")
+    }
+
+    @Test(.enabled(if: Fixtures.hasTool("rpmbuild"), "rpmbuild is not installed (Debian package rpm; scripts/install-deps installs it)"))
+    func redhatBundleReadInMemoryHasTheStagedExtractionsTar() throws {
+        let scratch = try Scratch()
+        let rpm = try Fixtures.rpm(in: scratch)
+        let release = "5.14.0-1.el9.x86_64"
+        try PackageExtractor.extract(package: rpm, into: scratch.file("staging"))
+        try BundleBuilder.build(stagingRoot: scratch.file("staging"), release: release, distro: "redhat",
+                                checksum: "feed", output: scratch.file("staged.tar"), compression: .none)
+        let tree = ExtractedTree()
+        try PackageExtractor.read(package: rpm, into: tree)
+        try BundleBuilder.build(packages: tree, release: release, distro: "redhat",
+                                checksum: "feed", output: scratch.file("memory.tar"), compression: .none)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("memory.tar")))
+                == (try Data(contentsOf: URL(fileURLWithPath: scratch.file("staged.tar")))))
+        #expect(try Fixtures.run("tar", ["-tf", scratch.file("memory.tar")]).contains("./usr/src/kernels/\(release)/version.h"))
+    }
+
+    @Test(arguments: [0, 1000, Zlib.gzipBlockSize, 3 * Zlib.gzipBlockSize + 12345])
+    func parallelGzipIsOneValidReproducibleMember(_ size: Int) throws {
+        let scratch = try Scratch()
+        // Text with long repeats across block boundaries (what the dictionary is for) and noise.
+        var generator = SystemRandomNumberGenerator()
+        var input = [UInt8]()
+        while input.count < size {
+            input.append(contentsOf: Array("#define CONFIG_\(input.count % 977) 1\n".utf8))
+            input.append(UInt8.random(in: 0...255, using: &generator))
+        }
+        input = Array(input.prefix(size))
+        let first = try input.withUnsafeBytes { try Zlib.parallelGzip($0) }
+        let second = try input.withUnsafeBytes { try Zlib.parallelGzip($0) }
+        #expect(first == second)
+        // Appended piece by piece, as the tar writer hands over its 10 KiB records: the same bytes.
+        let writer = Zlib.GzipWriter()
+        var offset = 0
+        while offset < input.count {
+            let piece = min(Int.random(in: 1...30_000, using: &generator), input.count - offset)
+            input[offset..<(offset + piece)].withUnsafeBytes { writer.append($0) }
+            offset += piece
+        }
+        #expect(try writer.finish() == first)
+        #expect(first[0...9] == [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3], "no name, MTIME 0, Unix")
+        let path = scratch.file("data.gz")
+        try Data(first).write(to: URL(fileURLWithPath: path))
+        try Data(input).write(to: URL(fileURLWithPath: scratch.file("data")))
+        _ = try Fixtures.run("gzip", ["-t", path])
+        // GNU gzip checks the CRC and length trailer on the way.
+        _ = try Fixtures.run("sh", ["-c", "gzip -dc data.gz | cmp - data"], directory: scratch.path)
     }
 
     @Test(arguments: [("6.1.0-47-amd64", ["6", "1", "0"]), ("6.12.107+deb13-amd64", ["6", "12", "107"])])
