@@ -41,14 +41,16 @@ func compileBenchmark(_ arguments: [String]) async throws {
     defer { try? FileManager.default.removeItem(atPath: project) }
     try FileManager.default.createDirectory(atPath: project, withIntermediateDirectories: true)
     try FileManager.default.copyItem(atPath: session.manifest.directory + "/recipes", toPath: project + "/recipes")
-    try FileManager.default.copyItem(atPath: manifestPath, toPath: project + "/manifest.yml")
-    // The manifest names its signing keys relative to itself: the copy signs with the project's
-    // own keys, linked rather than copied so no private key is written under the temporary directory.
-    let keyPaths = [session.manifest.signing?.moduleKey, session.manifest.signing?.repoKey].compactMap { $0 }.filter { !$0.hasPrefix("/") }
-    for top in Set(keyPaths.compactMap { $0.split(separator: "/").first.map(String.init) }) {
-        let original = URL(fileURLWithPath: session.manifest.directory + "/" + top).standardizedFileURL.path
-        try FileManager.default.createSymbolicLink(atPath: project + "/" + top, withDestinationPath: original)
+    // Compiles only, as DKMS's way does: the copy has no `signing:` or `publish:`, so farm's timed
+    // build runs the compile tasks alone (signing would add work the serial side does not do).
+    var kept: [Substring] = [], skipping = false
+    for line in try String(contentsOfFile: manifestPath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false) {
+        if line.hasPrefix("signing:") || line.hasPrefix("publish:") { skipping = true; continue }
+        if skipping, line.hasPrefix(" ") || line.hasPrefix("#") || line.isEmpty { continue }
+        skipping = false
+        kept.append(line)
     }
+    try Data(kept.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: project + "/manifest.yml"))
     let recipeText = try String(contentsOfFile: project + "/recipes/lime.yml", encoding: .utf8)
     try Data(recipeText.replacingOccurrences(of: "modules\n", with: "modules && true farm-bench-\(UUID())\n").utf8)
         .write(to: URL(fileURLWithPath: project + "/recipes/lime.yml"))
