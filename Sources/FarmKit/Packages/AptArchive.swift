@@ -115,7 +115,8 @@ public struct AptArchive: Sendable {
         }
         var arguments = ["--status-fd", "1"]
         for keyring in keyrings {
-            arguments += ["--keyring", try binaryKeyring(keyring, workDirectory: workDirectory)]
+            arguments += ["--keyring", try DetachedSignature.binaryKeyring(keyring, workDirectory: workDirectory,
+                                                                           fix: "check 'Signed-By' in the apt sources or 'keyring' in the manifest")]
         }
         let output = file + ".verified"
         unlink(output)
@@ -133,22 +134,6 @@ public struct AptArchive: Sendable {
                                 + signatures.refusal + " gpgv said: \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return data
-    }
-
-    /// gpgv reads binary keyrings only; an ASCII-armored one is converted first.
-    private func binaryKeyring(_ path: String, workDirectory: String) throws -> String {
-        guard let head = FileHandle(forReadingAtPath: path)?.readData(ofLength: 32) else {
-            throw FarmError(message: "\(path): cannot read the keyring; check 'Signed-By' in the apt sources or 'keyring' in the manifest")
-        }
-        guard String(decoding: head, as: UTF8.self).hasPrefix("-----BEGIN PGP") else { return path }
-        guard let gpg = Executable.find("gpg") else {
-            throw FarmError(message: "\(path) is ASCII-armored and gpg is not installed to convert it (apt-get install gnupg)")
-        }
-        let converted = workDirectory + "/keyring-\(SHA256.hash(path).short).gpg"
-        unlink(converted)
-        let result = try Executable.run(gpg, ["--batch", "--yes", "--dearmor", "--output", converted, path])
-        guard result.status == 0 else { throw FarmError(message: "\(path): gpg --dearmor failed: \(result.stderr)") }
-        return converted
     }
 
     func parseRelease(_ data: Data, suite: String, url: String) throws -> Release {

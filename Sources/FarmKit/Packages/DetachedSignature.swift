@@ -10,7 +10,7 @@ enum DetachedSignature {
         guard let gpgv = Executable.find("gpgv") else {
             throw FarmError.toolMissing(tool: "gpgv", package: "gpgv", purpose: "checking \(what)'s OpenPGP signature")
         }
-        let binary = try binaryKeyring(keyring, workDirectory: workDirectory)
+        let binary = try binaryKeyring(keyring, workDirectory: workDirectory, fix: "check 'keyring:' of the upstream in the manifest")
         let result = try Executable.run(gpgv, ["--status-fd", "1", "--keyring", binary, signature, data])
         let good = result.stdout.split(separator: "\n").contains { $0.hasPrefix("[GNUPG:] VALIDSIG") }
         guard result.status == 0, good else {
@@ -19,10 +19,11 @@ enum DetachedSignature {
         }
     }
 
-    /// gpgv reads binary keyrings only; an ASCII-armored one is converted into the work directory.
-    static func binaryKeyring(_ path: String, workDirectory: String) throws -> String {
+    /// gpgv reads binary keyrings only; an ASCII-armored one is converted into the work directory
+    /// (apt's and yum's checks both come here). `fix` says where the keyring was named.
+    static func binaryKeyring(_ path: String, workDirectory: String, fix: String) throws -> String {
         guard let head = FileHandle(forReadingAtPath: path)?.readData(ofLength: 32) else {
-            throw FarmError.badInput("\(path): cannot read the keyring; check 'keyring:' of the upstream in the manifest")
+            throw FarmError.badInput("\(path): cannot read the keyring; \(fix)")
         }
         guard String(decoding: head, as: UTF8.self).hasPrefix("-----BEGIN PGP") else { return path }
         guard let gpg = Executable.find("gpg") else {
