@@ -75,7 +75,8 @@ public struct UpToDateStamp: Codable, Sendable {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         let horizon = (Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)) - 100_000_000
-        let racy = (stamp.inputs + stamp.store.dropFirst()).contains { entry in
+        // The database's entry records no times (see storeEntries), so it is never racy.
+        let racy = (stamp.inputs + stamp.store).contains { entry in
             guard let signature = entry.signature else { return false }
             return signature.modified >= horizon || signature.changed >= horizon
         }
