@@ -51,11 +51,12 @@ struct VerifyCommand: ParsableCommand {
         let report = try RepositoryVerifier(source: RepositorySource(target), fingerprint: pinned, certificate: certificate).verify()
         for problem in report.problems { FileHandle.standardError.write(Data("farm: \(problem)\n".utf8)) }
         let distinct = Set(report.modules.map(\.location)).count
+        let tables = report.tables.isEmpty ? "" : " and \(report.tables.count) symbol table(s)"
         guard report.problems.isEmpty else {
-            FileHandle.standardError.write(Data("farm: \(target): \(report.problems.count) of \(distinct) module(s) failed the checks\n".utf8))
+            FileHandle.standardError.write(Data("farm: \(target): \(report.problems.count) of \(distinct) module(s)\(tables) failed the checks\n".utf8))
             throw ExitCode(ExitStatus.failure)
         }
-        print("\(target): revision \(report.revision), \(distinct) module(s): repomd.xml signed by \(pinned), checksums and signatures OK"
+        print("\(target): revision \(report.revision), \(distinct) module(s)\(tables): repomd.xml signed by \(pinned), checksums and signatures OK"
               + (certificate == nil ? "" : ", module signatures OK"))
     }
 }

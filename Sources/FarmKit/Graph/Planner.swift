@@ -7,6 +7,9 @@ public protocol BuildRules: Sendable {
     func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws
     /// What a lab boots for `kernel` (`farm lab up`): the node whose outputs are `kernel` and `initramfs`.
     func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID
+    /// `kernel`'s symbol table (`farm profile`), whether or not the manifest has `profiles: true`:
+    /// the node whose outputs are `table` and `banner`.
+    func planProfile(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID
     /// Every file or directory (walked) besides the manifest that a plan is made from, for the
     /// up-to-date stamp (`UpToDateStamp`); nil when the rules cannot say, and then no stamp is kept.
     func planInputs(manifest: Manifest, recipes: RecipeBook) -> [String]?
@@ -20,6 +23,10 @@ extension BuildRules {
 
     public func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
         throw FarmError.badInput("these rules make no lab image")
+    }
+
+    public func planProfile(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
+        throw FarmError.badInput("these rules make no symbol table")
     }
 }
 

@@ -14,6 +14,9 @@ public struct Manifest: Sendable {
     public var signing: Signing?
     public var publish: Publish?
     public var sandbox: String?
+    /// `profiles: true`: a Volatility 3 symbol table per kernel with a pinned image, published
+    /// beside the modules. Off unless asked: each table costs the kernel's image package.
+    public var profiles: Bool = false
 
     /// The directory the manifest lives in; relative paths in it are resolved from here.
     public var directory: String { (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent }
@@ -173,4 +176,6 @@ public struct Signing: Sendable, Hashable {
 
 public struct Publish: Sendable, Hashable {
     public var dir: String
+    /// The repository's public base URL (`url:`), for the absolute URLs of `symbols/banners.json`.
+    public var url: String? = nil
 }

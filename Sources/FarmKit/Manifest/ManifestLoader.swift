@@ -35,7 +35,7 @@ public enum ManifestLoader {
         guard let root = try YAMLValue.parse(text, file: path) else {
             throw ManifestError("the manifest is empty; it needs at least 'farm: \(Manifest.schemaVersion)'", file: path)
         }
-        let top = try root.mapping("the manifest", allowed: ["farm", "upstreams", "modules", "packages", "kernels", "signing", "publish", "sandbox"])
+        let top = try root.mapping("the manifest", allowed: ["farm", "upstreams", "modules", "packages", "kernels", "signing", "publish", "sandbox", "profiles"])
         try checkSchema(top, file: "manifest")
 
         var upstreams: [Upstream] = []
@@ -98,8 +98,15 @@ public enum ManifestLoader {
         }
         var publish: Publish?
         if let value = top["publish"] {
-            let map = try value.mapping("'publish'", allowed: ["dir"])
+            let map = try value.mapping("'publish'", allowed: ["dir", "url"])
             publish = Publish(dir: try map.required("dir").string("the repository directory"))
+            if let url = map["url"] {
+                let text = try url.string("the repository's base URL")
+                guard let parsed = URL(string: text), ["http", "https", "file"].contains(parsed.scheme ?? ""), parsed.host != nil || parsed.scheme == "file" else {
+                    throw url.fail("'\(text)' is not an http(s) or file URL; 'url:' is where readers fetch this repository from")
+                }
+                publish?.url = text.hasSuffix("/") ? String(text.dropLast()) : text
+            }
         }
         var sandbox: String?
         if let value = top["sandbox"] {
@@ -109,8 +116,10 @@ public enum ManifestLoader {
             }
             sandbox = name
         }
-        return Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels, packages: packages,
-                        signing: signing, publish: publish, sandbox: sandbox)
+        var manifest = Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels, packages: packages,
+                                signing: signing, publish: publish, sandbox: sandbox)
+        if let value = top["profiles"] { manifest.profiles = try value.bool("'profiles' (true or false)") }
+        return manifest
     }
 
     static func checkSchema(_ top: YAMLMapping, file: String) throws {

@@ -6,7 +6,7 @@ import Foundation
 /// back takes a fraction, which is what keeps a no-op build of such a manifest under a second.
 /// Any change to the manifest's bytes, its path or farm's version makes the snapshot not match.
 enum ManifestSnapshot {
-    static let magic = "farm-manifest-snapshot 4\n"
+    static let magic = "farm-manifest-snapshot 5\n"
 
     static func path(in directory: String) -> String { directory + "/manifest.snapshot" }
 
@@ -68,7 +68,9 @@ enum ManifestSnapshot {
         writer.optional(manifest.signing?.repoKey)
         writer.count(manifest.signing == nil ? 0 : 1)
         writer.optional(manifest.publish?.dir)
+        writer.optional(manifest.publish?.url)
         writer.optional(manifest.sandbox)
+        writer.count(manifest.profiles ? 1 : 0)
         return Data(writer.bytes)
     }
 
@@ -224,11 +226,15 @@ enum ManifestSnapshot {
             }
             let moduleKey = optional(), repoKey = optional()
             let signing = count() == 1 ? Signing(moduleKey: moduleKey, repoKey: repoKey) : nil
-            let publish = optional().map(Publish.init(dir:))
+            let directory = optional(), url = optional()
+            let publish = directory.map { Publish(dir: $0, url: url) }
             let sandbox = optional()
+            let profiles = count() == 1
             guard !failed, offset == bytes.count else { return nil }
-            return Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels, packages: packages,
-                            signing: signing, publish: publish, sandbox: sandbox)
+            var manifest = Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels, packages: packages,
+                                    signing: signing, publish: publish, sandbox: sandbox)
+            manifest.profiles = profiles
+            return manifest
         }
     }
 }

@@ -41,6 +41,27 @@ public struct PublishAction: TaskAction {
     public let shadowed: [String]
     public let repositoryKey: RepositoryKey
     public let repositoryKeyPaths: RepositoryKey.Paths
+    /// The symbol tables it publishes, each an optional input (a profile task's `table` and `banner`).
+    public var tables: [Table] = []
+    /// The repository's public base URL: with it, `symbols/banners.json` for `vol --remote-isf-url`.
+    public var baseURL: String?
+
+    /// One kernel's symbol table: what a profile task made, published as `symbols/linux/<file>`.
+    public struct Table: Sendable, Hashable {
+        public let kernel: KernelName
+        /// `<family>_<release>_<package version>_<arch>.json.xz`
+        public let file: String
+        public let family: String
+        /// `uname -m`.
+        public let machine: String
+        public init(kernel: KernelName, file: String, family: String, machine: String) {
+            self.kernel = kernel
+            self.file = file
+            self.family = family
+            self.machine = machine
+        }
+        public var role: String { "profile." + kernel.description }
+    }
 
     /// One recipe's module for one kernel: what a sign task made.
     public struct Module: Sendable, Hashable {
@@ -71,6 +92,8 @@ public struct PublishAction: TaskAction {
         [("directory", directory), ("openpgp-key", repositoryKey.fingerprint)]
             + outputs.sorted { $0.key < $1.key }.map { ("output:" + $0.key, $0.value) }
             + machines.sorted { $0.key < $1.key }.map { ("machine:" + $0.key, $0.value) }
+            + tables.map { ("table:" + $0.kernel.description, "\($0.file) \($0.family) \($0.machine)") }
+            + (baseURL.map { [("base-url", $0)] } ?? [])
     }
 
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
@@ -119,8 +142,21 @@ public struct PublishAction: TaskAction {
         try add(primaryPath, gzipped)
 
         let now = Int(Date().timeIntervalSince1970)
-        let index = RepositoryIndex(revision: now, checksum: gzipped.hex, openChecksum: openChecksum, location: primaryPath,
+        var index = RepositoryIndex(revision: now, checksum: gzipped.hex, openChecksum: openChecksum, location: primaryPath,
                                     timestamp: now, size: Int(context.objects.size(of: gzipped) ?? 0), openSize: primary.count)
+        let entries = try publishTables(context, add: add)
+        if !entries.isEmpty {
+            let symbols = try RepositoryFormat.symbolsJSON(entries)
+            let symbolsFile = context.workDirectory + "/symbols.json"
+            try AtomicFile.write(symbols, to: symbolsFile, sync: false)
+            let gzippedSymbols = try context.store(file: try Publisher.gzip(symbolsFile))
+            let openSymbols = SHA256.hash(symbols).hex
+            let location = "repodata/\(openSymbols)-symbols.json.gz"
+            try add(location, gzippedSymbols)
+            index.symbols = .init(checksum: gzippedSymbols.hex, openChecksum: openSymbols, location: location,
+                                  size: Int(context.objects.size(of: gzippedSymbols) ?? 0), openSize: symbols.count)
+            if let baseURL { try add("symbols/banners.json", try context.store(try RepositoryFormat.bannersJSON(entries, baseURL: baseURL))) }
+        }
         let repomd = context.workDirectory + "/repomd.xml"
         try AtomicFile.write(RepositoryFormat.repomdXML(index), to: repomd, sync: false)
         try GnuPG.detachSign(file: repomd, output: repomd + ".sig", keyHome: repositoryKeyPaths.home, fingerprint: repositoryKey.fingerprint)
@@ -134,13 +170,50 @@ public struct PublishAction: TaskAction {
         try add(RepositoryFormat.repomdPath, try context.store(file: repomd))
         try add(RepositoryFormat.repomdSignaturePath, try context.store(file: repomd + ".sig"))
 
-        context.log.append("repository revision \(now): \(modules.count) module(s), primary \(openChecksum.prefix(12))\n")
+        context.log.append("repository revision \(now): \(modules.count) module(s), \(entries.count) symbol table(s), primary \(openChecksum.prefix(12))\n")
         let publication = PublicationFiles(revision: now, files: files)
         return ["files": try context.store(try publication.encoded())]
     }
 }
 
 extension PublishAction {
+    /// Each table that was made, under a path that never changes its bytes, with an OpenPGP
+    /// signature by the repository key (as a module has); kernels whose profile failed under `-k`
+    /// are left out and named in the log.
+    func publishTables(_ context: TaskContext, add: (String, Digest) throws -> Void) throws -> [SymbolTableEntry] {
+        let published = Dictionary(Publisher.currentTables(in: directory).map { ($0.location, $0) }, uniquingKeysWith: { a, _ in a })
+        var entries: [SymbolTableEntry] = []
+        var missing: [String] = []
+        for table in tables {
+            guard context.inputs[table.role] != nil else {
+                missing.append(table.kernel.description)
+                continue
+            }
+            let digest = try context.input(table.role, "table")
+            let banner = try context.objects.read(try context.input(table.role, "banner"))
+            let location = Publisher.stableLocation(table.file, under: "symbols/linux", checksum: digest.hex, directory: directory)
+            // A table already published with these bytes keeps its signature: re-signing every
+            // table on every publication would rewrite every .sig for nothing.
+            let signature: Digest
+            if let old = published[location], old.checksum == digest.hex,
+               let bytes = FileManager.default.contents(atPath: directory + "/" + old.signature), old.signature == location + ".sig" {
+                signature = try context.store(bytes)
+            } else {
+                let file = context.workDirectory + "/" + table.file
+                try FileManager.default.copyItem(atPath: try context.objects.verifiedPath(of: digest), toPath: file)
+                try GnuPG.detachSign(file: file, output: file + ".sig", keyHome: repositoryKeyPaths.home, fingerprint: repositoryKey.fingerprint)
+                signature = try context.store(file: file + ".sig")
+            }
+            try add(location, digest)
+            try add(location + ".sig", signature)
+            entries.append(SymbolTableEntry(release: table.kernel.release, arch: table.machine, family: table.family,
+                                            banner: banner.base64EncodedString(), location: location, checksum: digest.hex,
+                                            signature: location + ".sig"))
+        }
+        if !missing.isEmpty { context.log.append("symbol tables left out (their profiles did not build): \(missing.sorted().joined(separator: ", "))\n") }
+        return entries
+    }
+
     public var requirements: [Requirement] {
         [.tool("gpg", package: "gnupg", purpose: "signing the repository's repomd.xml"),
          .tool("gzip", package: "gzip", purpose: "publishing the repository manifest")]

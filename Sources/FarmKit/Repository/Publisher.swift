@@ -105,11 +105,13 @@ public enum Publisher {
             _ = try put(file, at: revision + "/" + name, objects: objects)
         }
         // A reader holding the previous repomd.xml fetches its manifest through the new link.
-        if let (index, _) = try? currentPublication(in: directory), index.location.hasPrefix(repodata + "/") {
-            let name = String(index.location.dropFirst(repodata.count + 1))
-            let (source, target) = (live + "/" + name, revision + "/" + name)
-            if !FileManager.default.fileExists(atPath: target), link(source, target) != 0 {
-                try? FileManager.default.copyItem(atPath: source, toPath: target)
+        if let (index, _) = try? currentPublication(in: directory) {
+            for location in [index.location] + (index.symbols.map { [$0.location] } ?? []) where location.hasPrefix(repodata + "/") {
+                let name = String(location.dropFirst(repodata.count + 1))
+                let (source, target) = (live + "/" + name, revision + "/" + name)
+                if !FileManager.default.fileExists(atPath: target), link(source, target) != 0 {
+                    try? FileManager.default.copyItem(atPath: source, toPath: target)
+                }
             }
         }
         AtomicFile.syncDirectory(revision)
@@ -234,7 +236,17 @@ public enum Publisher {
     /// signatures), read without checking signatures: only to know what readers may still fetch.
     static func referencedPaths(in directory: String) -> [String] {
         guard let (index, modules) = try? currentPublication(in: directory) else { return [] }
+        let tables = currentTables(in: directory, index: index)
         return [index.location] + modules.flatMap { [$0.location, $0.signature] }
+            + (index.symbols.map { [$0.location] } ?? []) + tables.flatMap { [$0.location, $0.signature] }
+    }
+
+    /// The symbol tables the current `repomd.xml` lists, unverified (as `referencedPaths`).
+    static func currentTables(in directory: String, index: RepositoryIndex? = nil) -> [SymbolTableEntry] {
+        guard let index = index ?? (try? currentPublication(in: directory))?.0, let symbols = index.symbols,
+              let gzipped = FileManager.default.contents(atPath: directory + "/" + symbols.location),
+              let data = try? Archive.decompress(gzipped) else { return [] }
+        return (try? RepositoryFormat.parseSymbols(data, name: symbols.location)) ?? []
     }
 
     static func currentPublication(in directory: String) throws -> (RepositoryIndex, [RepositoryModule])? {
@@ -255,18 +267,24 @@ public enum Publisher {
     /// kernel), which then go to `modules/<checksum>/<name>`, leaving the published file as it is.
     static func location(for name: String, checksum: String, published: [String: RepositoryModule], directory: String) -> String {
         if let module = published[name], module.checksum == checksum { return module.location }
-        let plain = "modules/" + name
+        return stableLocation(name, under: "modules", checksum: checksum, directory: directory)
+    }
+
+    /// `<top>/<name>`, unless that path holds other bytes (a path never changes its bytes once
+    /// published): then `<top>/<checksum>/<name>`.
+    static func stableLocation(_ name: String, under top: String, checksum: String, directory: String) -> String {
+        let plain = top + "/" + name
         let existing = directory + "/" + plain
         guard FileManager.default.fileExists(atPath: existing) else { return plain }
         if let (digest, _) = try? SHA256.hash(fileAt: existing), digest.hex == checksum { return plain }
-        return "modules/\(checksum)/\(name)"
+        return "\(top)/\(checksum)/\(name)"
     }
 
-    /// Removes files under `modules/` that `keep` does not name, and emptied directories (the
+    /// Removes files under `modules/` and `symbols/` that `keep` does not name, and emptied directories (the
     /// revision directories are retired whole).
     static func removeUnreferenced(in directory: String, keeping keep: Set<String>) throws -> [String] {
         var removed: [String] = []
-        for top in ["modules"] {
+        for top in ["modules", "symbols"] {
             guard let walker = FileManager.default.enumerator(atPath: directory + "/" + top) else { continue }
             var directories: [String] = []
             while let entry = walker.nextObject() as? String {

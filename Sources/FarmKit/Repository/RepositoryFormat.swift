@@ -32,7 +32,8 @@ public struct RepositoryModule: Sendable, Hashable, Codable {
     }
 }
 
-/// `repodata/repomd.xml`'s one `data type="primary"` entry.
+/// `repodata/repomd.xml`: its `data type="primary"` entry, and farm's `data type="symbols"`
+/// entry when the repository carries symbol tables (Margarita Shotgun ignores other entries).
 public struct RepositoryIndex: Sendable, Hashable {
     public var revision: Int
     public var checksum: String
@@ -41,6 +42,23 @@ public struct RepositoryIndex: Sendable, Hashable {
     public var timestamp: Int
     public var size: Int
     public var openSize: Int
+    /// The symbol-table index (`repodata/<open_checksum>-symbols.json.gz`), the same children as primary's.
+    public var symbols: Entry?
+
+    public struct Entry: Sendable, Hashable {
+        public var checksum: String
+        public var openChecksum: String
+        public var location: String
+        public var size: Int
+        public var openSize: Int
+        public init(checksum: String, openChecksum: String, location: String, size: Int, openSize: Int) {
+            self.checksum = checksum
+            self.openChecksum = openChecksum
+            self.location = location
+            self.size = size
+            self.openSize = openSize
+        }
+    }
 
     public init(revision: Int, checksum: String, openChecksum: String, location: String, timestamp: Int, size: Int, openSize: Int) {
         self.revision = revision
@@ -51,6 +69,41 @@ public struct RepositoryIndex: Sendable, Hashable {
         self.size = size
         self.openSize = openSize
     }
+}
+
+/// One symbol table as farm's index lists it (specs/repository.md, "Symbol tables").
+public struct SymbolTableEntry: Sendable, Hashable, Codable {
+    /// The kernel release (`uname -r`).
+    public var release: String
+    /// `uname -m`.
+    public var arch: String
+    public var family: String
+    /// base64 of `linux_banner` with its trailing "\n\0": what volatility3 matches an image by.
+    public var banner: String
+    public var location: String
+    /// sha256 of the `.json.xz`, lowercase hex.
+    public var checksum: String
+    public var signature: String
+
+    public init(release: String, arch: String, family: String, banner: String, location: String, checksum: String, signature: String) {
+        self.release = release
+        self.arch = arch
+        self.family = family
+        self.banner = banner
+        self.location = location
+        self.checksum = checksum
+        self.signature = signature
+    }
+
+    /// The banner's text as `/proc/version` shows it: without the trailing newline and NUL.
+    public var bannerText: String? {
+        Data(base64Encoded: banner).map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: CharacterSet(charactersIn: "\n\0")) }
+    }
+}
+
+struct SymbolsIndex: Codable {
+    var version: Int
+    var tables: [SymbolTableEntry]
 }
 
 /// Writes and reads the repository's two XML files exactly as specs/repository.md says.
@@ -114,22 +167,59 @@ public enum RepositoryFormat {
     }
 
     public static func repomdXML(_ index: RepositoryIndex) -> Data {
-        let xml = """
-        <?xml version="1.0" encoding="UTF-8"?>
-        <metadata>
-          <revision>\(index.revision)</revision>
-          <data type="primary">
-            <checksum>\(index.checksum)</checksum>
-            <open_checksum>\(index.openChecksum)</open_checksum>
-            <location href="\(escape(index.location))"/>
-            <timestamp>\(index.timestamp)</timestamp>
-            <size>\(index.size)</size>
-            <open_size>\(index.openSize)</open_size>
-          </data>
-        </metadata>
+        func entry(_ type: String, _ checksum: String, _ openChecksum: String, _ location: String, _ size: Int, _ openSize: Int) -> String {
+            """
+              <data type="\(type)">
+                <checksum>\(checksum)</checksum>
+                <open_checksum>\(openChecksum)</open_checksum>
+                <location href="\(escape(location))"/>
+                <timestamp>\(index.timestamp)</timestamp>
+                <size>\(size)</size>
+                <open_size>\(openSize)</open_size>
+              </data>
 
-        """
+            """
+        }
+        var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata>\n  <revision>\(index.revision)</revision>\n"
+        xml += entry("primary", index.checksum, index.openChecksum, index.location, index.size, index.openSize)
+        if let symbols = index.symbols {
+            xml += entry("symbols", symbols.checksum, symbols.openChecksum, symbols.location, symbols.size, symbols.openSize)
+        }
+        xml += "</metadata>\n"
         return Data(xml.utf8)
+    }
+
+    /// The symbol-table index's bytes (sorted, so the same tables give the same file).
+    public static func symbolsJSON(_ tables: [SymbolTableEntry]) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(SymbolsIndex(version: 1, tables: tables.sorted { ($0.release, $0.location) < ($1.release, $1.location) }))
+    }
+
+    public static func parseSymbols(_ data: Data, name: String) throws -> [SymbolTableEntry] {
+        let index: SymbolsIndex
+        do {
+            index = try JSONDecoder().decode(SymbolsIndex.self, from: data)
+        } catch {
+            throw FarmError("\(name): not farm's symbol-table index (\(error))")
+        }
+        guard index.version == 1 else { throw FarmError("\(name): symbol-table index version \(index.version); this farm reads version 1, so upgrade farm") }
+        for table in index.tables {
+            try checkRelative(table.location, name: name)
+            try checkRelative(table.signature, name: name)
+        }
+        return index.tables
+    }
+
+    /// volatility3's remote identifier list (`symbols/banners.json`, read by `vol --remote-isf-url`):
+    /// banner → the tables' absolute URLs under `baseURL`.
+    public static func bannersJSON(_ tables: [SymbolTableEntry], baseURL: String) throws -> Data {
+        var linux: [String: [String]] = [:]
+        for table in tables { linux[table.banner, default: []].append(baseURL + "/" + table.location) }
+        struct Banners: Encodable { let version: Int; let linux: [String: [String]] }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(Banners(version: 1, linux: linux.mapValues { $0.sorted() }))
     }
 
     // MARK: reading
@@ -141,26 +231,30 @@ public enum RepositoryFormat {
         guard let revision = tree.child("revision").flatMap({ Int($0.text) }) else {
             throw FarmError("\(name): <revision> is missing or not an integer")
         }
-        guard let data = tree.children.first(where: { $0.name == "data" && $0.attributes["type"] == "primary" }) else {
-            throw FarmError("\(name): no <data type=\"primary\">")
-        }
-        func text(_ element: String) throws -> String {
-            guard let value = data.child(element)?.text, !value.isEmpty else {
-                throw FarmError("\(name): <data type=\"primary\"> has no <\(element)>")
+        func entry(_ type: String) throws -> (entry: RepositoryIndex.Entry, timestamp: Int)? {
+            guard let data = tree.children.first(where: { $0.name == "data" && $0.attributes["type"] == type }) else { return nil }
+            func text(_ element: String) throws -> String {
+                guard let value = data.child(element)?.text, !value.isEmpty else {
+                    throw FarmError("\(name): <data type=\"\(type)\"> has no <\(element)>")
+                }
+                return value
             }
-            return value
+            func number(_ element: String) throws -> Int {
+                guard let value = Int(try text(element)) else { throw FarmError("\(name): <data type=\"\(type)\"> <\(element)> is not an integer") }
+                return value
+            }
+            guard let location = data.child("location")?.attributes["href"], !location.isEmpty else {
+                throw FarmError("\(name): <data type=\"\(type)\"> has no <location href=...>")
+            }
+            try checkRelative(location, name: name)
+            return (RepositoryIndex.Entry(checksum: try text("checksum"), openChecksum: try text("open_checksum"), location: location,
+                                          size: try number("size"), openSize: try number("open_size")), try number("timestamp"))
         }
-        func number(_ element: String) throws -> Int {
-            guard let value = Int(try text(element)) else { throw FarmError("\(name): <\(element)> is not an integer") }
-            return value
-        }
-        guard let location = data.child("location")?.attributes["href"], !location.isEmpty else {
-            throw FarmError("\(name): <data type=\"primary\"> has no <location href=...>")
-        }
-        try checkRelative(location, name: name)
-        return RepositoryIndex(revision: revision, checksum: try text("checksum"), openChecksum: try text("open_checksum"),
-                               location: location, timestamp: try number("timestamp"), size: try number("size"),
-                               openSize: try number("open_size"))
+        guard let (primary, timestamp) = try entry("primary") else { throw FarmError("\(name): no <data type=\"primary\">") }
+        var index = RepositoryIndex(revision: revision, checksum: primary.checksum, openChecksum: primary.openChecksum,
+                                    location: primary.location, timestamp: timestamp, size: primary.size, openSize: primary.openSize)
+        index.symbols = try entry("symbols")?.entry
+        return index
     }
 
     public static func parsePrimary(_ data: Data, name: String) throws -> [RepositoryModule] {

@@ -56,6 +56,8 @@ public struct RepositoryVerifier: Sendable {
     public struct Report: Sendable {
         public var revision: Int
         public var modules: [RepositoryModule]
+        /// The symbol tables farm's index lists (none when the repository has no index).
+        public var tables: [SymbolTableEntry] = []
         /// One line per file that failed, naming it; empty when the repository checks out.
         public var problems: [String]
     }
@@ -119,16 +121,53 @@ public struct RepositoryVerifier: Sendable {
         }
     }
 
+    /// The symbol tables `repomd.xml`'s `symbols` entry lists, its checksums checked as the
+    /// manifest's are; empty when the repository has no tables.
+    public func tables(_ index: RepositoryIndex) throws -> [SymbolTableEntry] {
+        guard let entry = index.symbols else { return [] }
+        let gzipped = try source.require(entry.location, because: "repomd.xml names it")
+        let gzName = source.name(entry.location)
+        guard SHA256.hash(gzipped).hex == entry.checksum.lowercased(), gzipped.count == entry.size else {
+            throw FarmError("\(gzName): its sha256 or size (\(gzipped.count) bytes) is not what repomd.xml says (\(entry.checksum), \(entry.size) bytes)")
+        }
+        let json: Data
+        do { json = try Archive.decompress(gzipped) } catch { throw FarmError("\(gzName): not a gzip file (\(error))") }
+        guard SHA256.hash(json).hex == entry.openChecksum.lowercased(), json.count == entry.openSize else {
+            throw FarmError("\(gzName): the decompressed index's sha256 or size is not repomd.xml's open_checksum/open_size")
+        }
+        return try RepositoryFormat.parseSymbols(json, name: gzName)
+    }
+
+    /// Checks one symbol table's bytes and OpenPGP signature; returns the table's bytes.
+    public func check(_ table: SymbolTableEntry, using verifier: GnuPG.Verifier?, scratch: String) throws -> Data {
+        try checkFile(table.location, checksum: table.checksum, signature: table.signature, listedIn: "the symbol-table index", using: verifier, scratch: scratch)
+    }
+
     /// Checks one module's bytes and signatures; returns the module's bytes.
     public func check(_ module: RepositoryModule, using verifier: GnuPG.Verifier?, scratch: String) throws -> Data {
-        let name = source.name(module.location)
-        let bytes = try source.require(module.location, because: "the manifest lists it")
-        guard SHA256.hash(bytes).hex == module.checksum.lowercased() else {
-            throw FarmError("\(name): sha256 \(SHA256.hash(bytes).hex) is not the manifest's \(module.checksum)")
+        let bytes = try checkFile(module.location, checksum: module.checksum, signature: module.signature, listedIn: "the manifest",
+                                  using: verifier, scratch: scratch)
+        if verifier != nil, let certificate {
+            do {
+                _ = try ModuleVerifier.verify(bytes, name: source.name(module.location), certificate: certificate)
+            } catch {
+                throw FarmError("\(error)")
+            }
+        }
+        return bytes
+    }
+
+    /// A file the signed index lists: its sha256, then its detached OpenPGP signature.
+    func checkFile(_ location: String, checksum: String, signature path: String, listedIn index: String,
+                   using verifier: GnuPG.Verifier?, scratch: String) throws -> Data {
+        let name = source.name(location)
+        let bytes = try source.require(location, because: "\(index) lists it")
+        guard SHA256.hash(bytes).hex == checksum.lowercased() else {
+            throw FarmError("\(name): sha256 \(SHA256.hash(bytes).hex) is not \(index)'s \(checksum)")
         }
         guard let verifier else { return bytes }
-        let signature = try source.require(module.signature, because: "the signature of \(module.name)")
-        let file = scratch + "/" + module.checksum
+        let signature = try source.require(path, because: "the signature of \((location as NSString).lastPathComponent)")
+        let file = scratch + "/" + checksum
         try bytes.write(to: URL(fileURLWithPath: file))
         try signature.write(to: URL(fileURLWithPath: file + ".sig"))
         defer {
@@ -138,14 +177,7 @@ public struct RepositoryVerifier: Sendable {
         do {
             try verifier.check(signature: file + ".sig", of: file)
         } catch {
-            throw FarmError("\(source.name(module.signature)): \(error)")
-        }
-        if let certificate {
-            do {
-                _ = try ModuleVerifier.verify(bytes, name: name, certificate: certificate)
-            } catch {
-                throw FarmError("\(error)")
-            }
+            throw FarmError("\(source.name(path)): \(error)")
         }
         return bytes
     }
@@ -161,7 +193,11 @@ public struct RepositoryVerifier: Sendable {
                 for module in modules where seen.insert(module.location).inserted {
                     do { _ = try check(module, using: verifier, scratch: scratch) } catch { problems.append("\(error)") }
                 }
-                return Report(revision: index.revision, modules: modules, problems: problems)
+                let tables = try self.tables(index)
+                for table in tables where seen.insert(table.location).inserted {
+                    do { _ = try check(table, using: verifier, scratch: scratch) } catch { problems.append("\(error)") }
+                }
+                return Report(revision: index.revision, modules: modules, tables: tables, problems: problems)
             }
         }
     }

@@ -408,4 +408,46 @@ public enum Archive {
             }
         }
     }
+
+    /// `data` as one xz stream (as `xz -T1 -<level>` writes it: the same bytes for the same input).
+    public static func compressXZ(_ data: Data, name: String, level: Int = 6) throws -> Data {
+        guard let handle = archive_write_new(), let entry = archive_entry_new() else {
+            throw ArchiveError(archive: name, message: "libarchive could not allocate a writer (out of memory)")
+        }
+        defer {
+            archive_entry_free(entry)
+            archive_write_free(handle)
+        }
+        final class Sink { var bytes = Data() }
+        let sink = Sink()
+        func check(_ step: String, _ status: Int32) throws {
+            guard status >= ARCHIVE_OK else {
+                throw ArchiveError(archive: name, message: "cannot \(step): \(archive_error_string(handle).map { String(cString: $0) } ?? "unknown error")")
+            }
+        }
+        try check("select the raw format", archive_write_set_format_raw(handle))
+        try check("add the xz filter", archive_write_add_filter_xz(handle))
+        try check("set the xz level", archive_write_set_filter_option(handle, "xz", "compression-level", "\(level)"))
+        // No padding of the last block: the file is the xz stream alone.
+        try check("set the block size", archive_write_set_bytes_in_last_block(handle, 1))
+        try check("open the stream in memory", archive_write_open(handle, Unmanaged.passUnretained(sink).toOpaque(), nil, { _, context, buffer, length in
+            let sink = Unmanaged<Sink>.fromOpaque(context!).takeUnretainedValue()
+            if let buffer, length > 0 { sink.bytes.append(buffer.assumingMemoryBound(to: UInt8.self), count: length) }
+            return la_ssize_t(length)
+        }, nil))
+        archive_entry_set_pathname(entry, "data")
+        archive_entry_set_filetype(entry, regularType)
+        archive_entry_set_size(entry, la_int64_t(data.count))
+        try check("write the header", archive_write_header(handle, entry))
+        try data.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = archive_write_data(handle, buffer.baseAddress! + offset, buffer.count - offset)
+                guard written > 0 else { try check("compress", written < 0 ? Int32(written) : ARCHIVE_FATAL); return }
+                offset += written
+            }
+        }
+        try check("finish the stream", archive_write_close(handle))
+        return sink.bytes
+    }
 }

@@ -78,6 +78,10 @@ let malformedCases: [MalformedCase] = [
                   location: "manifest.yml:", message: "aliases expand this file past"),
     MalformedCase(name: "release with non-ASCII digits", manifest: upstreamHeader + "kernels:\n" + validKernel.replacingOccurrences(of: "release: 6.1.0-1-amd64", with: "release: 6.1.0-\u{0661}-amd64"),
                   location: "manifest.yml:8:14", message: "is not a kernel release (ASCII letters"),
+    MalformedCase(name: "profiles that is not a boolean", manifest: upstreamHeader + "profiles: sometimes\n",
+                  location: "manifest.yml:7:11", message: "'profiles' (true or false)"),
+    MalformedCase(name: "a publish url that is not one", manifest: upstreamHeader + "publish: {dir: repo, url: repo.example/x}\n",
+                  location: "manifest.yml:7:27", message: "is not an http(s) or file URL"),
 ]
 
 /// Nine levels of nine aliases each, used as a key: before farm refused it, composing it ran for minutes.
@@ -170,6 +174,22 @@ struct ManifestTests {
         #expect(try scratch.read("manifest.yml").contains("    image-modules:\n      url: pool/main/l/linux/linux-modules-4.4.0-210-generic"))
         #expect(try ManifestLoader.load(path: path, snapshotDirectory: cache).kernels[0].imageModules == pin)
         #expect(try ManifestLoader.load(path: path, snapshotDirectory: cache).kernels[0].imageModules == pin)
+    }
+
+    /// `profiles:` and `publish.url` survive the snapshot, which a no-op build reads instead of the YAML.
+    @Test func profilesAndThePublicURLAreReadAndKeptInTheSnapshot() throws {
+        let scratch = try Scratch()
+        let cache = scratch.file("cache")
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        let path = try scratch.write("manifest.yml", upstreamHeader + "profiles: true\npublish: {dir: repo, url: 'https://example.invalid/farm/'}\n")
+        for _ in 0..<2 {
+            let manifest = try ManifestLoader.load(path: path, snapshotDirectory: cache)
+            #expect(manifest.profiles)
+            #expect(manifest.publish?.dir == "repo")
+            #expect(manifest.publish?.url == "https://example.invalid/farm")
+        }
+        let plain = try ManifestLoader.load(path: try scratch.write("other.yml", upstreamHeader), snapshotDirectory: cache)
+        #expect(!plain.profiles)
     }
 
     @Test func snapshotIsUsedOnlyForTheSameBytes() throws {

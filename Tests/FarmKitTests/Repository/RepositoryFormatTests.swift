@@ -59,4 +59,48 @@ struct RepositoryFormatTests {
         }
         try RepositoryFormat.checkRelative("modules/lime-6.1.0-56-amd64.ko", name: "p.xml")
     }
+
+    func table(_ release: String, banner: String) -> SymbolTableEntry {
+        let file = "debian_\(release)_1_amd64.json.xz"
+        return SymbolTableEntry(release: release, arch: "x86_64", family: "debian", banner: Data(banner.utf8).base64EncodedString(),
+                                location: "symbols/linux/\(file)", checksum: SHA256.hash(file).hex, signature: "symbols/linux/\(file).sig")
+    }
+
+    /// The tables ride in repomd.xml as a second `<data>` entry, which Margarita Shotgun's client
+    /// ignores; without tables repomd.xml is what it always was.
+    @Test func repomdListsTheSymbolTablesIndexBesideThePrimaryOne() throws {
+        var index = RepositoryIndex(revision: 7, checksum: SHA256.hash("gz").hex, openChecksum: SHA256.hash("xml").hex,
+                                    location: "repodata/x-primary.xml.gz", timestamp: 7, size: 1, openSize: 2)
+        let plain = String(decoding: RepositoryFormat.repomdXML(index), as: UTF8.self)
+        #expect(!plain.contains("symbols"))
+        #expect(plain.components(separatedBy: "<data type=").count == 2)
+        index.symbols = .init(checksum: SHA256.hash("sgz").hex, openChecksum: SHA256.hash("sjson").hex,
+                              location: "repodata/y-symbols.json.gz", size: 3, openSize: 4)
+        let xml = RepositoryFormat.repomdXML(index)
+        #expect(String(decoding: xml, as: UTF8.self).hasPrefix(plain.components(separatedBy: "</metadata>")[0]))
+        #expect(try RepositoryFormat.parseRepomd(xml, name: "repomd.xml") == index)
+    }
+
+    @Test func theSymbolsIndexRoundTripsAndRefusesPathsOutsideTheRepository() throws {
+        let tables = [table("6.1.0-56-amd64", banner: "Linux version 6.1.0-56-amd64 (x) #1\n\0"), table("5.10.0-46-amd64", banner: "Linux version 5.10.0-46-amd64 (y) #1\n\0")]
+        let json = try RepositoryFormat.symbolsJSON(tables)
+        #expect(try RepositoryFormat.parseSymbols(json, name: "s.json") == tables.sorted { $0.release < $1.release })
+        #expect(tables[0].bannerText == "Linux version 6.1.0-56-amd64 (x) #1")
+        var escaping = tables[0]
+        escaping.location = "../../etc/passwd"
+        let refused = #expect(throws: FarmError.self) { try RepositoryFormat.parseSymbols(try RepositoryFormat.symbolsJSON([escaping]), name: "repo/s.json") }
+        #expect(refused?.message.contains("'../../etc/passwd' is not a relative path inside the repository") == true, "\(refused?.message ?? "")")
+        let newer = #expect(throws: FarmError.self) { try RepositoryFormat.parseSymbols(Data(#"{"version": 2, "tables": []}"#.utf8), name: "s.json") }
+        #expect(newer?.message.contains("upgrade farm") == true)
+    }
+
+    /// volatility3 opens each URL of banners.json as given, so they are absolute, under the base URL.
+    @Test func bannersJSONIsVolatilitysRemoteListWithAbsoluteURLs() throws {
+        let entry = table("6.1.0-56-amd64", banner: "Linux version 6.1.0-56-amd64 (x) #1\n\0")
+        let json = try RepositoryFormat.bannersJSON([entry], baseURL: "https://example.invalid/repo")
+        let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        #expect(object["version"] as? Int == 1)
+        let linux = try #require(object["linux"] as? [String: [String]])
+        #expect(linux[entry.banner] == ["https://example.invalid/repo/symbols/linux/debian_6.1.0-56-amd64_1_amd64.json.xz"])
+    }
 }
