@@ -193,7 +193,7 @@ public struct Capture: Sendable {
 
     /// The cipher and MAC from `ssh -v`'s `kex: server->client cipher: C MAC: M compression: none`.
     static func cipher(sshDebug: String) -> String? {
-        guard let line = sshDebug.split(separator: "\n").first(where: { $0.contains("kex: server->client cipher: ") }) else { return nil }
+        guard let line = sshDebug.split(whereSeparator: \.isNewline).first(where: { $0.contains("kex: server->client cipher: ") }) else { return nil }
         let words = line.split(separator: " ")
         guard let c = words.firstIndex(of: "cipher:"), c + 1 < words.count else { return nil }
         let mac = words.firstIndex(of: "MAC:").flatMap { $0 + 1 < words.count ? words[$0 + 1] : nil }

@@ -44,7 +44,7 @@ public struct HostFacts: Sendable, Equatable {
     public static func parse(_ output: String, host: String) throws -> HostFacts {
         var sections: [String: [String]] = [:]
         var current: String?
-        for line in output.split(separator: "\n", omittingEmptySubsequences: false) {
+        for line in output.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
             if line.hasPrefix(marker) {
                 current = String(line.dropFirst(marker.count))
                 sections[current!] = []
@@ -81,7 +81,8 @@ public struct HostFacts: Sendable, Equatable {
     /// against known_hosts, not one of several known_hosts may list for the name).
     public static func hostKey(sshDebug: String) -> String? {
         let label = "Server host key: "
-        guard let line = sshDebug.split(separator: "\n").first(where: { $0.contains(label) }),
+        // ssh ends its debug lines with "\r\n", one Character in Swift, which a split on "\n" misses.
+        guard let line = sshDebug.split(whereSeparator: \.isNewline).first(where: { $0.contains(label) }),
               let range = line.range(of: label) else { return nil }
         let key = line[range.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines)
         return key.isEmpty ? nil : key

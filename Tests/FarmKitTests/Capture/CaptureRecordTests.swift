@@ -104,13 +104,15 @@ struct CaptureRecordTests {
     }
 
     @Test func theHostKeyIsTheOneSshSaysTheKeyExchangeUsed() throws {
-        // OpenSSH's own wording (sshconnect.c, verify_host_key: "Server host key: %s %s").
-        let debug = """
-        debug1: kex: server->client cipher: chacha20-poly1305@openssh.com MAC: <implicit> compression: none
-        debug1: Server host key: ssh-ed25519 SHA256:+DiY3wvvV6TuJJhbpZisF/zLDA0zPMSvHdkr4UvCOqU
-        debug1: Host '[127.0.0.1]:2222' is known and matches the ED25519 host key.
-        """
+        // OpenSSH's own wording (sshconnect.c, verify_host_key: "Server host key: %s %s"), with
+        // the "\r\n" line ends ssh -v writes.
+        let debug = [
+            "debug1: kex: server->client cipher: chacha20-poly1305@openssh.com MAC: <implicit> compression: none",
+            "debug1: Server host key: ssh-ed25519 SHA256:+DiY3wvvV6TuJJhbpZisF/zLDA0zPMSvHdkr4UvCOqU",
+            "debug1: Host '[127.0.0.1]:2222' is known and matches the ED25519 host key.",
+        ].joined(separator: "\r\n") + "\r\n"
         #expect(HostFacts.hostKey(sshDebug: debug) == "ssh-ed25519 SHA256:+DiY3wvvV6TuJJhbpZisF/zLDA0zPMSvHdkr4UvCOqU")
+        #expect(Capture.cipher(sshDebug: debug) == "chacha20-poly1305@openssh.com <implicit>")
         #expect(HostFacts.hostKey(sshDebug: "debug1: Authentications that can continue: publickey") == nil)
     }
 }
