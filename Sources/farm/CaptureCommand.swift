@@ -8,7 +8,8 @@ struct CaptureCommand: ParsableCommand {
         commandName: "capture",
         abstract: "Capture hosts' memory with LiME from a farm repository, over SSH.",
         discussion: """
-        Per host: uname -r and -m; the matching module from the repository, its checksum (always) and \
+        Per host: one SSH round trip of facts (uname -r, -m and -n, /proc/version, lockdown, sig_enforce, \
+        /proc/iomem); the matching module from the repository, its checksum (always) and \
         OpenPGP signature (against the key you pin) checked; uploaded; insmod'ed with path=tcp:PORT \
         format=lime localhostonly=1; the port forwarded through SSH to 127.0.0.1 here; memory streamed \
         to <output>/<host>-<release>-<UTC time>.lime (mode 0600) and checked against the host's \
