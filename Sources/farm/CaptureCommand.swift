@@ -8,11 +8,17 @@ struct CaptureCommand: ParsableCommand {
         commandName: "capture",
         abstract: "Capture hosts' memory with LiME from a farm repository, over SSH.",
         discussion: """
-        Per host: uname -r and -m; the matching module from the repository, its checksum (always) and \
+        Per host: one SSH round trip of facts (uname -r, -m and -n, /proc/version, lockdown, sig_enforce, \
+        /proc/iomem); the matching module from the repository, its checksum (always) and \
         OpenPGP signature (against the key you pin) checked; uploaded; insmod'ed with path=tcp:PORT \
         format=lime localhostonly=1; the port forwarded through SSH to 127.0.0.1 here; memory streamed \
         to <output>/<host>-<release>-<UTC time>.lime (mode 0600) and checked against the host's \
-        System RAM, with a JSON sidecar (size, sha256, ranges, rate, cipher, compression). With --compress \
+        System RAM, with a JSON sidecar (size, sha256 hashed while streaming, ranges, rate, cipher, compression, \
+        operator, case, farm's version, the host's name, /proc/version and SSH host key, UTC times, lockdown). \
+        Before uploading it reads the host's lockdown mode and sig_enforce and says when the module must be signed \
+        by a key the host trusts. After the capture, the repository's signed symbols/banners.json gives the \
+        Volatility 3 symbol table whose banner is the host's /proc/version: written to <output>/symbols/linux/, \
+        and the 'vol -s <output>/symbols -f <image> linux.pslist' line printed. With --compress \
         on LiME deflates the stream (compress=1) and farm inflates it, writing the same image; auto (the \
         default) compresses only when a 4 MiB probe of the SSH channel is slower than 1.25 MiB/s (~10 Mbit/s), \
         half the slowest host's deflate rate measured. LiME is unloaded and the upload removed, also on failure or Ctrl-C. \
@@ -43,6 +49,12 @@ struct CaptureCommand: ParsableCommand {
     @Option(name: .long, help: "LiME compresses the stream: auto (when the SSH channel is slow), on or off.")
     var compress: CaptureCompression = .auto
 
+    @Option(name: .customLong("operator"), help: "Who captures, for the record (default: the local user name).")
+    var operatorName: String?
+
+    @Option(name: .customLong("case"), help: "The case this capture belongs to, for the record (1 to 128 printable characters).")
+    var caseID: String?
+
     @Option(name: .long, help: "Hosts captured at once.")
     var parallel = 1
 
@@ -59,6 +71,9 @@ struct CaptureCommand: ParsableCommand {
     var cache: String?
 
     func run() throws {
+        // Before anything touches a host: a bad record is a typo to fix, not a capture to redo.
+        if let operatorName { _ = try CaptureLabel.validated(operatorName, option: "--operator") }
+        if let caseID { _ = try CaptureLabel.validated(caseID, option: "--case") }
         var targets: [CaptureTarget] = []
         let pinned: String?
         targets = try hosts.map { try CaptureTarget(parsing: $0, identity: identity, sshOptions: sshOption) }
@@ -81,6 +96,8 @@ struct CaptureCommand: ParsableCommand {
             FileHandle.standardError.write(Data(("farm: " + line + "\n").utf8))
         }
         capture.compression = compress
+        if let operatorName { capture.operatorName = operatorName }
+        capture.caseID = caseID
         let results = capture.run(targets, parallel: parallel)
         var failed = 0
         print("host\trelease\tresult\tsize\tMiB/s\timage")
@@ -91,6 +108,17 @@ struct CaptureCommand: ParsableCommand {
             case let .failure(error):
                 failed += 1
                 print("\(target)\t-\tFAILED\t-\t-\t\(error)")
+            }
+        }
+        // Per image: the command that analyses it, or what is missing for one.
+        for case let .success(report) in results {
+            if let symbols = report.symbols.symbols {
+                print(symbols.command)
+            } else if report.symbolsRefused == true {
+                failed += 1
+                print("\(report.host): error: symbol table refused (\(report.image) is good): \(report.symbolsMissing ?? "")")
+            } else {
+                print("\(report.host): no symbol table for \(report.release) (\(report.image) is good): \(report.symbolsMissing ?? "")")
             }
         }
         if Capture.wasInterrupted { throw ExitCode(130) }

@@ -89,6 +89,36 @@ public struct CaptureReport: Sendable, Codable {
     public var compressionReason: String
     /// Bytes that crossed the link (fewer than `size` when compressed).
     public var streamed: UInt64
+    /// Who captured (`--operator`, else the local user) and for which case (`--case`).
+    public var `operator`: String
+    public var `case`: String?
+    public var farmVersion: String
+    /// The host's `uname -n` and `/proc/version`.
+    public var hostname: String
+    public var procVersion: String
+    /// The host key the first connection checked against known_hosts, from `ssh -v`
+    /// (`ssh-ed25519 SHA256:...`); nil when ssh did not say.
+    public var hostKey: String?
+    /// When farm's first SSH connection to the host began; `started` is when memory began to
+    /// stream and `ended` when its last byte arrived (UTC, ISO 8601 in the sidecar).
+    public var contacted: Date
+    public var ended: Date
+    /// The host's lockdown mode and `sig_enforce`, read before the module was uploaded.
+    public var moduleLoading: ModuleLoadPolicy
+    /// The Volatility 3 symbol table written beside the image, or null.
+    public var symbols: SymbolTableResult
+    /// Why `symbols` is null.
+    public var symbolsMissing: String?
+    /// true when the repository's symbols did not check out (the image is still good).
+    public var symbolsRefused: Bool?
+
+    /// The sidecar's bytes: sorted keys, times in UTC as ISO 8601.
+    public func encoded() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
 }
 
 /// `farm capture`: per host, the module for its kernel from a verified repository, LiME loaded
@@ -112,6 +142,9 @@ public struct Capture: Sendable {
     /// Bytes the `auto` probe sends through the channel.
     static let probeBytes = 4 << 20
     public let progress: @Sendable (String) -> Void
+    /// Recorded in the sidecar; `CaptureLabel.validated` by the command.
+    public var operatorName: String = CaptureLabel.localOperator()
+    public var caseID: String?
 
     public init(repository: RepositorySource, fingerprint: String?, output: String, progress: @escaping @Sendable (String) -> Void) {
         self.repository = repository
@@ -134,9 +167,12 @@ public struct Capture: Sendable {
         return ssh
     }
 
-    /// `verbose`: `ssh -v`, whose debug lines name the negotiated cipher.
+    /// `verbose`: `ssh -v`, whose debug lines name the negotiated cipher and the host key; on a
+    /// connection of its own (`ControlPath=none`: after the user's options, which ssh keeps
+    /// first), since a shared master connection makes no key exchange and names neither.
     func ssh(_ target: CaptureTarget, _ command: String, input: String? = nil, timeout: Int = 60, verbose: Bool = false) throws -> Executable.Result {
-        try Executable.run(try sshPath(), (verbose ? ["-v"] : []) + target.arguments + ["--", target.destination, command],
+        try Executable.run(try sshPath(), (verbose ? ["-v"] : []) + target.arguments + (verbose ? ["-o", "ControlPath=none"] : [])
+                           + ["--", target.destination, command],
                            input: input, timeout: Double(timeout))
     }
 
@@ -157,7 +193,7 @@ public struct Capture: Sendable {
 
     /// The cipher and MAC from `ssh -v`'s `kex: server->client cipher: C MAC: M compression: none`.
     static func cipher(sshDebug: String) -> String? {
-        guard let line = sshDebug.split(separator: "\n").first(where: { $0.contains("kex: server->client cipher: ") }) else { return nil }
+        guard let line = sshDebug.split(whereSeparator: \.isNewline).first(where: { $0.contains("kex: server->client cipher: ") }) else { return nil }
         let words = line.split(separator: " ")
         guard let c = words.firstIndex(of: "cipher:"), c + 1 < words.count else { return nil }
         let mac = words.firstIndex(of: "MAC:").flatMap { $0 + 1 < words.count ? words[$0 + 1] : nil }
@@ -227,17 +263,39 @@ public struct Capture: Sendable {
         return targets.indices.map { results.rows[$0] ?? .failure(FarmError("\(targets[$0]): not captured")) }
     }
 
+    /// One host: its memory, then the symbol table for its kernel, then the sidecar.
     public func run(_ target: CaptureTarget) throws -> CaptureReport {
-        // 1. What the host runs.
-        let first = try checkedResult(target, "reading uname and /proc/iomem", "uname -r; uname -m; id -u; cat /proc/iomem", verbose: true)
+        var report = try acquire(target)
+        switch fetchSymbols(procVersion: report.procVersion, image: report.image) {
+        case let .written(symbols):
+            report.symbols = .written(symbols)
+        case let .missing(reason):
+            report.symbolsMissing = reason
+        case let .refused(reason):
+            report.symbolsMissing = reason
+            report.symbolsRefused = true
+        }
+        try AtomicFile.write(try report.encoded(), to: report.image + ".json", mode: 0o600)
+        return report
+    }
+
+    /// The image, checked, and the host left as it was.
+    func acquire(_ target: CaptureTarget) throws -> CaptureReport {
+        // 1. What the host runs, in one round trip. `ssh -v` names the cipher and the host key;
+        // no shared master connection, so this one's key exchange (and its key) is seen.
+        let contacted = Date()
+        let first = try checkedResult(target, "reading the host's facts (uname, /proc/version, lockdown, /proc/iomem)", HostFacts.script,
+                                      verbose: true)
         let cipher = Capture.cipher(sshDebug: first.stderr)
-        let facts = first.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        guard facts.count >= 3 else { throw FarmError("\(target): uname printed nothing usable") }
-        let (release, machine) = (facts[0], facts[1])
-        let sudo = facts[2] == "0" ? "" : "sudo -n "
-        let ram = LimeImage.systemRAM(iomem: facts.dropFirst(3).joined(separator: "\n"))
+        let hostKey = HostFacts.hostKey(sshDebug: first.stderr)
+        let facts = try HostFacts.parse(first.stdout, host: target.description)
+        let (release, machine) = (facts.release, facts.machine)
+        let sudo = facts.isRoot ? "" : "sudo -n "
+        let ram = LimeImage.systemRAM(iomem: facts.iomem)
         guard !ram.isEmpty else { throw FarmError("\(target): /proc/iomem lists no System RAM (reading it needs root)") }
         progress("\(target): \(release) \(machine), \(ram.reduce(0) { $0 + $1.size } >> 20) MiB of System RAM")
+        let loading = ModuleLoadPolicy(lockdown: facts.lockdown, sigEnforce: facts.sigEnforce)
+        progress("\(target): \(loading.summary)")
 
         // 2. The module, checked before anything touches the host.
         let (module, moduleBytes) = try GnuPG.withScratch { scratch in try fetchModule(release: release, machine: machine, target: target, scratch: scratch) }
@@ -276,7 +334,8 @@ public struct Capture: Sendable {
         guard waited.status == 0 else {
             let why = waited.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             throw FarmError("\(target): LiME did not start listening on port \(port)"
-                               + (why.isEmpty ? "" : ": insmod said: \(why)") + (waited.status == 4 ? " (30 s)" : ""))
+                               + (why.isEmpty ? "" : ": insmod said: \(why)") + (waited.status == 4 ? " (30 s)" : "")
+                               + (loading.explainInsmod(why).map { "; " + $0 } ?? ""))
         }
 
         // 5. Forward the port to 127.0.0.1 here and stream.
@@ -291,7 +350,8 @@ public struct Capture: Sendable {
         let expected = ram.reduce(UInt64(0)) { $0 + 32 + $1.size }
         let receiver = MemoryStream(port: localPort, target: target.description, stall: stall, progress: progress)
         let received = try receiver.receive(into: image + ".part", expected: expected, compressed: compressed) { process.isRunning }
-        let seconds = Date().timeIntervalSince(started)
+        let ended = Date()
+        let seconds = ended.timeIntervalSince(started)
 
         // 6. The image must be what the host's RAM says.
         let ranges = try LimeImage.ranges(of: image + ".part")
@@ -304,11 +364,10 @@ public struct Capture: Sendable {
                                    sha256: received.sha256.hex, module: repository.name(module.location), moduleSHA256: module.checksum,
                                    repository: repository.location, ranges: ranges, started: started, seconds: seconds,
                                    bytesPerSecond: Double(received.bytes) / max(seconds, 0.001), cipher: cipher,
-                                   compression: compressed ? "zlib" : "none", compressionReason: compressionReason, streamed: received.streamed)
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try encoder.encode(report), to: image + ".json", mode: 0o600)
+                                   compression: compressed ? "zlib" : "none", compressionReason: compressionReason, streamed: received.streamed,
+                                   operator: operatorName, case: caseID, farmVersion: FarmVersion.current, hostname: facts.hostname,
+                                   procVersion: facts.procVersion, hostKey: hostKey, contacted: contacted, ended: ended,
+                                   moduleLoading: loading, symbols: .none)
         return report
     }
 

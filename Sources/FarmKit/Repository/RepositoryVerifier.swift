@@ -79,19 +79,8 @@ public struct RepositoryVerifier: Sendable {
     public func index(using verifier: GnuPG.Verifier?, scratch: String) throws -> (RepositoryIndex, [RepositoryModule]) {
         let repomd = try source.require(RepositoryFormat.repomdPath, because: "every repository has one")
         if let verifier {
-            let signature = try source.require(RepositoryFormat.repomdSignaturePath, because: "the signature of repomd.xml")
-            try repomd.write(to: URL(fileURLWithPath: scratch + "/repomd.xml"))
-            try signature.write(to: URL(fileURLWithPath: scratch + "/repomd.xml.sig"))
-            do {
-                try verifier.check(signature: scratch + "/repomd.xml.sig", of: scratch + "/repomd.xml")
-            } catch let error as OpenPGPError where error.badSignature {
-                // A good signature of other bytes: either file may have been changed.
-                throw FarmError("\(source.name(RepositoryFormat.repomdPath)): bad signature: its bytes do not match"
-                                      + " \(source.name(RepositoryFormat.repomdSignaturePath)); one of the two was changed")
-            } catch {
-                // Not a signature, or not the pinned key's: the .sig file is at fault.
-                throw FarmError("\(source.name(RepositoryFormat.repomdSignaturePath)): \(error)")
-            }
+            try checkSignature(of: repomd, at: RepositoryFormat.repomdPath, signature: RepositoryFormat.repomdSignaturePath,
+                               using: verifier, scratch: scratch)
         }
         let index = try RepositoryFormat.parseRepomd(repomd, name: source.name(RepositoryFormat.repomdPath))
         let gzipped = try source.require(index.location, because: "repomd.xml names it")
@@ -105,6 +94,29 @@ public struct RepositoryVerifier: Sendable {
             throw FarmError("\(gzName): the decompressed manifest's sha256 or size is not repomd.xml's open_checksum/open_size")
         }
         return (index, try RepositoryFormat.parsePrimary(xml, name: gzName))
+    }
+
+    /// Checks `data`, the repository's file at `path`, against its detached signature at
+    /// `signaturePath` by the pinned key; the error names the file at fault.
+    public func checkSignature(of data: Data, at path: String, signature signaturePath: String, using verifier: GnuPG.Verifier,
+                               scratch: String) throws {
+        let signature = try source.require(signaturePath, because: "the signature of \((path as NSString).lastPathComponent)")
+        let file = scratch + "/" + (path as NSString).lastPathComponent
+        try data.write(to: URL(fileURLWithPath: file))
+        try signature.write(to: URL(fileURLWithPath: file + ".sig"))
+        defer {
+            unlink(file)
+            unlink(file + ".sig")
+        }
+        do {
+            try verifier.check(signature: file + ".sig", of: file)
+        } catch let error as OpenPGPError where error.badSignature {
+            // A good signature of other bytes: either file may have been changed.
+            throw FarmError("\(source.name(path)): bad signature: its bytes do not match \(source.name(signaturePath)); one of the two was changed")
+        } catch {
+            // Not a signature, or not the pinned key's: the .sig file is at fault.
+            throw FarmError("\(source.name(signaturePath)): \(error)")
+        }
     }
 
     /// A verifier for the pinned key, which the repository's `REPO_SIGNING_KEY.asc` must hold.

@@ -53,7 +53,7 @@ extension DebianArchiveTests.CompileTests {
 
         // The capture, with the repository's signatures checked against the manifest's key.
         let output = scratch.file("captures")
-        let capture = try runProcess(Products.farm, ["capture", "--lab", name, "--repo", repo, "--output", output,
+        let capture = try runProcess(Products.farm, ["capture", "--lab", name, "--repo", repo, "--output", output, "--case", "IR-2026-015 lab",
                                                      "--manifest", manifest, "--cache", project.cache])
         #expect(capture.status == 0, "\(capture.stdout)\(capture.stderr)")
         let images = try FileManager.default.contentsOfDirectory(atPath: output).filter { $0.hasSuffix(".lime") }
@@ -72,7 +72,40 @@ extension DebianArchiveTests.CompileTests {
         #expect(reason.hasPrefix("auto: the SSH channel carried "), "\(sidecar)")
         #expect((sidecar["compression"] as? String) == (reason.contains(" below ") ? "zlib" : "none"), "\(sidecar)")
         #expect((sidecar["cipher"] as? String)?.isEmpty == false, "\(sidecar)")
+        // The record a responder keeps: who, which case, which farm, which host (its name, its
+        // banner, the host key the connection checked) and when, in UTC.
+        #expect(sidecar["operator"] as? String == CaptureLabel.localOperator() && sidecar["case"] as? String == "IR-2026-015 lab"
+                && sidecar["farmVersion"] as? String == FarmVersion.current, "\(sidecar)")
+        #expect(sidecar["hostname"] as? String == (try labShell("uname -n")).trimmingCharacters(in: .newlines), "\(sidecar)")
+        #expect((sidecar["procVersion"] as? String).map { $0 + "\n" } == (try labShell("cat /proc/version")), "\(sidecar)")
+        let knownKey = try runProcess("/usr/bin/ssh-keygen", ["-l", "-f", lab.knownHosts]).stdout.split(separator: " ").map(String.init)
+        #expect(knownKey.count > 1 && (sidecar["hostKey"] as? String)?.hasSuffix(" " + knownKey[1]) == true, "\(sidecar) \(knownKey)")
+        let times = ["contacted", "started", "ended"].compactMap { (sidecar[$0] as? String).flatMap { ISO8601DateFormatter().date(from: $0) } }
+        #expect(times.count == 3 && times == times.sorted() && (sidecar["ended"] as? String)?.hasSuffix("Z") == true, "\(sidecar)")
+        // The lab mounts no securityfs: its lockdown is unknown, its sig_enforce read.
+        let loading = sidecar["moduleLoading"] as? [String: Any] ?? [:]
+        #expect(loading["sigEnforce"] as? Bool == ((try labShell("cat /sys/module/module/parameters/sig_enforce")) == "Y\n"), "\(loading)")
+        // No symbols/ in this repository: said, recorded as null, and the image is still good.
+        #expect(sidecar["symbols"] is NSNull && (sidecar["symbolsMissing"] as? String)?.contains("symbols/banners.json is absent") == true, "\(sidecar)")
+        #expect(capture.stdout.contains("no symbol table for \(newest.release)"), "\(capture.stdout)")
         try hostIsClean()
+
+        // The repository gains a signed banners.json whose banner is the lab's: the next capture
+        // writes the table beside its image and prints the vol line. (A stand-in table: farm
+        // checks its sha256 and copies it; building real ones is the profile task's part.)
+        let banner = try labShell("cat /proc/version")
+        try FileManager.default.createDirectory(atPath: repo + "/symbols/linux", withIntermediateDirectories: true)
+        let tableName = "linux/debian_\(newest.release)_lab_amd64.json.xz"
+        try Data(#"{"metadata": {"linux": {}}}"#.utf8).write(to: URL(fileURLWithPath: scratch.file("table.json")))
+        #expect(try runProcess("/usr/bin/xz", ["-f", scratch.file("table.json")]).status == 0)
+        let table = try Data(contentsOf: URL(fileURLWithPath: scratch.file("table.json.xz")))
+        try table.write(to: URL(fileURLWithPath: repo + "/symbols/" + tableName))
+        let banners: [String: Any] = ["version": 1, "linux": [Data((banner + "\0").utf8).base64EncodedString(): [tableName]],
+                                      "sha256": [tableName: SHA256.hash(table).hex]]
+        try JSONSerialization.data(withJSONObject: banners).write(to: URL(fileURLWithPath: repo + "/symbols/banners.json"))
+        let repoKey = try #require(Signing.paths(manifestAt: manifest)?.repository)
+        try GnuPG.detachSign(file: repo + "/symbols/banners.json", output: repo + "/symbols/banners.json.sig", keyHome: repoKey.home,
+                             fingerprint: try #require(try RepositoryKey.load(repoKey)).fingerprint)
 
         // Compressed (LiME's compress=1): the same checks pass on the inflated image, and fewer
         // bytes crossed the link than it holds.
@@ -91,6 +124,9 @@ extension DebianArchiveTests.CompileTests {
         #expect((compressedSidecar["compression"] as? String) == "zlib" && (compressedSidecar["compressionReason"] as? String) == "--compress on")
         let streamed = (compressedSidecar["streamed"] as? NSNumber)?.intValue ?? .max
         #expect(streamed < inflatedBytes.count / 2, "\(streamed) bytes streamed for \(inflatedBytes.count)")
+        #expect(compressed.stdout.contains("vol -s \(compressedOutput)/symbols -f \(inflated) linux.pslist"), "\(compressed.stdout)")
+        #expect(FileManager.default.contents(atPath: compressedOutput + "/symbols/" + tableName) == table)
+        #expect((compressedSidecar["symbols"] as? [String: Any])?["sha256"] as? String == SHA256.hash(table).hex, "\(compressedSidecar)")
         print("lab capture: plain \(sidecar["bytesPerSecond"] ?? "?") B/s (\(sidecar["compression"] ?? "?")), compressed \(compressedSidecar["bytesPerSecond"] ?? "?") B/s,"
               + " \(streamed) bytes streamed for \(inflatedBytes.count), cipher \(sidecar["cipher"] ?? "?")")
         try hostIsClean()
