@@ -102,6 +102,7 @@ private struct TableReader {
         var start: Int
         var end: Int
         var markers: Int
+        var markersEnd: Int
     }
 
     /// Where `kallsyms_offsets` and `kallsyms_relative_base`, or `kallsyms_addresses`, are.
@@ -158,8 +159,13 @@ private struct TableReader {
         }
         // Up to 6.1 kallsyms leaves its own tables out (scripts/kallsyms.c's ignored symbols);
         // where each one starts is where it was found.
-        let labels = [("kallsyms_num_syms", names.start - 8), ("kallsyms_names", names.start), ("kallsyms_markers", names.markers),
+        var labels = [("kallsyms_num_syms", names.start - 8), ("kallsyms_names", names.start), ("kallsyms_markers", names.markers),
                       ("kallsyms_token_table", tokenTable), ("kallsyms_token_index", tokenIndex)] + table.labels
+        // 6.2's seqs_of_names (three bytes a symbol) between the markers and the token table, as
+        // 6.1's stable series has it; from 6.4 it follows the addresses.
+        if aligned(names.markersEnd) + 3 * names.count <= tokenTable {
+            labels.append(("kallsyms_seqs_of_names", aligned(names.markersEnd)))
+        }
         for (label, offset) in labels {
             let found = address &+ UInt64(offset - region.lowerBound)
             // From 6.2 the tables list themselves: a check that they were read where they are.
@@ -265,7 +271,7 @@ private struct TableReader {
                 let value = width == 4 ? UInt64(u32(markersStart + index * 4)) : u64(markersStart + index * 8)
                 if value != UInt64(marker) { agree = false; break }
             }
-            if agree { return Names(count: count, start: start, end: position, markers: markersStart) }
+            if agree { return Names(count: count, start: start, end: position, markers: markersStart, markersEnd: markersStart + markers.count * width) }
         }
         return nil
     }
@@ -280,13 +286,17 @@ private struct TableReader {
         let relative = [(countAt - 8 - offsetsBytes, countAt - 8), (afterIndex, aligned(afterIndex + count * 4))]
         for (offsets, base) in relative where fits(offsets, count * 4) && fits(base, 8) {
             if let addresses = relativeAddresses(offsets: offsets, count: count, base: u64(base)) {
-                return AddressTable(addresses: addresses, labels: [("kallsyms_offsets", offsets), ("kallsyms_relative_base", base)])
+                var labels = [("kallsyms_offsets", offsets), ("kallsyms_relative_base", base)]
+                if offsets == afterIndex { labels.append(("kallsyms_seqs_of_names", aligned(base + 8))) }
+                return AddressTable(addresses: addresses, labels: labels)
             }
         }
         for table in [countAt - count * 8, afterIndex] where fits(table, count * 8) {
             let addresses = (0..<count).map { u64(table + 8 * $0) }
             if zip(addresses, addresses.dropFirst()).allSatisfy({ $0 <= $1 }) {
-                return AddressTable(addresses: addresses, labels: [("kallsyms_addresses", table)])
+                var labels = [("kallsyms_addresses", table)]
+                if table == afterIndex { labels.append(("kallsyms_seqs_of_names", aligned(table + count * 8))) }
+                return AddressTable(addresses: addresses, labels: labels)
             }
         }
         throw failure("\(count) names decode, but neither kallsyms_offsets with kallsyms_relative_base nor kallsyms_addresses beside them gives addresses in order")
