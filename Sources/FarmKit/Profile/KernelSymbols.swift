@@ -131,32 +131,9 @@ private struct TableReader {
 
     func read(elf: ELFImage) throws -> [String: UInt64] {
         let (tokenTable, tokenIndex) = try findTokenTable()
-        var tokens: [[UInt8]] = []
-        tokens.reserveCapacity(256)
-        for code in 0..<256 {
-            let start = tokenTable + u16(tokenIndex + 2 * code)
-            // findTokenTable saw every token's NUL before the index.
-            let end = raw[start..<tokenIndex].firstIndex(of: 0) ?? start
-            tokens.append(Array(raw[start..<end]))
-        }
         let names = try findNames(before: tokenTable)
         let table = try findAddresses(names: names, tokenIndexEnd: tokenIndex + 512)
-        let addresses = table.addresses
-        var symbols: [String: UInt64] = [:]
-        symbols.reserveCapacity(names.count)
-        var name: [UInt8] = []
-        name.reserveCapacity(512)
-        var position = names.start
-        for index in 0..<names.count {
-            let (length, header) = nameLength(at: position)
-            name.removeAll(keepingCapacity: true)
-            for code in raw[(position + header)..<(position + header + length)] { name.append(contentsOf: tokens[Int(code)]) }
-            position += header + length
-            guard let type = name.first, (type | 0x20) >= 0x61, (type | 0x20) <= 0x7a, name.count > 1 else {
-                throw failure("symbol \(index) of \(names.count) decodes to '\(String(decoding: name, as: UTF8.self))', which has no type letter and name")
-            }
-            symbols[String(decoding: name[1...], as: UTF8.self)] = addresses[index]
-        }
+        var symbols = try decode(names, tokenTable: tokenTable, tokenIndex: tokenIndex, addresses: table.addresses)
         // Up to 6.1 kallsyms leaves its own tables out (scripts/kallsyms.c's ignored symbols);
         // where each one starts is where it was found.
         var labels = [("kallsyms_num_syms", names.start - 8), ("kallsyms_names", names.start), ("kallsyms_markers", names.markers),
@@ -179,6 +156,46 @@ private struct TableReader {
         }
         guard elf.fileOffset(ofAddress: text, count: 1) != nil else {
             throw failure("_text decodes to 0x\(String(text, radix: 16)), which lies in none of the file's sections; the address table was misread")
+        }
+        return symbols
+    }
+
+    /// Every name expanded through the token table, with its address. Expansions are copied
+    /// from the token table in place into one buffer; only the final names become Strings.
+    func decode(_ names: Names, tokenTable: Int, tokenIndex: Int, addresses: [UInt64]) throws -> [String: UInt64] {
+        var tokenStart = [Int](repeating: 0, count: 256), tokenLength = [Int](repeating: 0, count: 256)
+        for code in 0..<256 {
+            tokenStart[code] = tokenTable + u16(tokenIndex + 2 * code)
+            // findTokenTable saw every token's NUL before the index.
+            tokenLength[code] = (raw[tokenStart[code]..<tokenIndex].firstIndex(of: 0) ?? tokenStart[code]) - tokenStart[code]
+        }
+        var symbols: [String: UInt64] = [:]
+        symbols.reserveCapacity(names.count)
+        // KSYM_NAME_LEN is 512; a longer expansion means the tables were misread.
+        let capacity = 4096
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 1)
+        defer { buffer.deallocate() }
+        let base = raw.baseAddress!
+        var position = names.start
+        for index in 0..<names.count {
+            let (length, header) = nameLength(at: position)
+            var written = 0
+            for at in (position + header)..<(position + header + length) {
+                let code = Int(raw[at])
+                let count = tokenLength[code]
+                guard written + count <= capacity else {
+                    throw failure("symbol \(index) of \(names.count) expands past \(capacity) bytes")
+                }
+                buffer.baseAddress!.advanced(by: written).copyMemory(from: base + tokenStart[code], byteCount: count)
+                written += count
+            }
+            position += header + length
+            let type = written > 0 ? buffer[0] | 0x20 : 0
+            guard written > 1, type >= 0x61, type <= 0x7a else {
+                let text = String(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<written]), as: UTF8.self)
+                throw failure("symbol \(index) of \(names.count) decodes to '\(text)', which has no type letter and name")
+            }
+            symbols[String(decoding: UnsafeRawBufferPointer(rebasing: buffer[1..<written]), as: UTF8.self)] = addresses[index]
         }
         return symbols
     }
