@@ -61,7 +61,11 @@ public struct ELFImage: Sendable {
             for index in 0..<programCount {
                 let at = programs + index * programSize
                 guard u32(at) == 1 else { continue }    // PT_LOAD
-                segments.append(Segment(address: u64(at + 0x10), offset: u64(at + 0x08), fileSize: u64(at + 0x20)))
+                let offset = u64(at + 0x08), fileSize = u64(at + 0x20)
+                guard offset <= UInt64(raw.count), fileSize <= UInt64(raw.count) - offset else {
+                    throw refuse("loadable segment \(index) (\(fileSize) bytes at offset \(offset)) passes the end of the file (\(raw.count) bytes)")
+                }
+                segments.append(Segment(address: u64(at + 0x10), offset: offset, fileSize: fileSize))
             }
 
             let sectionSize = u16(0x3a), sectionCount = u16(0x3c), namesIndex = u16(0x3e)

@@ -117,7 +117,7 @@ private struct TableReader {
 
     /// The first file offset at or after `offset` whose address is 8-byte aligned (scripts/kallsyms.c's ALGN).
     func aligned(_ offset: Int) -> Int {
-        let misalignment = Int((address &+ UInt64(offset - region.lowerBound)) & 7)
+        let misalignment = Int((address &+ UInt64(bitPattern: Int64(offset - region.lowerBound))) & 7)
         return misalignment == 0 ? offset : offset + 8 - misalignment
     }
 

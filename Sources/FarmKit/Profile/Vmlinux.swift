@@ -12,7 +12,11 @@ public enum Vmlinux {
     /// RHEL `/lib/modules/<release>/vmlinuz` (or /boot). Errors name the package and the member.
     public static func extract(package path: String, release: String) throws -> Data {
         let members = ["boot/vmlinuz-\(release)", "lib/modules/\(release)/vmlinuz"]
-        guard let (member, bzImage) = try findMember(members, in: path) else {
+        let found: (String, Data)?
+        do { found = try findMember(members, in: path) } catch let error as FarmError { throw error } catch {
+            throw FarmError("package \(path): cannot read it while looking for its vmlinuz: \(error); download it again")
+        }
+        guard let (member, bzImage) = found else {
             throw FarmError("package \(path): no \(members.map { "/" + $0 }.joined(separator: " or ")) in it; "
                 + "is it the image package (linux-image-\(release), or kernel-core) of kernel \(release)?")
         }

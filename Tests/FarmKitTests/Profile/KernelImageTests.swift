@@ -66,7 +66,7 @@ struct KernelImageTests {
         let whole = try Data(contentsOf: URL(fileURLWithPath: kernel.path))
         let error = #expect(throws: FarmError.self) { try ELFImage(data: whole.prefix(whole.count / 2), origin: "cut-vmlinux") }
         #expect(error?.message.hasPrefix("cut-vmlinux: not a readable 64-bit little-endian ELF file: ") == true, "\(error?.message ?? "")")
-        #expect(error?.message.contains("pass the end of the file") == true, "\(error?.message ?? "")")
+        #expect(error?.message.contains("the end of the file") == true, "\(error?.message ?? "")")
     }
 
     // MARK: System.map and /proc/kallsyms
@@ -169,6 +169,13 @@ struct KernelImageTests {
         let error = #expect(throws: FarmError.self) { try Vmlinux.extract(package: deb, release: "6.99.0-other-amd64") }
         #expect(error?.message.hasPrefix("package \(deb): no /boot/vmlinuz-6.99.0-other-amd64 or /lib/modules/6.99.0-other-amd64/vmlinuz in it") == true,
                 "\(error?.message ?? "")")
+
+        // A download cut short: the vmlinuz member ends inside data.tar.xz.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: deb))
+        let cut = scratch.file("cut.deb")
+        try whole.prefix(whole.count * 3 / 4).write(to: URL(fileURLWithPath: cut))
+        let damaged = #expect(throws: FarmError.self) { try Vmlinux.extract(package: cut, release: release) }
+        #expect(damaged?.message.hasPrefix("package \(cut): ") == true, "\(damaged?.message ?? "")")
     }
 
     @Test(.enabled(if: Fixtures.hasTool("rpmbuild"), "rpmbuild is not installed (Debian package rpm; scripts/install-deps installs it)"))
