@@ -3,10 +3,20 @@ import Foundation
 
 /// A kernel's symbol addresses, from its own kallsyms tables or from a System.map.
 public struct KernelSymbols: Sendable {
-    /// One address per name. A name the kernel has more than once (a static function in several
-    /// files) keeps its last entry: the highest address, since both kallsyms and System.map are
-    /// sorted by address; dwarf2json, reading System.map line by line, keeps the same one.
+    /// One address per name. A name the kernel has more than once keeps its global entry (an
+    /// upper-case type: `kern_path` the exported function, not a file's static variable of that
+    /// name); among several static ones (`user_read` of two files), the last, which is the highest
+    /// address since kallsyms and System.map are sorted by address: the one dwarf2json keeps,
+    /// reading System.map line by line.
     public var addresses: [String: UInt64]
+
+    /// Adds an entry by the rule `addresses` states; `globals` are the names with a global entry so far.
+    static func add(_ name: String, _ address: UInt64, global: Bool, to addresses: inout [String: UInt64], globals: inout Set<String>) {
+        if let previous = addresses.updateValue(address, forKey: name), !global, globals.contains(name) {
+            addresses[name] = previous
+        }
+        if global { globals.insert(name) }
+    }
 
     public init(addresses: [String: UInt64]) {
         self.addresses = addresses
@@ -40,6 +50,7 @@ public struct KernelSymbols: Sendable {
         var addresses: [String: UInt64] = [:]
         var lineNumber = 0
         var nonZero = false
+        var globals = Set<String>()
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             lineNumber += 1
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -50,7 +61,7 @@ public struct KernelSymbols: Sendable {
             }
             // A module's symbols ("name\t[module]") are not the kernel's.
             if fields.count == 4 { continue }
-            addresses[String(fields[2])] = address
+            add(String(fields[2]), address, global: fields[1].first!.isUppercase, to: &addresses, globals: &globals)
             nonZero = nonZero || address != 0
         }
         guard !addresses.isEmpty else {
@@ -171,6 +182,7 @@ private struct TableReader {
         }
         var symbols: [String: UInt64] = [:]
         symbols.reserveCapacity(names.count)
+        var globals = Set<String>()
         // KSYM_NAME_LEN is 512; a longer expansion means the tables were misread.
         let capacity = 4096
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 1)
@@ -195,7 +207,8 @@ private struct TableReader {
                 let text = String(decoding: UnsafeRawBufferPointer(rebasing: buffer[0..<written]), as: UTF8.self)
                 throw failure("symbol \(index) of \(names.count) decodes to '\(text)', which has no type letter and name")
             }
-            symbols[String(decoding: UnsafeRawBufferPointer(rebasing: buffer[1..<written]), as: UTF8.self)] = addresses[index]
+            KernelSymbols.add(String(decoding: UnsafeRawBufferPointer(rebasing: buffer[1..<written]), as: UTF8.self), addresses[index],
+                              global: buffer[0] < 0x61, to: &symbols, globals: &globals)
         }
         return symbols
     }

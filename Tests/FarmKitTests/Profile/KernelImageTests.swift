@@ -23,13 +23,14 @@ struct KernelImageTests {
         let elf = try ELFImage(data: Data(contentsOf: URL(fileURLWithPath: kernel.path)), origin: kernel.path)
         let found = try KernelSymbols.kallsyms(in: elf, origin: kernel.path)
 
-        // Every name at its address; of a name given twice, the later (higher) address.
+        // Every name at its address; of a name given twice, the global one, else the later (higher) address.
         var expected: [String: UInt64] = [:]
-        for symbol in symbols { expected[symbol.name] = symbol.address }
+        for symbol in symbols where !(symbol.name == "kern_path" && symbol.type == "d") { expected[symbol.name] = symbol.address }
         for (name, address) in expected {
             #expect(found.addresses[name] == address, "\(name): \(found.addresses[name].map { String($0, radix: 16) } ?? "missing") instead of \(String(address, radix: 16))")
         }
         #expect(found.addresses["helper_dup"] == KernelImageTests.textBase + 0x9000)
+        #expect(found.addresses["kern_path"] == KernelImageTests.textBase + 0x9100)
         #expect(found.addresses["_text"] == elf.section(".text")?.address)
         // The tables' own labels, where ld put them (nm read the file before it was stripped).
         #expect(kernel.labels.count >= 6)
@@ -78,13 +79,16 @@ struct KernelImageTests {
             ffffffff81000000 T startup_64
             ffffffff81001000 t helper_dup
             ffffffff81002000 t helper_dup
+            ffffffff81003000 T kern_path
             ffffffff82000000 D linux_banner
+            ffffffff82001000 d kern_path
             ffffffffc0a01000 t lime_init\t[lime]
 
             """
         let symbols = try KernelSymbols.parseMap(text, origin: "System.map-6.99.0")
         #expect(symbols.addresses == ["fixed_percpu_data": 0, "_text": 0xffff_ffff_8100_0000, "startup_64": 0xffff_ffff_8100_0000,
-                                      "helper_dup": 0xffff_ffff_8100_2000, "linux_banner": 0xffff_ffff_8200_0000])
+                                      "helper_dup": 0xffff_ffff_8100_2000, "linux_banner": 0xffff_ffff_8200_0000,
+                                      "kern_path": 0xffff_ffff_8100_3000])
     }
 
     @Test(arguments: [
@@ -234,10 +238,37 @@ extension DebianArchiveTests {
         let banner = try symbols.banner(in: elf)
         #expect(banner.starts(with: Array("Linux version \(release) ".utf8)), "\(String(decoding: banner, as: UTF8.self))")
         #expect(banner.suffix(2) == [0x0a, 0])
+        // Every exported symbol where the kernel's own export table puts it: an independent check.
+        let exports = try exportedSymbols(of: elf)
+        #expect(exports.count > 5000, "\(exports.count) exports")
+        let differing = exports.filter { symbols.addresses[$0.name] != $0.address }
+        #expect(differing.isEmpty, "\(differing.count) of \(exports.count) differ, e.g. \(differing.prefix(3))")
         // kallsyms_num_syms holds the number of entries the tables have (duplicates included).
         let count = try #require(elf.bytes(atAddress: symbols.addresses["kallsyms_num_syms"]!, count: 4))
         let entries = count.withUnsafeBytes { Int($0.loadUnaligned(as: UInt32.self).littleEndian) }
         #expect(entries >= symbols.addresses.count - 10 && entries < symbols.addresses.count * 2, "\(entries) entries")
+    }
+}
+
+extension DebianArchiveTests {
+    /// `__ksymtab` and `__ksymtab_gpl`: since 4.19 on x86_64 each entry is three 32-bit offsets
+    /// (value, name, namespace), each relative to its own field.
+    func exportedSymbols(of elf: ELFImage) throws -> [(name: String, address: UInt64)] {
+        var exports: [(name: String, address: UInt64)] = []
+        for sectionName in ["__ksymtab", "__ksymtab_gpl"] {
+            let section = try #require(elf.section(sectionName))
+            let bytes = elf.contents(of: section)
+            for entry in stride(from: 0, to: bytes.count - 11, by: 12) {
+                func field(_ at: Int) -> UInt64 {
+                    let relative = bytes.withUnsafeBytes { Int64($0.loadUnaligned(fromByteOffset: entry + at, as: Int32.self).littleEndian) }
+                    return section.address &+ UInt64(entry + at) &+ UInt64(bitPattern: relative)
+                }
+                let nameStart = try #require(elf.fileOffset(ofAddress: field(4), count: 1))
+                let nameEnd = try #require(elf.data[nameStart...].firstIndex(of: 0))
+                exports.append((String(decoding: elf.data[nameStart..<nameEnd], as: UTF8.self), field(0)))
+            }
+        }
+        return exports
     }
 }
 
@@ -329,6 +360,7 @@ enum KallsymsFixture {
             symbols.append(Symbol(type: index % 3 == 0 ? "t" : "T", name: String(format: "func_%04d_of_the_kernel", index), address: text + 0x200 + UInt64(index) * 0x10))
         }
         symbols.append(Symbol(type: "t", name: "helper_dup", address: text + 0x9000))
+        symbols.append(Symbol(type: "T", name: "kern_path", address: text + 0x9100))
         if longName {
             // Pseudo-random, so the compression cannot bring it under 128 bytes.
             var state: UInt32 = 12345
@@ -342,6 +374,7 @@ enum KallsymsFixture {
         symbols += [Symbol(type: "T", name: "_etext", address: text + 0xf000),
                     Symbol(type: "D", name: "linux_banner", address: KernelImageTests.rodataBase),
                     Symbol(type: "D", name: "init_task", address: 0xffff_ffff_82e0_0000),
+                    Symbol(type: "d", name: "kern_path", address: 0xffff_ffff_82e0_1000),
                     Symbol(type: "B", name: "__bss_stop", address: 0xffff_ffff_8300_0000)]
         return symbols
     }
