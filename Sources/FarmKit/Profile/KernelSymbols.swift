@@ -11,7 +11,7 @@ public struct KernelSymbols: Sendable {
     public var addresses: [String: UInt64]
 
     /// Adds an entry by the rule `addresses` states; `globals` are the names with a global entry so far.
-    static func add(_ name: String, _ address: UInt64, global: Bool, to addresses: inout [String: UInt64], globals: inout Set<String>) {
+    fileprivate static func add(_ name: String, _ address: UInt64, global: Bool, to addresses: inout [String: UInt64], globals: inout Set<String>) {
         if let previous = addresses.updateValue(address, forKey: name), !global, globals.contains(name) {
             addresses[name] = previous
         }
