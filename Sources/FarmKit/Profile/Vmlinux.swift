@@ -27,8 +27,8 @@ public enum Vmlinux {
     /// `data.tar.*`, or in an rpm's payload (libarchive reads an rpm as the cpio inside it).
     private static func findMember(_ members: [String], in path: String) throws -> (String, Data)? {
         let package: Archive.Reader
-        do { package = try Archive.Reader(path: path) } catch {
-            throw FarmError("package \(path): \(error); is it a complete .deb or .rpm?")
+        do { package = try Archive.Reader(path: path) } catch let error as ArchiveError {
+            throw FarmError("package \(path): \(error.message)")
         }
         func wanted(_ entry: Archive.Entry) -> String? {
             var name = Substring(entry.path)

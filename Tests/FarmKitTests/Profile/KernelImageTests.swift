@@ -41,7 +41,7 @@ struct KernelImageTests {
         #expect(try found.banner(in: elf) == Array(KernelImageTests.bannerText.utf8) + [0])
     }
 
-    @Test(arguments: [KallsymsFixture.Damage.countPastTheNames, .offsetsOutOfOrder, .noTables])
+    @Test(arguments: [KallsymsFixture.Damage.countPastTheNames, .offsetsOutOfOrder, .offsetsCutShort, .noTables, .garbage])
     func kallsymsThatDoNotParseAreRefusedNamingTheKernelAndTheTable(_ damage: KallsymsFixture.Damage) throws {
         let scratch = try Scratch()
         let kernel = try KallsymsFixture.build(symbols: KallsymsFixture.symbols(perCPU: true, longName: true), layout: .linux6_12,
@@ -52,8 +52,8 @@ struct KernelImageTests {
         #expect(message.hasPrefix("linux-image-6.99.0-farm-test.deb: vmlinux: the kallsyms tables in .rodata do not parse: "), "\(message)")
         let missing = switch damage {
         case .countPastTheNames: "no kallsyms_num_syms"
-        case .offsetsOutOfOrder: "neither kallsyms_offsets"
-        case .noTables: "no kallsyms_token_table"
+        case .offsetsOutOfOrder, .offsetsCutShort: "neither kallsyms_offsets"
+        case .noTables, .garbage: "no kallsyms_token_table"
         }
         #expect(message.contains(missing), "\(message)")
         #expect(message.contains("System.map"), "says what to use instead: \(message)")
@@ -332,8 +332,13 @@ enum KallsymsFixture {
         case countPastTheNames
         /// Two offsets swapped, so the addresses are not in order.
         case offsetsOutOfOrder
+        /// .rodata ends halfway through kallsyms_offsets.
+        case offsetsCutShort
         /// No kallsyms tables at all (CONFIG_KALLSYMS off).
         case noTables
+        /// Hand-made bytes: malformed input. Pseudo-random bytes with the digits' run of a token
+        /// table planted in them, and no tables.
+        case garbage
 
         var testDescription: String { rawValue }
     }
@@ -409,6 +414,18 @@ enum KallsymsFixture {
 
             """
         if damage == .noTables { return out }
+        if damage == .garbage {
+            var state: UInt32 = 2024
+            for _ in 0..<4096 {
+                let bytes = (0..<16).map { _ in
+                    state = state &* 1_103_515_245 &+ 12345
+                    return String(state >> 16 & 0xff)
+                }
+                out += "\t.byte \(bytes.joined(separator: ", "))\n"
+            }
+            out += "\t.asciz \"0\", \"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", \"8\", \"9\"\n\t.fill 4096, 1, 0x41\n"
+            return out
+        }
         func label(_ name: String) { out += ".globl \(name)\n\t.balign 8\n\(name):\n" }
 
         let (codes, tokens) = compress(symbols.map { Array("\($0.type)\($0.name)".utf8) })
@@ -426,7 +443,9 @@ enum KallsymsFixture {
                 return UInt32(bitPattern: Int32(Int64(bitPattern: base &- symbol.address &- 1)))
             }
             if damage == .offsetsOutOfOrder { offsets.swapAt(10, 400) }
+            if damage == .offsetsCutShort { offsets.removeLast(offsets.count / 2) }
             for offset in offsets { out += "\t.long 0x\(String(offset, radix: 16))\n" }
+            if damage == .offsetsCutShort { return }
             label("kallsyms_relative_base")
             out += "\t.quad 0x\(String(base, radix: 16))\n"
         }
@@ -462,7 +481,7 @@ enum KallsymsFixture {
         label("kallsyms_token_index")
         for entry in index { out += "\t.short \(entry)\n" }
         if !layout.addressesFirst { addresses() }
-        if layout.hasSequences && layout != .linux6_1 { sequences() }
+        if layout.hasSequences && layout != .linux6_1 && damage != .offsetsCutShort { sequences() }
         return out
     }
 
