@@ -61,12 +61,13 @@ public enum Archive {
     }
 
     /// `decompress` for bytes that came from `name` (a package's member, say), refused past
-    /// `limit` bytes so a small bomb cannot fill memory.
-    public static func decompress(_ data: Data, name: String, limit: Int) throws -> Data {
+    /// `limit` bytes so a small bomb cannot fill memory. `expectedSize`, when the caller knows it
+    /// (a bzImage's trailer), is reserved at once instead of growing the result chunk by chunk.
+    public static func decompress(_ data: Data, name: String, limit: Int, expectedSize: Int? = nil) throws -> Data {
         if data.isEmpty { return data }
         let reader = try Reader(data: data, name: name, raw: true)
         guard try reader.next() != nil else { return Data() }
-        return try reader.readData(limit: limit)
+        return try reader.readData(limit: limit, expectedSize: expectedSize)
     }
 
     /// Reads an archive entry by entry. Not shareable between threads.
@@ -188,9 +189,9 @@ public enum Archive {
         public var currentEntrySize: Int64 { currentSize }
 
         /// The current entry's data, refused when it passes `limit` bytes.
-        public func readData(limit: Int) throws -> Data {
+        public func readData(limit: Int, expectedSize: Int? = nil) throws -> Data {
             var data = Data()
-            data.reserveCapacity(Int(min(max(currentSize, 0), Int64(limit))))
+            data.reserveCapacity(Int(min(max(Int64(expectedSize ?? 0), currentSize, 0), Int64(limit))))
             let chunk = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 16)
             defer { chunk.deallocate() }
             while true {
