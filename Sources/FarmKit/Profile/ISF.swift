@@ -80,18 +80,18 @@ extension ISFDocument {
         for required in ["void", "pointer"] where baseTypes[required] == nil {
             found.append("base_types lacks \(required)")
         }
-        for (name, type) in userTypes.sorted(by: { $0.key < $1.key }) {
-            for (field, value) in type.fields.sorted(by: { $0.key < $1.key }) {
+        for (name, type) in userTypes {
+            for (field, value) in type.fields {
                 check(value.type, at: "user_types.\(name).\(field)", into: &found)
             }
         }
-        for (name, value) in enums.sorted(by: { $0.key < $1.key }) where baseTypes[value.base] == nil {
+        for (name, value) in enums where baseTypes[value.base] == nil {
             found.append("enums.\(name): base type \(value.base) is not in base_types")
         }
-        for (name, symbol) in symbols.sorted(by: { $0.key < $1.key }) {
+        for (name, symbol) in symbols {
             if let type = symbol.type { check(type, at: "symbols.\(name)", into: &found) }
         }
-        return found
+        return found.sorted()
     }
 
     private func check(_ type: ISFType, at place: String, into found: inout [String]) {
@@ -279,6 +279,11 @@ private struct JSONOutput {
 
     mutating func string(_ text: String) {
         bytes.append(UInt8(ascii: "\""))
+        guard text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+            bytes.append(contentsOf: text.utf8)
+            bytes.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
