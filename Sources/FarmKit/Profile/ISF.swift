@@ -33,12 +33,34 @@ public indirect enum ISFType: Hashable, Sendable {
     public static let void = ISFType.base("void")
 }
 
+extension ISFType: CustomStringConvertible {
+    /// C-like, for messages: `struct node`, `pointer to int`, `array of 4 char`.
+    public var description: String {
+        switch self {
+        case .base(let name): name
+        case .pointer(let target): "pointer to \(target)"
+        case .array(let count, let element): "array of \(count) \(element)"
+        case .composite(let kind, let name): "\(kind.rawValue) \(name)"
+        case .enumeration(let name): "enum \(name)"
+        case .function: "function"
+        case .bitfield(let position, let length, let base): "bits \(position)..<\(position + length) of \(base)"
+        }
+    }
+}
+
 public struct ISFBaseType: Hashable, Sendable {
     public enum Kind: String, Sendable { case void, int, float, char, bool }
     public var size: Int
     public var signed: Bool
     public var kind: Kind
     public var littleEndian: Bool
+
+    public init(size: Int, signed: Bool, kind: Kind, littleEndian: Bool) {
+        self.size = size
+        self.signed = signed
+        self.kind = kind
+        self.littleEndian = littleEndian
+    }
 }
 
 public struct ISFUserType: Hashable, Sendable {
@@ -46,6 +68,12 @@ public struct ISFUserType: Hashable, Sendable {
     public var kind: Kind
     public var size: Int
     public var fields: [String: ISFField]
+
+    public init(kind: Kind, size: Int, fields: [String: ISFField]) {
+        self.kind = kind
+        self.size = size
+        self.fields = fields
+    }
 }
 
 public struct ISFField: Hashable, Sendable {
@@ -54,6 +82,12 @@ public struct ISFField: Hashable, Sendable {
     public var offset: Int
     /// An unnamed struct or union member (`unnamed_field_N`) whose fields Volatility reaches through the parent.
     public var anonymous: Bool
+
+    public init(type: ISFType, offset: Int, anonymous: Bool) {
+        self.type = type
+        self.offset = offset
+        self.anonymous = anonymous
+    }
 }
 
 public struct ISFEnum: Hashable, Sendable {
@@ -61,6 +95,12 @@ public struct ISFEnum: Hashable, Sendable {
     /// A `base_types` name of the same size and signedness.
     public var base: String
     public var constants: [String: Int64]
+
+    public init(size: Int, base: String, constants: [String: Int64]) {
+        self.size = size
+        self.base = base
+        self.constants = constants
+    }
 }
 
 public struct ISFSymbol: Hashable, Sendable {
@@ -68,6 +108,12 @@ public struct ISFSymbol: Hashable, Sendable {
     public var type: ISFType?
     /// Bytes Volatility matches in the image (`linux_banner`).
     public var constantData: [UInt8]?
+
+    public init(address: UInt64, type: ISFType?, constantData: [UInt8]?) {
+        self.address = address
+        self.type = type
+        self.constantData = constantData
+    }
 }
 
 // MARK: Checks

@@ -50,6 +50,7 @@ struct ISFTests {
             const volatile int qualified;
             struct opaque *hidden;
             enum { ANONYMOUS_FIRST = 7, ANONYMOUS_SECOND = 9 } kind;
+            enum wide { WIDE_SMALL = 1, WIDE_LARGE = 0x100000000ULL } span;
             struct { pair_t inner[2][2]; } deep[3];
             char tail[];
         };
@@ -190,6 +191,33 @@ struct ISFTests {
         let fromData = try ISFBuilder.build(btf: try BTF(data: try Data(contentsOf: URL(fileURLWithPath: path)), origin: "fixture.btf"),
                                             symbols: Self.symbols, banner: Self.banner, release: Self.release, textBase: Self.textBase)
         #expect(fromData == first)
+        // An ELF file with a .BTF section (a vmlinux) reads as the raw file does.
+        try Fixtures.run("objcopy", ["--add-section", ".BTF=fixture.btf", "fixture.o", "with-btf.o"], directory: scratch.path)
+        let fromELF = try ISFBuilder.build(btf: try BTF(path: scratch.file("with-btf.o")), symbols: Self.symbols,
+                                           banner: Self.banner, release: Self.release, textBase: Self.textBase)
+        #expect(fromELF == first)
+    }
+
+    @Test func problemsNameEveryReferenceThatResolvesToNothing() {
+        var document = ISFDocument(typesSource: "test", symbolsSource: "test")
+        document.baseTypes["void"] = ISFBaseType(size: 0, signed: false, kind: .void, littleEndian: true)
+        document.baseTypes["int"] = ISFBaseType(size: 4, signed: true, kind: .int, littleEndian: true)
+        document.userTypes["node"] = ISFUserType(kind: .struct, size: 16, fields: [
+            "next": ISFField(type: .pointer(.composite(.struct, "node")), offset: 0, anonymous: false),
+            "owner": ISFField(type: .pointer(.composite(.struct, "task_struct")), offset: 8, anonymous: false),
+            "state": ISFField(type: .bitfield(position: 0, length: 3, of: .composite(.struct, "node")), offset: 12, anonymous: false),
+            "kind": ISFField(type: .enumeration("node_kind"), offset: 12, anonymous: false),
+        ])
+        document.enums["color"] = ISFEnum(size: 4, base: "unsigned int", constants: ["RED": 1])
+        document.symbols["init_task"] = ISFSymbol(address: 1, type: .array(count: 2, of: .base("long")), constantData: nil)
+        #expect(document.problems() == [
+            "base_types lacks pointer",
+            "enums.color: base type unsigned int is not in base_types",
+            "symbols.init_task: base type long is not in base_types",
+            "user_types.node.kind: enum node_kind is not in enums",
+            "user_types.node.owner: struct task_struct is not in user_types",
+            "user_types.node.state: a bitfield of struct node, not of a base or enum type",
+        ])
     }
 
     @Test(.enabled(if: tools && FileManager.default.isExecutableFile(atPath: VolatilityPython.path), "volatility3 is not installed at /opt/farm-peers/volatility3 (scripts/install-deps runs scripts/install-volatility3)"))
