@@ -45,7 +45,14 @@ public enum ISFBuilder {
         }
         let expected = Array("Linux version \(release) ".utf8)
         guard banner.starts(with: expected) else {
-            let shown = String(decoding: banner.prefix(80), as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
+            let shown = banner.prefix(80).map { byte in
+                switch byte {
+                case UInt8(ascii: "\n"): "\\n"
+                case 0: "\\0"
+                case 0x20..<0x7f: String(UnicodeScalar(byte))
+                default: "\\x" + String(byte, radix: 16)
+                }
+            }.joined()
             throw FarmError("the banner \"\(shown)\" is not kernel \(release)'s (it must start \"Linux version \(release) \"); the banner, the symbols and the BTF (\(origin)) must come from the same kernel")
         }
         guard banner.last == 0, banner.dropLast().last == UInt8(ascii: "\n") else {

@@ -42,6 +42,7 @@ public final class BTF: @unchecked Sendable {
         if let btf = call() { return btf }
         let code = errno
         var detail = String(cString: farm_libbpf_last_message()).trimmingCharacters(in: .whitespacesAndNewlines)
+        if detail.hasPrefix("libbpf: ") { detail.removeFirst("libbpf: ".count) }
         if detail.isEmpty { detail = String(cString: strerror(code)) }
         throw FarmError("\(origin) is not valid BTF (libbpf: \(detail)); give an ELF with a .BTF section or a raw BTF file such as /sys/kernel/btf/vmlinux or pahole's --btf_encode_detached output")
     }
@@ -61,7 +62,7 @@ public final class BTF: @unchecked Sendable {
     public func type(_ id: UInt32) throws -> BTFType {
         if id == 0 { return .void }
         guard id < btf__type_cnt(handle), let raw = btf__type_by_id(handle, id) else {
-            throw FarmError("\(origin): BTF type \(id) does not exist (the BTF has \(count - 1) types)")
+            throw FarmError("\(origin): BTF type \(id) does not exist (the BTF's last type is \(count - 1))")
         }
         let name = try self.name(at: raw.pointee.name_off, of: id)
         let vlen = Int(btf_vlen(raw))
@@ -136,7 +137,7 @@ public final class BTF: @unchecked Sendable {
 
     private func reference(_ target: UInt32, from id: UInt32) throws -> UInt32 {
         guard target < btf__type_cnt(handle) else {
-            throw FarmError("\(origin): BTF type \(id) refers to type \(target), which does not exist (the BTF has \(count - 1) types); the BTF is corrupt")
+            throw FarmError("\(origin): BTF type \(id) refers to type \(target), which does not exist (the BTF's last type is \(count - 1)); the BTF is corrupt")
         }
         return target
     }

@@ -297,8 +297,8 @@ struct ISFTests {
         }
         dangling.append(0)
         let cases: [(String, Data, String)] = [
-            ("garbage", Data("this is not BTF at all, just text".utf8), "is not valid BTF"),
-            ("truncated", good.prefix(good.count / 2), "is not valid BTF"),
+            ("garbage", Data("this is not BTF at all, just text".utf8), "is not valid BTF (libbpf: Invalid BTF magic"),
+            ("truncated", good.prefix(good.count / 2), "is not valid BTF (libbpf: Invalid BTF total size"),
             ("dangling", dangling, "refers to type 5, which does not exist"),
         ]
         for (name, bytes, message) in cases {
