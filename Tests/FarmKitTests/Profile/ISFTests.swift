@@ -33,6 +33,7 @@ struct ISFTests {
             unsigned char tail;
             _Bool done : 1;
         };
+        typedef struct flags flags_t;
         struct node {
             struct node *next;
             union {
@@ -45,6 +46,7 @@ struct ISFTests {
             callback_t callback;
             int (*raw_callback)(const char *, ...);
             struct flags flags;
+            flags_t more_flags;
             enum color color;
             char name[16];
             const volatile int qualified;
@@ -92,7 +94,7 @@ struct ISFTests {
         // that prints what the compiler says for the same paths.
         var expected: [String] = []
         var program = "#include <stdio.h>\n#include <string.h>\n#include <stddef.h>\n#include \"fixture.h\"\nint main(void) {\n"
-        for (cType, isfName) in [("struct flags", "flags"), ("struct node", "node"), ("union either", "either"), ("pair_t", "pair_t")] {
+        for (cType, isfName) in [("struct flags", "flags"), ("flags_t", "flags_t"), ("struct node", "node"), ("union either", "either"), ("pair_t", "pair_t")] {
             let type = try #require(layout.userType(isfName), "\(isfName) is missing from user_types")
             expected.append("\(cType) size \(type["size"] as! Int)")
             program += "printf(\"\(cType) size %zu\\n\", sizeof(\(cType)));\n"
@@ -145,6 +147,8 @@ struct ISFTests {
         #expect(grid as NSDictionary == ["kind": "base", "name": "int"] as NSDictionary)
         #expect(node["callback"]?["type"] as? NSDictionary == ["kind": "pointer", "subtype": ["kind": "function"]] as NSDictionary)
         #expect(node["hidden"]?["type"] as? NSDictionary == ["kind": "pointer", "subtype": ["kind": "struct", "name": "opaque"]] as NSDictionary)
+        // A typedef of a named struct is a user type of its own name too, and references use it.
+        #expect(node["more_flags"]?["type"] as? NSDictionary == ["kind": "struct", "name": "flags_t"] as NSDictionary)
         #expect(node["color"]?["type"] as? NSDictionary == ["kind": "enum", "name": "color"] as NSDictionary)
         let anonymousEnum = try #require((node["kind"]?["type"] as? [String: Any])?["name"] as? String)
         #expect(anonymousEnum.hasPrefix("unnamed_"))
