@@ -262,7 +262,10 @@ private struct BTFConverter {
             case .enumeration(let value):
                 let name = names[id]!
                 guard document.enums[name] == nil else { continue }
-                let base = integers.first { document.baseTypes[$0]!.size == value.size && document.baseTypes[$0]!.signed == value.signed }
+                // Constants are signed 64-bit, so an unsigned 1 << 63 is stored negative: only a
+                // signed base reads the same number from memory (dwarf2json's rule: any negative).
+                let signed = value.signed || value.values.contains { $0.value < 0 }
+                let base = integers.first { document.baseTypes[$0]!.size == value.size && document.baseTypes[$0]!.signed == signed }
                     ?? integers.first { document.baseTypes[$0]!.size == value.size }
                     ?? "void"
                 var constants: [String: Int64] = [:]

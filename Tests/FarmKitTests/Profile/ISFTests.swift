@@ -52,7 +52,7 @@ struct ISFTests {
             const volatile int qualified;
             struct opaque *hidden;
             enum { ANONYMOUS_FIRST = 7, ANONYMOUS_SECOND = 9 } kind;
-            enum wide { WIDE_SMALL = 1, WIDE_LARGE = 0x100000000ULL } span;
+            enum wide { WIDE_SMALL = 1, WIDE_LARGE = 0x100000000ULL, WIDE_TOP = 0x8000000000000000ULL } span;
             struct { pair_t inner[2][2]; } deep[3];
             char tail[];
         };
@@ -161,6 +161,10 @@ struct ISFTests {
         #expect(baseTypes["char"]?["kind"] as? String == "char")
         #expect(baseTypes["_Bool"]?["kind"] as? String == "bool")
         #expect((enums["color"]?["base"] as? String).flatMap { baseTypes[$0]?["signed"] as? Bool } == true)
+        // ISF constants are signed 64-bit, so 1 << 63 is stored negative: the base that reads
+        // the same number from memory is signed (dwarf2json's rule too).
+        #expect((enums["wide"]?["constants"] as? [String: Int])?["WIDE_TOP"] == Int.min)
+        #expect((enums["wide"]?["base"] as? String).flatMap { baseTypes[$0] as? NSDictionary } == ["kind": "int", "size": 8, "signed": true, "endian": "little"] as NSDictionary)
     }
 
     @Test(.enabled(if: tools, "gcc and pahole are needed to make BTF fixtures (Debian packages gcc, dwarves; scripts/install-deps installs them)"))
