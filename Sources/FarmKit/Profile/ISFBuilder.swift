@@ -25,6 +25,7 @@ public enum ISFBuilder {
         var document = ISFDocument(typesSource: typesSource, symbolsSource: symbolsSource)
         try converter.fill(&document)
         try converter.addSymbols(symbols, banner: banner, to: &document)
+        converter.addOpaqueTypes(to: &document)
         let problems = document.problems()
         guard problems.isEmpty else {
             let shown = problems.prefix(5).joined(separator: "; ")
@@ -279,6 +280,10 @@ private struct BTFConverter {
             guard case .typedef(let name, let target) = types[Int(id)], document.userTypes[name] == nil else { continue }
             document.userTypes[name] = document.userTypes[names[Int(target)]!]
         }
+    }
+
+    /// Placeholders for the forward declarations that fields and symbols referred to.
+    func addOpaqueTypes(to document: inout ISFDocument) {
         for (name, kind) in opaque where document.userTypes[name] == nil {
             document.userTypes[name] = ISFUserType(kind: kind, size: 0, fields: [:])
         }

@@ -13,6 +13,7 @@ struct ISFTests {
     static let symbols: [String: UInt64] = [
         "_text": textBase, "_etext": 0xffff_ffff_8200_0000, "linux_banner": 0xffff_ffff_8240_0100,
         "init_task": 0xffff_ffff_8300_0000, "some_function": 0xffff_ffff_8100_1000, "fixture_percpu": 0x1a2c0,
+        "fixture_percpu_opaque": 0x1a2e0,
     ]
     static let tools = ["gcc", "pahole"].allSatisfy(Fixtures.hasTool)
 
@@ -67,6 +68,8 @@ struct ISFTests {
         pair_t fixture_pair;
         enum color fixture_color;
         __attribute__((section(".data..percpu"))) struct flags fixture_percpu;
+        struct declared_only;
+        __attribute__((section(".data..percpu"))) struct declared_only *fixture_percpu_opaque;
 
         """
 
@@ -179,6 +182,10 @@ struct ISFTests {
         #expect(symbols["linux_banner"]?["constant_data"] as? String == Data(Self.banner).base64EncodedString())
         // The per-CPU variable's type comes from BTF's .data..percpu section.
         #expect(symbols["fixture_percpu"]?["type"] as? NSDictionary == ["kind": "struct", "name": "flags"] as NSDictionary)
+        // A struct only declared, seen only through a symbol, still resolves (to a placeholder).
+        #expect(symbols["fixture_percpu_opaque"]?["type"] as? NSDictionary == ["kind": "pointer", "subtype": ["kind": "struct", "name": "declared_only"]] as NSDictionary)
+        let placeholder = (document["user_types"] as? [String: [String: Any]])?["declared_only"]
+        #expect(placeholder?["size"] as? Int == 0)
         // A symbol neither BTF nor the table knows is void, as dwarf2json types System.map symbols.
         #expect(symbols["some_function"]?["type"] as? NSDictionary == ["kind": "base", "name": "void"] as NSDictionary)
         #expect(symbols["_text"]?["type"] as? NSDictionary == ["kind": "array", "count": 0, "subtype": ["kind": "base", "name": "char"]] as NSDictionary)
