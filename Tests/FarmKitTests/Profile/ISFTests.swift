@@ -324,6 +324,9 @@ struct ISFTests {
             #expect(error?.message.contains(message) == true, "\(name): \(error?.message ?? "")")
             #expect(error?.message.contains("\(name).btf") == true, "\(name): \(error?.message ?? "")")
         }
+        // An ELF without BTF (a kernel before 5.10, or a module built without it) says so.
+        let noBTF = #expect(throws: FarmError.self) { try BTF(path: scratch.file("fixture.o")) }
+        #expect(noBTF?.message.contains("failed to find '.BTF' ELF section") == true, "\(noBTF?.message ?? "")")
         let file = try scratch.write("garbage.btf", "not BTF")
         #expect(throws: FarmError.self) { try BTF(path: file) }
         #expect(throws: FarmError.self) { try BTF(path: scratch.file("missing.btf")) }
