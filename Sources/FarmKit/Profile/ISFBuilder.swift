@@ -237,12 +237,19 @@ private struct BTFConverter {
     // MARK: The document
 
     mutating func fill(_ document: inout ISFDocument) throws {
+        addBaseTypes(to: &document)
+        try addUserTypes(to: &document)
+        addEnums(to: &document)
+    }
+
+    private func addBaseTypes(to document: inout ISFDocument) {
         let littleEndian = btf.isLittleEndian
         document.baseTypes["void"] = ISFBaseType(size: 0, signed: false, kind: .void, littleEndian: littleEndian)
         document.baseTypes["pointer"] = ISFBaseType(size: btf.pointerSize, signed: false, kind: .int, littleEndian: littleEndian)
         for type in types {
             switch type {
             case .integer(let value) where !value.name.isEmpty && document.baseTypes[value.name] == nil:
+                // pahole marks no integer as BTF_INT_CHAR: the C names say which are characters.
                 let kind: ISFBaseType.Kind = value.bool ? .bool
                     : value.char || ["char", "signed char", "unsigned char"].contains(value.name) ? .char : .int
                 document.baseTypes[value.name] = ISFBaseType(size: value.size, signed: value.signed, kind: kind, littleEndian: littleEndian)
@@ -252,33 +259,40 @@ private struct BTFConverter {
                 break
             }
         }
-        // dwarf2json's rule: the first int base type, by name, of the enum's size and signedness.
-        let integers = document.baseTypes.filter { $0.value.kind == .int && $0.key != "pointer" }.keys.sorted()
+    }
+
+    /// Structs and unions, the first of each name (two different ones may share a name), then
+    /// the typedefs that stand for them.
+    private mutating func addUserTypes(to document: inout ISFDocument) throws {
         for id in types.indices {
+            let composite: BTFComposite
             switch types[id] {
-            case .structure(let composite), .union(let composite):
-                let name = names[id]!
-                guard document.userTypes[name] == nil else { continue }
-                document.userTypes[name] = try userType(UInt32(id), composite)
-            case .enumeration(let value):
-                let name = names[id]!
-                guard document.enums[name] == nil else { continue }
-                // Constants are signed 64-bit, so an unsigned 1 << 63 is stored negative: only a
-                // signed base reads the same number from memory (dwarf2json's rule: any negative).
-                let signed = value.signed || value.values.contains { $0.value < 0 }
-                let base = integers.first { document.baseTypes[$0]!.size == value.size && document.baseTypes[$0]!.signed == signed }
-                    ?? integers.first { document.baseTypes[$0]!.size == value.size }
-                    ?? "void"
-                var constants: [String: Int64] = [:]
-                for enumerator in value.values where constants[enumerator.name] == nil { constants[enumerator.name] = enumerator.value }
-                document.enums[name] = ISFEnum(size: value.size, base: base, constants: constants)
-            default:
-                break
+            case .structure(let value), .union(let value): composite = value
+            default: continue
             }
+            guard document.userTypes[names[id]!] == nil else { continue }
+            document.userTypes[names[id]!] = try userType(UInt32(id), composite)
         }
         for id in aliasTypedefs.sorted() {
             guard case .typedef(let name, let target) = types[Int(id)], document.userTypes[name] == nil else { continue }
             document.userTypes[name] = document.userTypes[names[Int(target)]!]
+        }
+    }
+
+    private func addEnums(to document: inout ISFDocument) {
+        // dwarf2json's rule: the first int base type, by name, of the enum's size and signedness.
+        let integers = document.baseTypes.filter { $0.value.kind == .int && $0.key != "pointer" }.keys.sorted()
+        for id in types.indices {
+            guard case .enumeration(let value) = types[id], document.enums[names[id]!] == nil else { continue }
+            // Constants are signed 64-bit, so an unsigned 1 << 63 is stored negative: only a
+            // signed base reads the same number from memory (dwarf2json's rule: any negative).
+            let signed = value.signed || value.values.contains { $0.value < 0 }
+            let base = integers.first { document.baseTypes[$0]!.size == value.size && document.baseTypes[$0]!.signed == signed }
+                ?? integers.first { document.baseTypes[$0]!.size == value.size }
+                ?? "void"
+            var constants: [String: Int64] = [:]
+            for enumerator in value.values where constants[enumerator.name] == nil { constants[enumerator.name] = enumerator.value }
+            document.enums[names[id]!] = ISFEnum(size: value.size, base: base, constants: constants)
         }
     }
 
