@@ -266,7 +266,22 @@ public struct Capture: Sendable {
     /// One host: its memory, then the symbol table for its kernel, then the sidecar.
     public func run(_ target: CaptureTarget) throws -> CaptureReport {
         var report = try acquire(target)
-        switch fetchSymbols(procVersion: report.procVersion, image: report.image) {
+        var outcome = fetchSymbols(procVersion: report.procVersion, machine: report.machine, image: report.image)
+        if case let .missing(reason) = outcome {
+            // No published table: one from the running kernel's own BTF, when it exposes it.
+            let banner = report.procVersion.trimmingCharacters(in: CharacterSet(charactersIn: "\n\0"))
+            do {
+                if let table = try hostTable(target, banner: banner, release: report.release) {
+                    outcome = .written(CaptureSymbols(source: "host", location: "host", file: table.path, sha256: table.sha256,
+                                                      command: volCommand(image: report.image)))
+                } else {
+                    outcome = .missing(reason + "; the host has no /sys/kernel/btf/vmlinux to make one from")
+                }
+            } catch {
+                outcome = .missing(reason + "; making one from the host's BTF failed: \(error)")
+            }
+        }
+        switch outcome {
         case let .written(symbols):
             report.symbols = .written(symbols)
         case let .missing(reason):

@@ -3,9 +3,12 @@ import Foundation
 
 /// The Volatility 3 symbol table written beside an image.
 public struct CaptureSymbols: Sendable, Codable, Equatable {
-    /// In the repository, relative to `symbols/`.
+    /// `repository` (the published table, its checksum and signature checked) or `host` (made
+    /// here from the host's `/sys/kernel/btf/vmlinux` and `/proc/kallsyms`).
+    public var source: String
+    /// In the repository (`symbols/linux/<file>`), or `host` for a table made from the host.
     public var location: String
-    /// `<output>/symbols/<location>`.
+    /// `<output>/symbols/linux/<file>`.
     public var file: String
     public var sha256: String
     /// The `vol` command that analyses the image with it.
@@ -46,45 +49,94 @@ public enum SymbolTableOutcome: Sendable, Equatable {
 }
 
 extension Capture {
-    /// The table for the kernel whose `/proc/version` is `procVersion`, from the repository's
-    /// `symbols/banners.json` (its signature checked as `repomd.xml`'s, unless `--gpg-no-verify`;
-    /// the table's sha256 always), written to `<output>/symbols/<location>`.
-    public func fetchSymbols(procVersion: String, image: String) -> SymbolTableOutcome {
+    /// `<output>/symbols`: volatility3's `-s` directory; tables go under its `linux/`.
+    var symbolsDirectory: String { output + "/symbols" }
+
+    /// The table for the kernel whose `/proc/version` is `procVersion`: the repository's, listed in
+    /// its symbol-table index, which `repomd.xml`'s signature covers (checked unless
+    /// `--gpg-no-verify`; the table's sha256 always, and its own signature), written to
+    /// `<output>/symbols/linux/<file>`. A repository without a table for it is `.missing`; one whose
+    /// index or table does not check out is `.refused`.
+    public func fetchSymbols(procVersion: String, machine: String, image: String) -> SymbolTableOutcome {
         do {
-            guard let indexBytes = try repository.read(SymbolIndex.path) else {
-                return .missing("\(repository.name(SymbolIndex.path)) is absent: the repository has no symbol tables")
+            func pick(_ verifier: GnuPG.Verifier?, _ checker: RepositoryVerifier, scratch: String) throws -> SymbolTableOutcome {
+                let (index, _) = try checker.index(using: verifier, scratch: scratch)
+                guard index.symbols != nil else {
+                    return .missing("\(repository.name(RepositoryFormat.repomdPath)) lists no symbol tables")
+                }
+                let running = procVersion.trimmingCharacters(in: CharacterSet(charactersIn: "\n\0"))
+                guard let table = try checker.tables(index).first(where: { $0.bannerText == running && $0.arch == machine }) else {
+                    return .missing("\(repository) has no symbol table for this kernel's banner '\(running)' (\(machine))")
+                }
+                let bytes = try checker.check(table, using: verifier, scratch: scratch)
+                // The index's locations passed checkRelative (no '..', not absolute); the file keeps only its name.
+                let file = symbolsDirectory + "/linux/" + (table.location as NSString).lastPathComponent
+                try AtomicFile.makeDirectory(symbolsDirectory + "/linux")
+                try AtomicFile.write(bytes, to: file, mode: 0o644)
+                return .written(CaptureSymbols(source: "repository", location: table.location, file: file, sha256: table.checksum,
+                                               command: volCommand(image: image)))
             }
-            if let fingerprint {
+            return try GnuPG.withScratch { scratch in
+                guard let fingerprint else {
+                    return try pick(nil, RepositoryVerifier(source: repository, fingerprint: String(repeating: "0", count: 40)), scratch: scratch)
+                }
                 let checker = RepositoryVerifier(source: repository, fingerprint: fingerprint)
                 let key = try repository.require(RepositoryFormat.keyPath, because: "the repository's public key")
-                try checker.withVerifier(key) { verifier in
-                    try GnuPG.withScratch { scratch in
-                        try checker.checkSignature(of: indexBytes, at: SymbolIndex.path, signature: SymbolIndex.signaturePath,
-                                                   using: verifier, scratch: scratch)
-                    }
-                }
+                return try checker.withVerifier(key) { try pick($0, checker, scratch: scratch) }
             }
-            let indexName = repository.name(SymbolIndex.path)
-            let index = try SymbolIndex.parse(indexBytes, name: indexName, repository: repository)
-            guard let location = index.tables(procVersion: procVersion).first else {
-                return .missing("\(indexName) lists no table for this kernel's banner '\(procVersion.trimmingCharacters(in: .whitespacesAndNewlines))'")
-            }
-            guard let expected = index.sha256[location] else { throw FarmError("\(indexName): no sha256 for '\(location)'") }
-            let path = SymbolIndex.directory + "/" + location
-            let table = try repository.require(path, because: "\(indexName) names it")
-            guard SHA256.hash(table).hex == expected else {
-                throw FarmError("\(repository.name(path)): sha256 \(SHA256.hash(table).hex) is not \(indexName)'s \(expected)")
-            }
-            let symbols = output + "/" + SymbolIndex.directory
-            let file = symbols + "/" + location
-            try AtomicFile.makeDirectory((file as NSString).deletingLastPathComponent)
-            try AtomicFile.write(table, to: file, mode: 0o644)
-            let command = ["vol", "-s", symbols, "-f", image, "linux.pslist"].map(\.shellWord).joined(separator: " ")
-            return .written(CaptureSymbols(location: location, file: file, sha256: expected, command: command))
         } catch {
             return .refused("\(error)")
         }
     }
+
+    func volCommand(image: String) -> String {
+        ["vol", "-s", symbolsDirectory, "-f", image, "linux.pslist"].map(\.shellWord).joined(separator: " ")
+    }
+
+    /// A table made here from what the running kernel exposes: its BTF (`/sys/kernel/btf/vmlinux`)
+    /// and its symbols (`/proc/kallsyms`, read as root so the addresses are real), moved back by
+    /// the KASLR slide so the table holds link-time addresses like any other. nil when the host
+    /// has no BTF in sysfs.
+    func hostTable(_ target: CaptureTarget, banner: String, release: String) throws -> (path: String, sha256: String)? {
+        func asRoot(_ command: String) -> String { "if [ \"$(id -u)\" = 0 ]; then \(command); else sudo -n \(command); fi" }
+        let btfBytes = try readBinary(target, asRoot("cat /sys/kernel/btf/vmlinux 2>/dev/null || true"), what: "reading /sys/kernel/btf/vmlinux")
+        guard !btfBytes.isEmpty else { return nil }
+        let kallsyms = try checked(target, "reading /proc/kallsyms", asRoot("cat /proc/kallsyms"), timeout: 120)
+        let origin = "\(target): /proc/kallsyms"
+        var symbols = try KernelSymbols.parseMap(kallsyms, origin: origin)
+        guard let text = symbols.addresses["_text"], text != 0 else {
+            throw FarmError("\(origin): no address for _text (all zero: kptr_restrict hides them from a user that is not root)")
+        }
+        let slide = text &- Capture.linkedTextBase
+        if slide != 0 {
+            // Per-CPU symbols are offsets into the per-CPU area, which KASLR does not move.
+            symbols.addresses = symbols.addresses.mapValues { $0 >= text ? $0 &- slide : $0 }
+        }
+        let btf = try BTF(data: btfBytes, origin: "\(target): /sys/kernel/btf/vmlinux")
+        let json = try ISFBuilder.build(btf: btf, symbols: symbols.addresses, banner: Array((banner + "\n").utf8) + [0], release: release,
+                                        textBase: Capture.linkedTextBase, typesSource: "the host's /sys/kernel/btf/vmlinux",
+                                        symbolsSource: "the host's /proc/kallsyms, less the KASLR slide")
+        let table = try Archive.compressXZ(json, name: "the symbol table of \(target)", level: ProfileAction.xzLevel)
+        let name = "host_\(release)_\(SHA256.hash(Data(banner.utf8)).hex.prefix(12)).json.xz"
+        try AtomicFile.makeDirectory(symbolsDirectory + "/linux")
+        let path = symbolsDirectory + "/linux/" + name
+        try AtomicFile.write(table, to: path, mode: 0o644)
+        return (path, SHA256.hash(table).hex)
+    }
+
+    /// x86-64's `_text` as linked (`__START_KERNEL_map` + 16 MiB): where `_text` is without KASLR.
+    static let linkedTextBase: UInt64 = 0xffff_ffff_8100_0000
+
+    /// A remote command's stdout as bytes (BTF is binary; `checked` returns text).
+    func readBinary(_ target: CaptureTarget, _ command: String, what: String) throws -> Data {
+        var bytes = Data()
+        let termination = try Executable.run(try sshPath(), target.arguments + ["--", target.destination, command], environment: nil) { chunk in
+            bytes.append(contentsOf: chunk)
+        }
+        guard termination.status == 0 else { throw FarmError("\(target): \(what) failed (ssh exit \(termination.status))") }
+        return bytes
+    }
+
 }
 
 extension String {

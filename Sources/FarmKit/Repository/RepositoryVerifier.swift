@@ -178,19 +178,7 @@ public struct RepositoryVerifier: Sendable {
             throw FarmError("\(name): sha256 \(SHA256.hash(bytes).hex) is not \(index)'s \(checksum)")
         }
         guard let verifier else { return bytes }
-        let signature = try source.require(path, because: "the signature of \((location as NSString).lastPathComponent)")
-        let file = scratch + "/" + checksum
-        try bytes.write(to: URL(fileURLWithPath: file))
-        try signature.write(to: URL(fileURLWithPath: file + ".sig"))
-        defer {
-            unlink(file)
-            unlink(file + ".sig")
-        }
-        do {
-            try verifier.check(signature: file + ".sig", of: file)
-        } catch {
-            throw FarmError("\(source.name(path)): \(error)")
-        }
+        try checkSignature(of: bytes, at: location, signature: path, using: verifier, scratch: scratch)
         return bytes
     }
 

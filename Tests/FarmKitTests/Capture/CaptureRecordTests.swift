@@ -117,7 +117,8 @@ struct CaptureRecordTests {
     }
 }
 
-/// `symbols/banners.json` as the lead's publisher writes it, signed by a real repository key.
+/// A repository as farm's publisher lays it out (repomd.xml with its `symbols` entry, the index,
+/// each table and its signature), signed by a real repository key.
 struct SymbolTableTests {
     final class Repository {
         let scratch: Scratch
@@ -131,30 +132,60 @@ struct SymbolTableTests {
             keyHome = scratch.file("keys/repo")
             key = try RepositoryKey.create(at: .init(base: keyHome), uid: "farm tests <t@farm.test>", algorithm: "ed25519")
             try AtomicFile.makeDirectory(root + "/symbols/linux")
+            try AtomicFile.makeDirectory(root + "/repodata")
             try FileManager.default.copyItem(atPath: keyHome + ".asc", toPath: root + "/" + RepositoryFormat.keyPath)
         }
 
-        /// A table (xz-compressed JSON, made by xz) for `banner`, at `location`, listed and signed.
+        func write(_ data: Data, _ path: String) throws {
+            try AtomicFile.makeDirectory((root + "/" + path as NSString).deletingLastPathComponent)
+            try data.write(to: URL(fileURLWithPath: root + "/" + path))
+        }
+
+        func gzip(_ data: Data) throws -> Data {
+            let file = scratch.file("gz-\(UInt32.random(in: 0...UInt32.max))")
+            try data.write(to: URL(fileURLWithPath: file))
+            #expect(try runProcess("/bin/gzip", ["-n", file]).status == 0)
+            return try Data(contentsOf: URL(fileURLWithPath: file + ".gz"))
+        }
+
+        /// A table (xz-compressed JSON, made by xz) for `banner`, listed at `location`, signed; and
+        /// repomd.xml over a one-module manifest and the index (no index when `banner` is nil).
         @discardableResult
-        func publish(banner: String, location: String = "linux/debian_test_1_amd64.json.xz", listedAs: String? = nil) throws -> Data {
+        func publish(banner: String?, location: String = "symbols/linux/debian_test_1_amd64.json.xz") throws -> Data {
             let json = scratch.file("table.json")
             try Data(#"{"metadata": {"linux": {}}, "symbols": {}}"#.utf8).write(to: URL(fileURLWithPath: json))
             #expect(try runProcess("/usr/bin/xz", ["-kf", json]).status == 0)
             let table = try Data(contentsOf: URL(fileURLWithPath: json + ".xz"))
-            if !location.contains("..") {
-                try table.write(to: URL(fileURLWithPath: root + "/symbols/" + location))
+            let primary = RepositoryFormat.primaryXML([RepositoryModule(name: "lime-x.ko", arch: "x86_64", checksum: SHA256.hash("m").hex, version: "x",
+                                                                        location: "modules/lime-x.ko", signature: "modules/lime-x.ko.sig")])
+            let primaryGz = try gzip(primary)
+            let primaryPath = "repodata/\(SHA256.hash(primary).hex)-primary.xml.gz"
+            try write(primaryGz, primaryPath)
+            var index = RepositoryIndex(revision: 1, checksum: SHA256.hash(primaryGz).hex, openChecksum: SHA256.hash(primary).hex,
+                                        location: primaryPath, timestamp: 1, size: primaryGz.count, openSize: primary.count)
+            if let banner {
+                if !location.contains("..") && !location.hasPrefix("/") {
+                    try write(table, location)
+                    try GnuPG.detachSign(file: root + "/" + location, output: root + "/" + location + ".sig", keyHome: keyHome, fingerprint: key.fingerprint)
+                }
+                let entry = SymbolTableEntry(release: "6.1.0-28-amd64", arch: "x86_64", family: "debian",
+                                             banner: Data((banner.trimmingCharacters(in: .newlines) + "\n\0").utf8).base64EncodedString(),
+                                             location: location, checksum: SHA256.hash(table).hex, signature: location + ".sig")
+                let symbols = try RepositoryFormat.symbolsJSON([entry])
+                let symbolsGz = try gzip(symbols)
+                let symbolsPath = "repodata/\(SHA256.hash(symbols).hex)-symbols.json.gz"
+                try write(symbolsGz, symbolsPath)
+                index.symbols = .init(checksum: SHA256.hash(symbolsGz).hex, openChecksum: SHA256.hash(symbols).hex, location: symbolsPath,
+                                      size: symbolsGz.count, openSize: symbols.count)
             }
-            let listed = listedAs ?? location
-            let index: [String: Any] = ["version": 1, "linux": [Data((banner + "\0").utf8).base64EncodedString(): [listed]],
-                                        "sha256": [listed: SHA256.hash(table).hex]]
-            try JSONSerialization.data(withJSONObject: index, options: [.sortedKeys]).write(to: URL(fileURLWithPath: root + "/" + SymbolIndex.path))
+            try write(RepositoryFormat.repomdXML(index), RepositoryFormat.repomdPath)
             try sign()
             return table
         }
 
         func sign(home: String? = nil, fingerprint: String? = nil) throws {
-            unlink(root + "/" + SymbolIndex.signaturePath)
-            try GnuPG.detachSign(file: root + "/" + SymbolIndex.path, output: root + "/" + SymbolIndex.signaturePath,
+            unlink(root + "/" + RepositoryFormat.repomdSignaturePath)
+            try GnuPG.detachSign(file: root + "/" + RepositoryFormat.repomdPath, output: root + "/" + RepositoryFormat.repomdSignaturePath,
                                  keyHome: home ?? keyHome, fingerprint: fingerprint ?? key.fingerprint)
         }
 
@@ -165,7 +196,7 @@ struct SymbolTableTests {
         /// Every file under the scratch directory, outside `repo/` and `keys/`.
         func written() -> [String] {
             let all = (FileManager.default.enumerator(atPath: scratch.path)?.allObjects as? [String]) ?? []
-            return all.filter { !$0.hasPrefix("repo") && !$0.hasPrefix("keys") && !$0.hasPrefix("table.json")
+            return all.filter { !$0.hasPrefix("repo") && !$0.hasPrefix("keys") && !$0.hasPrefix("table.json") && !$0.hasPrefix("gz-")
                 && !((try? FileManager.default.attributesOfItem(atPath: scratch.file($0))[.type] as? FileAttributeType) == .typeDirectory) }
         }
     }
@@ -175,54 +206,68 @@ struct SymbolTableTests {
         let banner = try CaptureRecordTests.localBanner()
         let table = try repository.publish(banner: banner)
         let image = repository.output + "/db1-x-20260101T000000Z.lime"
-        let outcome = repository.capture().fetchSymbols(procVersion: banner.trimmingCharacters(in: .newlines), image: image)
+        let outcome = repository.capture().fetchSymbols(procVersion: banner.trimmingCharacters(in: .newlines), machine: "x86_64", image: image)
         let file = repository.output + "/symbols/linux/debian_test_1_amd64.json.xz"
-        #expect(outcome == .written(CaptureSymbols(location: "linux/debian_test_1_amd64.json.xz", file: file, sha256: SHA256.hash(table).hex,
+        #expect(outcome == .written(CaptureSymbols(source: "repository", location: "symbols/linux/debian_test_1_amd64.json.xz", file: file,
+                                                   sha256: SHA256.hash(table).hex,
                                                    command: "vol -s \(repository.output)/symbols -f \(image) linux.pslist")))
         #expect(FileManager.default.contents(atPath: file) == table)
         #expect(repository.written() == ["out/symbols/linux/debian_test_1_amd64.json.xz"])
     }
 
+    /// `/proc/version` is `linux_banner` without its NUL; volatility3 compares banners with
+    /// trailing newlines and NULs stripped, and so does farm.
     @Test func bannersAreComparedWithoutTrailingNewlinesAndNULsAsVolatilityDoes() throws {
-        let index = SymbolIndex(entries: [.init(banner: Array("Linux version 6.1.0-28-amd64 (x) #1 SMP\n\0".utf8), locations: ["linux/a.json.xz"])],
-                                sha256: [:])
-        #expect(index.tables(procVersion: "Linux version 6.1.0-28-amd64 (x) #1 SMP\n") == ["linux/a.json.xz"])
-        #expect(index.tables(procVersion: "Linux version 6.1.0-28-amd64 (x) #1 SMP") == ["linux/a.json.xz"])
-        #expect(index.tables(procVersion: "Linux version 6.1.0-28-amd64 (x) #1 SMP PREEMPT") == [])
-        #expect(index.tables(procVersion: "Linux version 6.1.0-28-amd64 (x) #1") == [])
+        let repository = try Repository()
+        try repository.publish(banner: "Linux version 6.1.0-28-amd64 (x) #1 SMP\n")
+        for (running, found) in [("Linux version 6.1.0-28-amd64 (x) #1 SMP\n", true), ("Linux version 6.1.0-28-amd64 (x) #1 SMP", true),
+                                 ("Linux version 6.1.0-28-amd64 (x) #1 SMP PREEMPT", false), ("Linux version 6.1.0-28-amd64 (x) #1", false)] {
+            let outcome = repository.capture().fetchSymbols(procVersion: running, machine: "x86_64", image: repository.output + "/a.lime")
+            if case .written = outcome { #expect(found, "\(running)") } else { #expect(!found, "\(running): \(outcome)") }
+        }
+        // The same banner on another machine is another kernel.
+        guard case .missing = repository.capture().fetchSymbols(procVersion: "Linux version 6.1.0-28-amd64 (x) #1 SMP", machine: "aarch64",
+                                                                 image: repository.output + "/a.lime") else {
+            Issue.record("a table for x86_64 was taken for aarch64")
+            return
+        }
     }
 
     @Test func aRepositoryWithoutSymbolsOrWithoutTheHostsKernelSaysWhatIsMissing() throws {
         let repository = try Repository()
-        let none = repository.capture().fetchSymbols(procVersion: "Linux version 6.1.0-28-amd64 (x)", image: repository.output + "/a.lime")
-        #expect(none == .missing("\(repository.root)/symbols/banners.json is absent: the repository has no symbol tables"))
+        try repository.publish(banner: nil)
+        let none = repository.capture().fetchSymbols(procVersion: "Linux version 6.1.0-28-amd64 (x)", machine: "x86_64", image: repository.output + "/a.lime")
+        #expect(none == .missing("\(repository.root)/repodata/repomd.xml lists no symbol tables"))
         try repository.publish(banner: "Linux version 6.1.0-27-amd64 (x)\n")
-        let other = repository.capture().fetchSymbols(procVersion: "Linux version 6.1.0-28-amd64 (x)", image: repository.output + "/a.lime")
-        #expect(other == .missing("\(repository.root)/symbols/banners.json lists no table for this kernel's banner 'Linux version 6.1.0-28-amd64 (x)'"))
+        let other = repository.capture().fetchSymbols(procVersion: "Linux version 6.1.0-28-amd64 (x)", machine: "x86_64", image: repository.output + "/a.lime")
+        #expect(other == .missing("\(repository.root) has no symbol table for this kernel's banner 'Linux version 6.1.0-28-amd64 (x)' (x86_64)"))
         #expect(repository.written().isEmpty)
     }
 
-    @Test func anIndexNotSignedByThePinnedKeyOrChangedAfterSigningIsRefused() throws {
+    @Test func anIndexNotSignedByThePinnedKeyOrATableChangedAfterSigningIsRefused() throws {
         let repository = try Repository()
         let banner = "Linux version 6.1.0-28-amd64 (x)\n"
         try repository.publish(banner: banner)
         let other = try RepositoryKey.create(at: .init(base: repository.scratch.file("keys/other")), uid: "else <else@farm.test>", algorithm: "ed25519")
         try repository.sign(home: repository.scratch.file("keys/other"), fingerprint: other.fingerprint)
-        let foreign = repository.capture().fetchSymbols(procVersion: banner, image: repository.output + "/a.lime")
-        #expect(foreign == .refused("\(repository.root)/symbols/banners.json.sig: the signature was not made by the pinned key \(repository.key.fingerprint)"))
-        // Without --gpg-no-verify's waiver, a changed index is refused; with it, the table's sha256 still guards it.
-        try repository.sign()
-        let path = repository.root + "/" + SymbolIndex.path
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
-        bytes.append(contentsOf: Array(" ".utf8))
-        try bytes.write(to: URL(fileURLWithPath: path))
-        guard case let .refused(changed) = repository.capture().fetchSymbols(procVersion: banner, image: repository.output + "/a.lime") else {
-            Issue.record("a changed index was accepted")
+        guard case let .refused(foreign) = repository.capture().fetchSymbols(procVersion: banner, machine: "x86_64", image: repository.output + "/a.lime") else {
+            Issue.record("an index signed by another key was accepted")
             return
         }
-        #expect(changed.contains("symbols/banners.json: bad signature"), "\(changed)")
-        try Data("not the table".utf8).write(to: URL(fileURLWithPath: repository.root + "/symbols/linux/debian_test_1_amd64.json.xz"))
-        guard case let .refused(swapped) = repository.capture(verifying: false).fetchSymbols(procVersion: banner, image: repository.output + "/a.lime") else {
+        #expect(foreign.contains("repodata/repomd.xml.sig"), "\(foreign)")
+        try repository.sign()
+        // The table's own signature is checked too: one by another key is refused.
+        let table = repository.root + "/symbols/linux/debian_test_1_amd64.json.xz"
+        unlink(table + ".sig")
+        try GnuPG.detachSign(file: table, output: table + ".sig", keyHome: repository.scratch.file("keys/other"), fingerprint: other.fingerprint)
+        guard case let .refused(badSignature) = repository.capture().fetchSymbols(procVersion: banner, machine: "x86_64", image: repository.output + "/a.lime") else {
+            Issue.record("a table signed by another key was accepted")
+            return
+        }
+        #expect(badSignature.contains("debian_test_1_amd64.json.xz.sig"), "\(badSignature)")
+        // Without signature checks (--gpg-no-verify), the table's sha256 still guards it.
+        try Data("not the table".utf8).write(to: URL(fileURLWithPath: table))
+        guard case let .refused(swapped) = repository.capture(verifying: false).fetchSymbols(procVersion: banner, machine: "x86_64", image: repository.output + "/a.lime") else {
             Issue.record("a table whose sha256 is not the index's was accepted")
             return
         }
@@ -230,27 +275,18 @@ struct SymbolTableTests {
         #expect(repository.written().isEmpty)
     }
 
-    @Test(arguments: ["linux/../../../escaped.json.xz", "/tmp/escaped.json.xz", "https://elsewhere.example/symbols/linux/a.json.xz",
-                      "linux//a.json.xz", "other/a.json.xz"])
-    func aLocationLeadingOutsideTheRepositorysSymbolsIsRefusedAndNothingIsWritten(location: String) throws {
+    @Test(arguments: ["symbols/linux/../../../escaped.json.xz", "/tmp/escaped.json.xz", "https://elsewhere.example/symbols/linux/a.json.xz",
+                      "symbols/linux//a.json.xz"])
+    func aLocationLeadingOutsideTheRepositoryIsRefusedAndNothingIsWritten(location: String) throws {
         let repository = try Repository()
         let banner = "Linux version 6.1.0-28-amd64 (x)\n"
-        try repository.publish(banner: banner, listedAs: location)
-        let outcome = repository.capture().fetchSymbols(procVersion: banner, image: repository.output + "/a.lime")
+        try repository.publish(banner: banner, location: location)
+        let outcome = repository.capture().fetchSymbols(procVersion: banner, machine: "x86_64", image: repository.output + "/a.lime")
         guard case let .refused(reason) = outcome else {
             Issue.record("\(location) was accepted: \(outcome)")
             return
         }
-        #expect(reason.contains("the location '\(location)'"), "\(reason)")
+        #expect(reason.contains("the href '\(location)' is not a relative path inside the repository"), "\(reason)")
         #expect(repository.written().isEmpty, "\(repository.written())")
-    }
-
-    @Test func aURLOfTheRepositorysOwnSymbolsIsReadAsItsPath() throws {
-        let source = RepositorySource("https://repo.farm.test/lime")
-        #expect(try SymbolIndex.location("https://repo.farm.test/lime/symbols/linux/a.json.xz", name: "banners.json", repository: source)
-                == "linux/a.json.xz")
-        #expect(throws: FarmError.self) {
-            try SymbolIndex.location("https://repo.farm.test/lime/symbols/../a.json.xz", name: "banners.json", repository: source)
-        }
     }
 }
