@@ -13,7 +13,7 @@ struct Farm: AsyncParsableCommand {
         3 the environment lacks something farm needs (a tool, a key, a sandbox that cannot start).
         """,
         version: FarmVersion.current,
-        subcommands: [CrawlCommand.self, PlanCommand.self, BuildCommand.self, BundleCommand.self, ModuleCommand.self, KeysCommand.self, PublishCommand.self, VerifyCommand.self, LabCommand.self, CaptureCommand.self, ExplainCommand.self, LogCommand.self,
+        subcommands: [CrawlCommand.self, PlanCommand.self, BuildCommand.self, BundleCommand.self, ModuleCommand.self, ProfileCommand.self, KeysCommand.self, PublishCommand.self, VerifyCommand.self, LabCommand.self, CaptureCommand.self, ExplainCommand.self, LogCommand.self,
                       StatusCommand.self, GCCommand.self]
     )
 

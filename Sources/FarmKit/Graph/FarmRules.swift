@@ -51,8 +51,14 @@ public struct FarmRules: BuildRules {
         }
         let signing = Signing.Plan(manifest: manifest)
         var signed: [(recipe: String, kernel: KernelName, node: BuildGraph.NodeID)] = []
+        var profiles: [(table: PublishAction.Table, node: BuildGraph.NodeID)] = []
         for kernel in kernels {
             let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
+            if manifest.profiles, let profile = profile(kernel, mirrors: mirrors, into: &graph) {
+                let table = PublishAction.Table(kernel: kernel.name, file: ProfileAction.fileName(for: kernel), family: kernel.family.rawValue,
+                                                machine: RepositoryFormat.unameMachine(debianArchitecture: kernel.debianArchitecture ?? "amd64"))
+                profiles.append((table, profile))
+            }
             guard let catalog else { continue }
             var compiles: [(recipe: Recipe, node: BuildGraph.NodeID)] = []
             do {
@@ -128,12 +134,14 @@ public struct FarmRules: BuildRules {
             }
             let published = signed.filter { chosen[$0.recipe + "/" + $0.kernel.release]?.node == $0.node }
             let modules = published.map { PublishAction.Module(recipe: $0.recipe, kernel: $0.kernel) }
-            let action = PublishAction(directory: (directory as NSString).standardizingPath, machines: machines, outputs: outputs,
+            var action = PublishAction(directory: (directory as NSString).standardizingPath, machines: machines, outputs: outputs,
                                        modules: modules, shadowed: shadowed.sorted(),
                                        repositoryKey: repositoryKey, repositoryKeyPaths: signing.repositoryPaths)
+            action.tables = profiles.map(\.table)
+            action.baseURL = publish.url
             graph.add(action, as: .publish(directory: publish.dir), dependencies: zip(modules, published).map {
                 .init(role: $0.role, node: $1.node, optional: true)
-            })
+            } + profiles.map { .init(role: $0.table.role, node: $0.node, optional: true) })
         case let .failure(error):
             graph.add(UnbuildableAction(task: .publish(directory: publish.dir), message: error.message, missing: FarmError.environment(error.message)),
                       as: .publish(directory: publish.dir))
@@ -142,16 +150,36 @@ public struct FarmRules: BuildRules {
 
     /// The kernel's image package, fetched like any package, and the initramfs task over it.
     public func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
-        guard let image = kernel.image else {
+        guard let fetched = imageFetch(kernel, mirrors: MirrorResolver(manifest: manifest, aptRoot: aptRoot), into: &graph) else {
             throw FarmError.badInput("\(manifest.path):\(kernel.location.line):\(kernel.location.column): kernel \(kernel.release) has no 'image:' package"
                             + " pinned; run 'farm crawl' (an image no mirror serves is left out)")
         }
-        let (urls, reason) = MirrorResolver(manifest: manifest, aptRoot: aptRoot).urls(for: image, upstream: kernel.upstream, suite: kernel.suite)
-        let fetch = FetchAction(package: image, urls: urls, reason: reason, upstream: manifest.upstream(named: kernel.upstream),
-                                manifestDirectory: manifest.directory)
-        let fetched = graph.add(fetch, as: .fetch(file: fetch.file))
         return graph.add(try InitramfsAction(release: kernel.release), as: .initramfs(kernel: kernel.name),
                          dependencies: [.init(role: "image", node: fetched)])
+    }
+
+    public func planProfile(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
+        guard let node = profile(kernel, mirrors: MirrorResolver(manifest: manifest, aptRoot: aptRoot), into: &graph) else {
+            throw FarmError.badInput("\(manifest.path):\(kernel.location.line):\(kernel.location.column): kernel \(kernel.release) has no 'image:' package"
+                            + " pinned, and its symbol table is made from it; run 'farm crawl' (an image no mirror serves is left out)")
+        }
+        return node
+    }
+
+    /// The kernel's profile task over its image package; nil when the manifest pins no image for it.
+    func profile(_ kernel: Kernel, mirrors: MirrorResolver, into graph: inout BuildGraph) -> BuildGraph.NodeID? {
+        guard let image = imageFetch(kernel, mirrors: mirrors, into: &graph) else { return nil }
+        return graph.add(ProfileAction(release: kernel.release), as: .profile(kernel: kernel.name),
+                         dependencies: [.init(role: "image", node: image)])
+    }
+
+    /// The fetch task of the kernel's image package; nil when none is pinned.
+    func imageFetch(_ kernel: Kernel, mirrors: MirrorResolver, into graph: inout BuildGraph) -> BuildGraph.NodeID? {
+        guard let image = kernel.image else { return nil }
+        let (urls, reason) = mirrors.urls(for: image, upstream: kernel.upstream, suite: kernel.suite)
+        let fetch = FetchAction(package: image, urls: urls, reason: reason, upstream: mirrors.manifest.upstream(named: kernel.upstream),
+                                manifestDirectory: mirrors.manifest.directory)
+        return graph.add(fetch, as: .fetch(file: fetch.file))
     }
 
     /// The task that provides a recipe's source, as the `source` dependency of its compile tasks.

@@ -116,11 +116,21 @@ struct CommandLineTests {
     @Test func anUnknownReleaseIsNamedWithTheManifest() throws {
         let scratch = try Scratch()
         let manifest = try unpreparedProject(scratch)
-        for command in ["module", "bundle"] {
+        for command in ["module", "bundle", "profile"] {
             let result = try runProcess(Products.farm, [command, "6.1.0-9-amd64", "--manifest", manifest, "--cache", scratch.file("cache")])
             #expect(result.status == 2, "\(result.stdout)\(result.stderr)")
             #expect(result.stderr.contains("no kernel 6.1.0-9-amd64 in \(manifest); it has 6.1.0-1-amd64"), "\(result.stderr)")
         }
+    }
+
+    /// A symbol table is made from the kernel's image package: without one pinned, farm says where and what to do.
+    @Test func aProfileOfAKernelWithoutAnImageNamesTheManifestLine() throws {
+        let scratch = try Scratch()
+        let manifest = try unpreparedProject(scratch)
+        let result = try runProcess(Products.farm, ["profile", "6.1.0-1-amd64", "--manifest", manifest, "--cache", scratch.file("cache")])
+        #expect(result.status == 2, "\(result.stdout)\(result.stderr)")
+        #expect(result.stderr.contains("\(manifest):") && result.stderr.contains("kernel 6.1.0-1-amd64 has no 'image:' package pinned")
+                && result.stderr.contains("run 'farm crawl'"), "\(result.stderr)")
     }
 
     /// A cache this user cannot write: `farm status` and `farm log` still read it; a build says
