@@ -35,7 +35,7 @@ public struct FarmRules: BuildRules {
 
     public func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
         let mirrors = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
-        let backend = sandbox ?? manifest.sandbox.flatMap(SandboxBackend.init(rawValue:)) ?? .bwrap
+        let backend = backend(manifest)
         let catalog = recipes.order.isEmpty ? nil : try ToolchainCatalog.load(directory: manifest.directory + "/recipes/toolchains")
         var sources: [String: BuildGraph.Dependency] = [:]
         var roots: [String: BuildGraph.NodeID] = [:]
@@ -59,16 +59,8 @@ public struct FarmRules: BuildRules {
                 let toolchain = try catalog.recipe(for: kernel, in: manifest)
                 let upstream = try ToolchainCatalog.upstream(of: toolchain, for: kernel, in: manifest)
                 // One toolchain task per recipe; its mirror is worked out once, for the first kernel that needs it.
-                let root: BuildGraph.NodeID
-                if let planned = roots[toolchain.name] {
-                    root = planned
-                } else {
-                    let lines = toolchain.suites.map { mirrors.sourceLine(upstream: upstream.name, suite: $0, components: toolchain.components) }
-                    let reason = lines.lazy.compactMap(\.reason).first
-                    let action = ToolchainAction(recipe: toolchain, sources: reason == nil ? lines.compactMap(\.line) : [], reason: reason)
-                    root = graph.add(action, as: .toolchain(name: toolchain.name))
-                    roots[toolchain.name] = root
-                }
+                let root = roots[toolchain.name] ?? self.toolchain(toolchain, upstream: upstream, mirrors: mirrors, into: &graph)
+                roots[toolchain.name] = root
                 for name in recipes.order {
                     guard let recipe = recipes.recipes[name], let source = sources[name] else { continue }
                     let action = CompileAction(recipe: recipe, release: kernel.release, toolchain: toolchain, backend: backend)
@@ -152,6 +144,34 @@ public struct FarmRules: BuildRules {
         let fetched = graph.add(fetch, as: .fetch(file: fetch.file))
         return graph.add(try InitramfsAction(release: kernel.release), as: .initramfs(kernel: kernel.name),
                          dependencies: [.init(role: "image", node: fetched)])
+    }
+
+    /// The `types` task of a kernel (its bundle and toolchain first): the kernel's types as BTF,
+    /// from the DWARF of farm's types module, for a kernel whose image carries no BTF. Not part of
+    /// `plan`: the profile task asks for it only for such kernels. Throws when no toolchain
+    /// recipe covers the kernel, naming the compiler it needs.
+    public func planTypes(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
+        let mirrors = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
+        let catalog = try ToolchainCatalog.load(directory: manifest.directory + "/recipes/toolchains")
+        let recipe = try catalog.recipe(for: kernel, in: manifest)
+        let upstream = try ToolchainCatalog.upstream(of: recipe, for: kernel, in: manifest)
+        let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
+        let root = toolchain(recipe, upstream: upstream, mirrors: mirrors, into: &graph)
+        return graph.add(TypesAction(release: kernel.release, toolchain: recipe, backend: backend(manifest)), as: .types(kernel: kernel.name),
+                         dependencies: [.init(role: "bundle", node: bundle), .init(role: "toolchain", node: root)])
+    }
+
+    /// `--sandbox`, else the manifest's `sandbox:`, else bwrap.
+    func backend(_ manifest: Manifest) -> SandboxBackend {
+        sandbox ?? manifest.sandbox.flatMap(SandboxBackend.init(rawValue:)) ?? .bwrap
+    }
+
+    /// The toolchain task of a recipe, its mirror worked out from the upstream.
+    func toolchain(_ recipe: ToolchainRecipe, upstream: Upstream, mirrors: MirrorResolver, into graph: inout BuildGraph) -> BuildGraph.NodeID {
+        let lines = recipe.suites.map { mirrors.sourceLine(upstream: upstream.name, suite: $0, components: recipe.components) }
+        let reason = lines.lazy.compactMap(\.reason).first
+        let action = ToolchainAction(recipe: recipe, sources: reason == nil ? lines.compactMap(\.line) : [], reason: reason)
+        return graph.add(action, as: .toolchain(name: recipe.name))
     }
 
     /// The task that provides a recipe's source, as the `source` dependency of its compile tasks.
