@@ -56,6 +56,48 @@ struct TypesTests {
         #expect(record.outputs.isEmpty)
     }
 
+    /// The profile task asks for a kernel's types only when its image has no BTF: `planTypes`
+    /// adds them after the kernel's bundle and toolchain, and a build's plan has none.
+    @Test func planTypesAddsTheTaskOverTheKernelsBundleAndToolchainAndABuildPlansNone() throws {
+        let scratch = try Scratch()
+        try FileManager.default.copyItem(atPath: DebianArchiveTests.projectRoot + "/recipes/toolchains", toPath: scratch.file("project/recipes/toolchains"))
+        try scratch.write("project/src/Makefile", "obj-m := mod.o\n")
+        try scratch.write("project/recipes/mod.yml", "farm: 1\nsource:\n  dir: src\nbuild: make\nmodule: mod.ko\noutput: mod-{release}.ko\n")
+        func kernel(_ release: String, _ distribution: String, _ compiler: String) -> String {
+            """
+              - release: \(release)
+                upstream: debian
+                distribution: \(distribution)
+                compiler: \(compiler)
+                packages:
+                  - url: file://\(scratch.file("nowhere.deb"))
+                    sha256: \(String(repeating: "0", count: 64))
+                    size: 1
+
+            """
+        }
+        let manifest = try scratch.write("project/manifest.yml", """
+        farm: 1
+        upstreams:
+          debian: {kind: apt, mirror: apt, suites: [bookworm], components: [main], architectures: [amd64]}
+        modules: [mod]
+        kernels:
+        \(kernel("6.1.0-56-amd64", "debian-12", "linux-compiler-gcc-12-x86"))\(kernel("6.16.3+deb13-amd64", "debian-13", "gcc-15"))
+        """)
+        let session = try Session(manifestPath: manifest, cacheDirectory: scratch.file("cache"), rules: FarmRules())
+        var graph = BuildGraph()
+        let types = try FarmRules().planTypes(try session.kernel("6.1.0-56-amd64"), manifest: session.manifest, into: &graph)
+        #expect(graph.nodes[types].name == "types:6.1.0-56-amd64@debian")
+        #expect(Set(graph.nodes[types].dependencies.map { "\($0.role) \(graph.nodes[$0.node].name)" })
+                    == ["bundle bundle:6.1.0-56-amd64@debian", "toolchain toolchain:debian-bookworm"])
+        #expect(try !session.plan([]).nodes.contains { $0.action.kind == "types" })
+        // A kernel no toolchain recipe covers: the planner's error names the compiler it needs.
+        let error = try #require(throws: (any Error).self) {
+            try FarmRules().planTypes(try session.kernel("6.16.3+deb13-amd64"), manifest: session.manifest, into: &graph)
+        }
+        #expect("\(error)".contains("needs the compiler gcc-15"), "\(error)")
+    }
+
     @Test func editingTheModuleSourceChangesTheTasksKey() throws {
         let action = TypesAction(release: Self.kernel.release, toolchain: try Self.bookworm(), backend: .bwrap)
         let parameters = Dictionary(action.parameters.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a })
