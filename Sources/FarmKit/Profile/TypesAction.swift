@@ -48,8 +48,10 @@ public struct TypesAction: TaskAction {
         let root = backend == .host ? "/" : try trees.tree(of: try context.input("toolchain", "root"), log: context.log)
         context.log.append("sandbox: \(backend.rawValue)\(backend.isReproducible ? "" : " (the host's compiler: not reproducible)")\n")
         if backend != .host { context.log.append("toolchain: \(toolchain) (\(compiler)), root \(root)\n") }
-        _ = try CompileAction.checkCompiler(headers: try bundle.headers(), release: release, toolchain: toolchain, provides: compiler,
-                                            enforced: backend != .host)
+        if let reading = try CompileAction.checkCompiler(headers: try bundle.headers(), release: release, toolchain: toolchain,
+                                                         provides: compiler, enforced: backend != .host) {
+            context.log.append("kernel compiler: \(reading.compiler) (from \(reading.file))\n")
+        }
 
         let source = context.workDirectory + "/build"
         try AtomicFile.makeDirectory(source)
