@@ -55,6 +55,26 @@ public enum Family: String, Sendable, Hashable, CaseIterable {
         }
     }
 
+    /// Whether the family built `kernel` with BTF in its vmlinux (`CONFIG_DEBUG_INFO_BTF`), which
+    /// its symbol table is made from; else the table takes its types from farm's types module.
+    /// Debian turned it on with 5.10, Ubuntu with 5.8 (20.10 and the HWE kernels after it), the
+    /// RHEL family with EL 8's 4.18 (and Amazon Linux with 5.10).
+    public func shipsBTF(_ kernel: Kernel) -> Bool {
+        let (major, minor, _) = kernel.versionNumbers
+        let atLeast = { (m: Int, n: Int) in major > m || (major == m && minor >= n) }
+        switch self {
+        case .debian: return atLeast(5, 10)
+        case .ubuntu: return atLeast(5, 8)
+        case .rhel:
+            // The dist tag names the EL release: 4.18.0-553.el8_10.x86_64.
+            if let range = kernel.release.range(of: #"\.el(\d+)"#, options: .regularExpression),
+               let el = Int(kernel.release[range].dropFirst(3)) {
+                return el >= 8
+            }
+            return atLeast(5, 10)
+        }
+    }
+
     /// Negative, zero or positive as `a` is older than, the same as or newer than `b`, by the
     /// family's package manager (dpkg's ordering or rpm's `rpmvercmp`).
     public func compareVersions(_ a: String, _ b: String) -> Int {

@@ -35,7 +35,7 @@ public struct FarmRules: BuildRules {
 
     public func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
         let mirrors = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
-        let backend = sandbox ?? manifest.sandbox.flatMap(SandboxBackend.init(rawValue:)) ?? .bwrap
+        let backend = backend(manifest)
         let catalog = recipes.order.isEmpty ? nil : try ToolchainCatalog.load(directory: manifest.directory + "/recipes/toolchains")
         var sources: [String: BuildGraph.Dependency] = [:]
         var roots: [String: BuildGraph.NodeID] = [:]
@@ -65,16 +65,8 @@ public struct FarmRules: BuildRules {
                 let toolchain = try catalog.recipe(for: kernel, in: manifest)
                 let upstream = try ToolchainCatalog.upstream(of: toolchain, for: kernel, in: manifest)
                 // One toolchain task per recipe; its mirror is worked out once, for the first kernel that needs it.
-                let root: BuildGraph.NodeID
-                if let planned = roots[toolchain.name] {
-                    root = planned
-                } else {
-                    let lines = toolchain.suites.map { mirrors.sourceLine(upstream: upstream.name, suite: $0, components: toolchain.components) }
-                    let reason = lines.lazy.compactMap(\.reason).first
-                    let action = ToolchainAction(recipe: toolchain, sources: reason == nil ? lines.compactMap(\.line) : [], reason: reason)
-                    root = graph.add(action, as: .toolchain(name: toolchain.name))
-                    roots[toolchain.name] = root
-                }
+                let root = roots[toolchain.name] ?? self.toolchain(toolchain, upstream: upstream, mirrors: mirrors, into: &graph)
+                roots[toolchain.name] = root
                 for name in recipes.order {
                     guard let recipe = recipes.recipes[name], let source = sources[name] else { continue }
                     let action = CompileAction(recipe: recipe, release: kernel.release, toolchain: toolchain, backend: backend)
@@ -167,10 +159,22 @@ public struct FarmRules: BuildRules {
     }
 
     /// The kernel's profile task over its image package; nil when the manifest pins no image for it.
+    /// A kernel whose family did not build it with BTF also gets the types task, whose BTF the
+    /// profile takes instead; when no toolchain covers that kernel, the profile fails with the reason.
     func profile(_ kernel: Kernel, mirrors: MirrorResolver, into graph: inout BuildGraph) -> BuildGraph.NodeID? {
         guard let image = imageFetch(kernel, mirrors: mirrors, into: &graph) else { return nil }
-        return graph.add(ProfileAction(release: kernel.release), as: .profile(kernel: kernel.name),
-                         dependencies: [.init(role: "image", node: image)])
+        let task = FarmTask.profile(kernel: kernel.name)
+        guard !kernel.family.shipsBTF(kernel) else {
+            return graph.add(ProfileAction(release: kernel.release), as: task, dependencies: [.init(role: "image", node: image)])
+        }
+        do {
+            let types = try planTypes(kernel, manifest: mirrors.manifest, into: &graph)
+            return graph.add(ProfileAction(release: kernel.release, typesFromModule: true), as: task,
+                             dependencies: [.init(role: "image", node: image), .init(role: "types", node: types)])
+        } catch {
+            return graph.add(UnbuildableAction(task: task, message: "\(kernel.name) has no BTF in its image, and its types module cannot be built: \(error)"),
+                             as: task)
+        }
     }
 
     /// The fetch task of the kernel's image package; nil when none is pinned.
@@ -180,6 +184,34 @@ public struct FarmRules: BuildRules {
         let fetch = FetchAction(package: image, urls: urls, reason: reason, upstream: mirrors.manifest.upstream(named: kernel.upstream),
                                 manifestDirectory: mirrors.manifest.directory)
         return graph.add(fetch, as: .fetch(file: fetch.file))
+    }
+
+    /// The `types` task of a kernel (its bundle and toolchain first): the kernel's types as BTF,
+    /// from the DWARF of farm's types module, for a kernel whose image carries no BTF. Not part of
+    /// `plan`: the profile task asks for it only for such kernels. Throws when no toolchain
+    /// recipe covers the kernel, naming the compiler it needs.
+    public func planTypes(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
+        let mirrors = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
+        let catalog = try ToolchainCatalog.load(directory: manifest.directory + "/recipes/toolchains")
+        let recipe = try catalog.recipe(for: kernel, in: manifest)
+        let upstream = try ToolchainCatalog.upstream(of: recipe, for: kernel, in: manifest)
+        let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
+        let root = toolchain(recipe, upstream: upstream, mirrors: mirrors, into: &graph)
+        return graph.add(TypesAction(release: kernel.release, toolchain: recipe, backend: backend(manifest)), as: .types(kernel: kernel.name),
+                         dependencies: [.init(role: "bundle", node: bundle), .init(role: "toolchain", node: root)])
+    }
+
+    /// `--sandbox`, else the manifest's `sandbox:`, else bwrap.
+    func backend(_ manifest: Manifest) -> SandboxBackend {
+        sandbox ?? manifest.sandbox.flatMap(SandboxBackend.init(rawValue:)) ?? .bwrap
+    }
+
+    /// The toolchain task of a recipe, its mirror worked out from the upstream.
+    func toolchain(_ recipe: ToolchainRecipe, upstream: Upstream, mirrors: MirrorResolver, into graph: inout BuildGraph) -> BuildGraph.NodeID {
+        let lines = recipe.suites.map { mirrors.sourceLine(upstream: upstream.name, suite: $0, components: recipe.components) }
+        let reason = lines.lazy.compactMap(\.reason).first
+        let action = ToolchainAction(recipe: recipe, sources: reason == nil ? lines.compactMap(\.line) : [], reason: reason)
+        return graph.add(action, as: .toolchain(name: recipe.name))
     }
 
     /// The task that provides a recipe's source, as the `source` dependency of its compile tasks.

@@ -11,6 +11,7 @@ public enum FarmTask: Hashable, Sendable, CustomStringConvertible {
     case sign(recipe: String, kernel: KernelName)
     case publish(directory: String)
     case initramfs(kernel: KernelName)
+    case types(kernel: KernelName)
     case profile(kernel: KernelName)
 
     public var kind: String {
@@ -23,6 +24,7 @@ public enum FarmTask: Hashable, Sendable, CustomStringConvertible {
         case .sign: "sign"
         case .publish: "publish"
         case .initramfs: "initramfs"
+        case .types: "types"
         case .profile: "profile"
         }
     }
@@ -30,7 +32,7 @@ public enum FarmTask: Hashable, Sendable, CustomStringConvertible {
     public var label: String {
         switch self {
         case let .fetch(file): file
-        case let .bundle(kernel), let .initramfs(kernel), let .profile(kernel): kernel.description
+        case let .bundle(kernel), let .initramfs(kernel), let .types(kernel), let .profile(kernel): kernel.description
         case let .source(recipe): recipe
         case let .toolchain(name): name
         case let .compile(recipe, kernel), let .sign(recipe, kernel): recipe + "/" + kernel.description
