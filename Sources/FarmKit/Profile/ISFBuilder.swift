@@ -91,15 +91,15 @@ private struct BTFConverter {
 
     private mutating func assignNames() throws {
         var definitions: [UInt32: String] = [:]
+        var sameName: [String: [UInt32]] = [:]
         for id in types.indices {
             switch types[id] {
             case .structure(let composite), .union(let composite):
-                let kind: ISFUserType.Kind = if case .structure = types[id] { .struct } else { .union }
                 if composite.name.isEmpty {
                     names[id] = "unnamed_" + SHA256.hash(try definition(UInt32(id), &definitions, depth: 0)).hex.prefix(16)
                 } else {
                     names[id] = composite.name
-                    if definedComposites[composite.name] == nil { definedComposites[composite.name] = kind }
+                    sameName[composite.name, default: []].append(UInt32(id))
                 }
             case .enumeration(let value):
                 names[id] = value.name.isEmpty
@@ -111,6 +111,7 @@ private struct BTFConverter {
                 break
             }
         }
+        try separate(sameName, &definitions)
         // A typedef's name becomes a user type unless a struct or union already has that name
         // (then references go to the struct's own name, which has the layout they mean).
         var aliasTargets: [String: UInt32] = [:]
@@ -132,6 +133,42 @@ private struct BTFConverter {
         }
     }
 
+    /// Different structs or unions of one name (5.10 has a driver's `union irte` beside the
+    /// IOMMU's `struct irte`): the one most fields refer to keeps the name, which plugins look
+    /// up; another layout becomes `<name>_<hash of its layout>`, so what refers to it stays true.
+    private mutating func separate(_ sameName: [String: [UInt32]], _ definitions: inout [UInt32: String]) throws {
+        var references: [UInt32: Int] = [:]
+        if sameName.values.contains(where: { $0.count > 1 }) {
+            for type in types {
+                for member in type.composite?.members ?? [] {
+                    if let target = composite(behind: member.type) { references[target, default: 0] += 1 }
+                }
+            }
+        }
+        for (name, ids) in sameName {
+            // Most referred to; of equals, the first.
+            let owner = ids.max { (references[$0, default: 0], $1) < (references[$1, default: 0], $0) }!
+            definedComposites[name] = kind(of: owner)
+            guard ids.count > 1 else { continue }
+            let ownerLayout = try layout(owner, &definitions)
+            for id in ids where id != owner {
+                let own = try layout(id, &definitions)
+                if own != ownerLayout { names[Int(id)] = name + "_" + SHA256.hash(own).hex.prefix(16) }
+            }
+        }
+    }
+
+    /// The struct or union a member's type leads to through pointers, arrays, typedefs and qualifiers.
+    private func composite(behind id: UInt32, depth: Int = 0) -> UInt32? {
+        guard depth < 64 else { return nil }
+        switch types[Int(id)] {
+        case .structure, .union: return id
+        case .pointer(let target), .array(let target, _), .typedef(_, let target), .qualifier(let target):
+            return composite(behind: target, depth: depth + 1)
+        default: return nil
+        }
+    }
+
     private func kind(of id: UInt32) -> ISFUserType.Kind {
         if case .union = types[Int(id)] { return .union }
         return .struct
@@ -150,15 +187,7 @@ private struct BTFConverter {
         case .pointer(let target): text = "*" + (try definition(target, &memo, depth: depth + 1))
         case .array(let element, let count): text = "[\(count)]" + (try definition(element, &memo, depth: depth + 1))
         case .structure(let composite), .union(let composite):
-            let keyword = if case .structure = types[Int(id)] { "struct" } else { "union" }
-            if !composite.name.isEmpty {
-                text = keyword + " " + composite.name
-            } else {
-                let members = try composite.members.map {
-                    "\($0.name) \(try definition($0.type, &memo, depth: depth + 1)) @\($0.bitOffset):\($0.bitfieldSize)"
-                }
-                text = "\(keyword) \(composite.size) {" + members.joined(separator: "; ") + "}"
-            }
+            text = composite.name.isEmpty ? try layout(id, &memo, depth: depth) : "\(kind(of: id).rawValue) \(composite.name)"
         case .enumeration(let value):
             text = value.name.isEmpty
                 ? "enum \(value.size) {" + value.values.map { "\($0.name)=\($0.value)" }.joined(separator: ",") + "}"
@@ -174,6 +203,19 @@ private struct BTFConverter {
         }
         memo[id] = text
         return text
+    }
+
+    /// A struct's or union's members spelled out; the types they name appear by name.
+    private func layout(_ id: UInt32, _ memo: inout [UInt32: String], depth: Int = 0) throws -> String {
+        guard let composite = types[Int(id)].composite else { throw notAType(id) }
+        return try layout(of: composite, kind: kind(of: id), &memo, depth: depth)
+    }
+
+    private func layout(of composite: BTFComposite, kind: ISFUserType.Kind, _ memo: inout [UInt32: String], depth: Int) throws -> String {
+        let members = try composite.members.map {
+            "\($0.name) \(try definition($0.type, &memo, depth: depth + 1)) @\($0.bitOffset):\($0.bitfieldSize)"
+        }
+        return "\(kind.rawValue) \(composite.size) {" + members.joined(separator: "; ") + "}"
     }
 
     // MARK: Descriptors

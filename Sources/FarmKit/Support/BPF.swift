@@ -172,6 +172,16 @@ public enum BTFType: Sendable {
     case declarationTag(name: String, of: UInt32)
 }
 
+extension BTFType {
+    /// A struct's or union's name, size and members.
+    public var composite: BTFComposite? {
+        switch self {
+        case .structure(let composite), .union(let composite): composite
+        default: nil
+        }
+    }
+}
+
 public struct BTFInteger: Sendable {
     public let name: String
     public let size: Int

@@ -213,6 +213,33 @@ struct ISFTests {
         #expect(fromELF == first)
     }
 
+    @Test(.enabled(if: tools, "gcc and pahole are needed to make BTF fixtures (Debian packages gcc, dwarves; scripts/install-deps installs them)"))
+    func typesOfOneNameFromTwoFilesKeepTheirOwnLayouts() throws {
+        // As in 5.10, where a driver's union irte sits beside the IOMMU's struct irte.
+        let scratch = try Scratch()
+        try scratch.write("a.c", "union clash { int i; char c; };\nstruct a_user { union clash *p; } a_var;\n")
+        try scratch.write("b.c", """
+            struct clash { long x, y; };
+            struct b_user { struct clash c; } b_var;
+            struct b_other { struct clash *c; } b_other_var;
+
+            """)
+        for file in ["a", "b"] { try Fixtures.run("gcc", ["-g", "-c", "\(file).c", "-o", "\(file).o"], directory: scratch.path) }
+        try Fixtures.run("ld", ["-r", "a.o", "b.o", "-o", "ab.o"], directory: scratch.path)
+        try Fixtures.run("pahole", ["--btf_encode_detached=ab.btf", "ab.o"], directory: scratch.path)
+        let data = try ISFBuilder.build(btf: try BTF(path: scratch.file("ab.btf")), symbols: Self.symbols,
+                                        banner: Self.banner, release: Self.release, textBase: Self.textBase)
+        let userTypes = try #require((try JSONSerialization.jsonObject(with: data) as? [String: Any])?["user_types"] as? [String: [String: Any]])
+        // The one more fields use keeps the name plugins would look up.
+        #expect(userTypes["clash"]?["kind"] as? String == "struct")
+        #expect(userTypes["clash"]?["size"] as? Int == 16)
+        let pointer = try #require((userTypes["a_user"]?["fields"] as? [String: [String: Any]])?["p"]?["type"] as? [String: Any])
+        let other = try #require((pointer["subtype"] as? [String: Any])?["name"] as? String)
+        #expect(other.hasPrefix("clash_"))
+        #expect(userTypes[other]?["kind"] as? String == "union")
+        #expect(userTypes[other]?["size"] as? Int == 4)
+    }
+
     @Test func problemsNameEveryReferenceThatResolvesToNothing() {
         var document = ISFDocument(typesSource: "test", symbolsSource: "test")
         document.baseTypes["void"] = ISFBaseType(size: 0, signed: false, kind: .void, littleEndian: true)
