@@ -1,7 +1,6 @@
 import ArgumentParser
 import FarmEngine
 import FarmKit
-import Foundation
 
 struct ProfileCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,14 +20,11 @@ struct ProfileCommand: AsyncParsableCommand {
 
     func run() async throws {
         let session = try options.session()
-        let (path, name) = try await session.profileTable(release: release, options: jobs.buildOptions(), reporter: output.reporter())
-        try AtomicFile.makeDirectory(directory)
-        let target = directory + "/" + name
-        let temporary = directory + "/.\(name).tmp-\(getpid())"
-        unlink(temporary)
-        try FileManager.default.copyItem(atPath: path, toPath: temporary)
-        chmod(temporary, 0o644)
-        try AtomicFile.rename(temporary, to: target)
-        print(target)
+        let kernel = try session.kernel(release)
+        let result = try await session.buildOne(.profile(kernel: kernel.name), output: "table", into: directory,
+                                                as: ProfileAction.fileName(for: kernel), graph: try session.profileGraph(kernel),
+                                                options: jobs.buildOptions(), reporter: output.reporter())
+        guard let path = result.path else { throw ExitCode(ExitStatus.failure) }
+        print(path)
     }
 }

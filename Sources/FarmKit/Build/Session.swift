@@ -178,9 +178,9 @@ public struct Session: Sendable {
     /// (atomically), and each of `extras` (output name to file name) the task produced.
     /// For `farm bundle RELEASE -o DIR` and `farm module`.
     public func buildOne(_ task: FarmTask, output: String, into directory: String, as name: String,
-                         extras: [String: String] = [:],
+                         extras: [String: String] = [:], graph planned: BuildGraph? = nil,
                          options: BuildOptions, reporter: any BuildReporter) async throws -> (summary: BuildSummary, path: String?) {
-        let graph = try plan([])
+        let graph = try planned ?? plan([])
         guard let node = graph.node(for: task) else {
             throw FarmError.badInput("no task '\(task)' in the plan of \(manifest.path); 'farm plan' lists the tasks")
         }

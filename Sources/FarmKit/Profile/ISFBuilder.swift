@@ -11,20 +11,22 @@ public enum ISFBuilder {
     /// The Volatility 3 ISF (JSON, deterministic bytes) for one kernel, with self-checks that throw:
     /// `_text` present and equal to `textBase`; banner starts "Linux version <release> "; every type
     /// reference resolves; the document has what schema 6.2.0 requires.
+    /// `arrayCounts`: the lengths of arrays whose length is a kernel macro, read from the image
+    /// (`KernelSymbols.arrayCounts`); a symbol of such a type without its count is left out.
     public static func build(btf: BTF, symbols: [String: UInt64], banner: [UInt8], release: String, textBase: UInt64,
-                             typesSource: String = "BTF", symbolsSource: String = "kallsyms") throws -> Data {
+                             typesSource: String = "BTF", symbolsSource: String = "kallsyms", arrayCounts: [String: Int] = [:]) throws -> Data {
         try document(btf: btf, symbols: symbols, banner: banner, release: release, textBase: textBase,
-                     typesSource: typesSource, symbolsSource: symbolsSource).json()
+                     typesSource: typesSource, symbolsSource: symbolsSource, arrayCounts: arrayCounts).json()
     }
 
     /// The document `build` serializes, checked the same way.
     public static func document(btf: BTF, symbols: [String: UInt64], banner: [UInt8], release: String, textBase: UInt64,
-                                typesSource: String = "BTF", symbolsSource: String = "kallsyms") throws -> ISFDocument {
+                                typesSource: String = "BTF", symbolsSource: String = "kallsyms", arrayCounts: [String: Int] = [:]) throws -> ISFDocument {
         try checkKernel(symbols: symbols, banner: banner, release: release, textBase: textBase, origin: btf.origin)
         var converter = try BTFConverter(btf: btf)
         var document = ISFDocument(typesSource: typesSource, symbolsSource: symbolsSource)
         try converter.fill(&document)
-        try converter.addSymbols(symbols, banner: banner, to: &document)
+        try converter.addSymbols(symbols, banner: banner, arrayCounts: arrayCounts, to: &document)
         converter.addOpaqueTypes(to: &document)
         let problems = document.problems()
         guard problems.isEmpty else {
@@ -372,7 +374,7 @@ private struct BTFConverter {
         return ISFUserType(kind: kind(of: id), size: composite.size, fields: fields)
     }
 
-    mutating func addSymbols(_ symbols: [String: UInt64], banner: [UInt8], to document: inout ISFDocument) throws {
+    mutating func addSymbols(_ symbols: [String: UInt64], banner: [UInt8], arrayCounts: [String: Int] = [:], to document: inout ISFDocument) throws {
         // Variables BTF describes (per-CPU ones; every global with pahole's global_var feature).
         // A name two variables of different types share (two statics) gets no type from BTF.
         var variableTypes: [String: ISFType?] = [:]
@@ -392,8 +394,15 @@ private struct BTFConverter {
             var type = variableTypes[name] ?? nil
             if type == nil, let candidates = KernelSymbolTypes.table[name] {
                 for candidate in candidates {
-                    if let resolved = try resolve(candidate, in: document) { type = resolved; break }
+                    if case let .arrayCountedInImage(element) = candidate {
+                        guard let count = arrayCounts[name] else { continue }
+                        if let resolved = try resolve(element, in: document) { type = .array(count: count, of: resolved); break }
+                    } else if let resolved = try resolve(candidate, in: document) {
+                        type = resolved
+                        break
+                    }
                 }
+                if type == nil, candidates.contains(where: { if case .arrayCountedInImage = $0 { true } else { false } }) { continue }
             }
             document.symbols[name] = ISFSymbol(address: address, type: type ?? .void, constantData: nil)
         }
@@ -416,6 +425,8 @@ private struct BTFConverter {
             return try resolve(target, in: document).map { .pointer($0) }
         case .array(let count, let element):
             return try resolve(element, in: document).map { .array(count: count, of: $0) }
+        case .arrayCountedInImage:
+            return nil
         case .anonymousStruct(let member):
             let id = types.indices.first { index in
                 guard case .structure(let composite) = types[index], composite.name.isEmpty else { return false }

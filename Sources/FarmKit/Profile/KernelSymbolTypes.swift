@@ -16,6 +16,10 @@ enum KernelSymbolTypes {
         case array(Int, Spec)
         /// The unnamed struct with a member of this name (`static struct { ... } tk_core` before 6.13).
         case anonymousStruct(member: String)
+        /// An array whose length is a macro of the kernel's (`taint_flags[TAINT_FLAGS_COUNT]`): the
+        /// count read from the image's data (`ISFBuilder`'s `arrayCounts`). Without one the symbol
+        /// is left out, so volatility3 takes its own fallback instead of reading a wrong length.
+        case arrayCountedInImage(Spec)
     }
 
     static let table: [String: [Spec]] = [
@@ -49,6 +53,8 @@ enum KernelSymbolTypes {
         "log_next_idx": [.typedef("u32")],
         // kallsyms reads the size of its type.
         "kallsyms_num_syms": [.base("unsigned int")],
+        // lsmod and check_modules read the kernel's taint letters from it (4.10 and later).
+        "taint_flags": [.arrayCountedInImage(.structure("taint_flag"))],
         // sockstat, ip, netfilter.
         "net_namespace_list": [.structure("list_head")],
         "socket_file_ops": [.structure("file_operations")],

@@ -22,7 +22,8 @@ public struct ProfileAction: TaskAction {
     }
 
     public var kind: String { "profile" }
-    public var version: Int { 1 }
+    /// 2: `taint_flags` typed, its length read from the image.
+    public var version: Int { 2 }
     public var parameters: [(name: String, value: String)] {
         // The ISF format and the BTF conversion are this task's implementation: a change to either bumps `version`.
         [("release", release), ("types", typesFromModule ? "module" : "btf"), ("xz", "\(ProfileAction.xzLevel)")]
@@ -36,7 +37,21 @@ public struct ProfileAction: TaskAction {
         let package = try context.inputPath("image", "package")
         let origin = "the image package of \(release)"
         let elf = try ELFImage(data: try Vmlinux.extract(package: package, release: release), origin: origin)
-        let symbols = try KernelSymbols.kallsyms(in: elf, origin: origin)
+        let symbols: KernelSymbols
+        var symbolsSource = "the vmlinux's kallsyms tables"
+        do {
+            symbols = try KernelSymbols.kallsyms(in: elf, origin: origin)
+        } catch let unreadable {
+            // Older packages ship the real System.map beside the image: the same addresses.
+            guard let map = try Vmlinux.systemMap(package: package, release: release) else { throw unreadable }
+            do {
+                symbols = try KernelSymbols.parseMap(map, origin: "\(origin): /boot/System.map-\(release)")
+            } catch {
+                throw FarmError("\(unreadable); and its System.map does not serve either: \(error)")
+            }
+            symbolsSource = "the image package's System.map"
+            context.log.append("kallsyms unreadable (\(unreadable)); symbols from /boot/System.map-\(release)\n")
+        }
         let banner = try symbols.banner(in: elf)
         let btf: BTF
         if typesFromModule {
@@ -50,7 +65,7 @@ public struct ProfileAction: TaskAction {
         guard let text = elf.section(".text") else { throw FarmError.badInput("\(origin): its vmlinux has no .text section") }
         let json = try ISFBuilder.build(btf: btf, symbols: symbols.addresses, banner: banner, release: release, textBase: text.address,
                                         typesSource: typesFromModule ? "DWARF of farm's types module, through pahole" : "the vmlinux's .BTF",
-                                        symbolsSource: "the vmlinux's kallsyms tables")
+                                        symbolsSource: symbolsSource, arrayCounts: symbols.arrayCounts(in: elf))
         context.log.append("\(symbols.addresses.count) symbols, \(json.count) bytes of ISF\n")
         let table = try Archive.compressXZ(json, name: "the symbol table of \(release)", level: ProfileAction.xzLevel)
         return ["table": try context.store(table), "banner": try context.store(Data(banner))]

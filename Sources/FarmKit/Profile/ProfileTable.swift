@@ -2,18 +2,12 @@ import FarmEngine
 import Foundation
 
 extension Session {
-    /// Builds `release`'s symbol table (its image package through the fetch task and the CAS, then
-    /// the profile task) and returns the table's path in the store and its published file name.
-    public func profileTable(release: String, options: BuildOptions, reporter: any BuildReporter) async throws -> (path: String, name: String) {
-        let kernel = try self.kernel(release)
+    /// The graph of one kernel's symbol table alone (its image package's fetch task, then the
+    /// profile task, and the types task when it needs one), whether or not the manifest has
+    /// `profiles: true`: what `farm profile` builds with `buildOne`.
+    public func profileGraph(_ kernel: Kernel) throws -> BuildGraph {
         var graph = BuildGraph()
-        let node = try rules.planProfile(kernel, manifest: manifest, into: &graph)
-        let cache = try openCache()
-        defer { cache.close() }
-        let summary = try await Builder(cache: cache, options: options, reporter: reporter).build(graph, collecting: [node])
-        guard let table = summary.collected[node]?["table"] else {
-            throw FarmError("the symbol table of \(kernel.name) could not be built; 'farm log \(FarmTask.profile(kernel: kernel.name))' says why")
-        }
-        return (try cache.objects.verifiedPath(of: table), ProfileAction.fileName(for: kernel))
+        _ = try rules.planProfile(kernel, manifest: manifest, into: &graph)
+        return graph
     }
 }

@@ -23,6 +23,14 @@ public enum Vmlinux {
         return try decompress(bzImage: bzImage, origin: "package \(path): /\(member)")
     }
 
+    /// The package's `/boot/System.map-<release>` as text, nil when it has none: the symbols of a
+    /// kernel whose kallsyms tables farm cannot read (Debian's is a stub from 5.8 on, which
+    /// `KernelSymbols.parseMap` refuses).
+    public static func systemMap(package path: String, release: String) throws -> String? {
+        guard let (_, bytes) = try findMember(["boot/System.map-\(release)"], in: path) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// The first of `members` (paths without a leading `./`) found as a regular file: in a .deb's
     /// `data.tar.*`, or in an rpm's payload (libarchive reads an rpm as the cpio inside it).
     private static func findMember(_ members: [String], in path: String) throws -> (String, Data)? {

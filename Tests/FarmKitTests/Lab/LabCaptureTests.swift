@@ -16,8 +16,10 @@ extension DebianArchiveTests.CompileTests {
         let kernels = try ManifestLoader.load(path: project.manifest).kernels
         let newest = try #require(kernels.first { $0.release == project.release })
         let original = try String(contentsOfFile: project.manifest, encoding: .utf8)
-        let manifest = try scratch.write("project/manifest.yml",
-                                         ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [newest]), in: original))
+        // With the kernel's symbol table published, and banners.json for `vol --remote-isf-url`.
+        let withTables = ManifestWriter.replacing(section: "publish", with: "publish: {dir: repo, url: 'file://\(scratch.file("project/repo"))'}\nprofiles: true\n",
+                                                  in: ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [newest]), in: original))
+        let manifest = try scratch.write("project/manifest.yml", withTables)
         try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("project/recipes"))
         func farm(_ arguments: [String]) throws -> ProcessResult {
             try runProcess(Products.farm, arguments + ["--manifest", manifest, "--cache", project.cache], environment: ["CI": "true"])
@@ -26,6 +28,30 @@ extension DebianArchiveTests.CompileTests {
         let build = try farm(["build"])
         #expect(build.status == 0 && build.stdout.contains("repository"), "\(build.stdout)\(build.stderr)")
         let repo = scratch.file("project/repo")
+        let verified = try runProcess(Products.farm, ["verify", repo, "--manifest", manifest])
+        #expect(verified.status == 0 && verified.stdout.contains("1 module(s) and 1 symbol table(s)"), "\(verified.stdout)\(verified.stderr)")
+        // The same kernel published without tables, under another key: captures from it make their table from the host.
+        let plainManifest = try scratch.write("plain/manifest.yml", ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [newest]), in: original))
+        try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("plain/recipes"))
+        #expect(try runProcess(Products.farm, ["keys", "init", "--manifest", plainManifest]).status == 0)
+        let plainBuild = try runProcess(Products.farm, ["build", "--manifest", plainManifest, "--cache", project.cache])
+        #expect(plainBuild.status == 0, "\(plainBuild.stdout)\(plainBuild.stderr)")
+        /// volatility3 from PyPI on an image and the tables in `symbols`; its own cache in the scratch directory.
+        func vol(_ arguments: [String]) throws -> ProcessResult {
+            let vol = (ProcessInfo.processInfo.environment["FARM_PEERS"] ?? "/opt/farm-peers") + "/volatility3/bin/vol"
+            try FileManager.default.createDirectory(atPath: scratch.file("vol-cache"), withIntermediateDirectories: true)
+            return try runProcess(vol, ["-q", "-r", "csv", "--cache-path", scratch.file("vol-cache")] + arguments)
+        }
+        /// pslist finds PID 1 and the lab's dropbear; lsmod runs.
+        func analyses(_ image: String, symbols: [String]) throws {
+            let pslist = try vol(symbols + ["-f", image, "linux.pslist"])
+            #expect(pslist.status == 0, "\(pslist.stdout)\(pslist.stderr)")
+            let rows = pslist.stdout.split(separator: "\n").map { $0.split(separator: ",").map(String.init) }
+            #expect(rows.contains { $0.count > 3 && $0[2] == "1" }, "no PID 1 in vol's pslist:\n\(pslist.stdout)\(pslist.stderr)")
+            #expect(pslist.stdout.contains("dropbear"), "no dropbear in vol's pslist:\n\(pslist.stdout)")
+            let lsmod = try vol(symbols + ["-f", image, "linux.lsmod"])
+            #expect(lsmod.status == 0, "\(lsmod.stdout)\(lsmod.stderr)")
+        }
 
         let name = "e2e-\(getpid())"
         let up = try farm(["lab", "up", newest.release, "--name", name, "--memory", "256", "--json"])
@@ -85,33 +111,22 @@ extension DebianArchiveTests.CompileTests {
         // The lab mounts no securityfs: its lockdown is unknown, its sig_enforce read.
         let loading = sidecar["moduleLoading"] as? [String: Any] ?? [:]
         #expect(loading["sigEnforce"] as? Bool == ((try labShell("cat /sys/module/module/parameters/sig_enforce")) == "Y\n"), "\(loading)")
-        // No symbols/ in this repository: said, recorded as null, and the image is still good.
-        #expect(sidecar["symbols"] is NSNull && (sidecar["symbolsMissing"] as? String)?.contains("symbols/banners.json is absent") == true, "\(sidecar)")
-        #expect(capture.stdout.contains("no symbol table for \(newest.release)"), "\(capture.stdout)")
+        // The published table, its checksum and signature checked, beside the image; volatility3
+        // analyses the image with it, and also finds it through the repository's banners.json.
+        let table = "symbols/linux/" + ProfileAction.fileName(for: newest)
+        let recorded = sidecar["symbols"] as? [String: Any] ?? [:]
+        #expect(recorded["source"] as? String == "repository" && recorded["location"] as? String == table, "\(sidecar)")
+        #expect(FileManager.default.contents(atPath: output + "/" + table) == FileManager.default.contents(atPath: repo + "/" + table))
+        #expect(capture.stdout.contains("vol -s \(output)/symbols -f \(image) linux.pslist"), "\(capture.stdout)")
+        try analyses(image, symbols: ["-s", output + "/symbols"])
+        try analyses(image, symbols: ["--remote-isf-url", "file://\(repo)/symbols/banners.json"])
         try hostIsClean()
-
-        // The repository gains a signed banners.json whose banner is the lab's: the next capture
-        // writes the table beside its image and prints the vol line. (A stand-in table: farm
-        // checks its sha256 and copies it; building real ones is the profile task's part.)
-        let banner = try labShell("cat /proc/version")
-        try FileManager.default.createDirectory(atPath: repo + "/symbols/linux", withIntermediateDirectories: true)
-        let tableName = "linux/debian_\(newest.release)_lab_amd64.json.xz"
-        try Data(#"{"metadata": {"linux": {}}}"#.utf8).write(to: URL(fileURLWithPath: scratch.file("table.json")))
-        #expect(try runProcess("/usr/bin/xz", ["-f", scratch.file("table.json")]).status == 0)
-        let table = try Data(contentsOf: URL(fileURLWithPath: scratch.file("table.json.xz")))
-        try table.write(to: URL(fileURLWithPath: repo + "/symbols/" + tableName))
-        let banners: [String: Any] = ["version": 1, "linux": [Data((banner + "\0").utf8).base64EncodedString(): [tableName]],
-                                      "sha256": [tableName: SHA256.hash(table).hex]]
-        try JSONSerialization.data(withJSONObject: banners).write(to: URL(fileURLWithPath: repo + "/symbols/banners.json"))
-        let repoKey = try #require(Signing.paths(manifestAt: manifest)?.repository)
-        try GnuPG.detachSign(file: repo + "/symbols/banners.json", output: repo + "/symbols/banners.json.sig", keyHome: repoKey.home,
-                             fingerprint: try #require(try RepositoryKey.load(repoKey)).fingerprint)
 
         // Compressed (LiME's compress=1): the same checks pass on the inflated image, and fewer
         // bytes crossed the link than it holds.
         let compressedOutput = scratch.file("compressed")
-        let compressed = try runProcess(Products.farm, ["capture", "--lab", name, "--repo", repo, "--output", compressedOutput, "--compress", "on",
-                                                        "--manifest", manifest, "--cache", project.cache])
+        let compressed = try runProcess(Products.farm, ["capture", "--lab", name, "--repo", scratch.file("plain/repo"), "--output", compressedOutput,
+                                                        "--compress", "on", "--manifest", plainManifest, "--cache", project.cache])
         #expect(compressed.status == 0, "\(compressed.stdout)\(compressed.stderr)")
         let inflated = compressedOutput + "/" + (try #require(try FileManager.default.contentsOfDirectory(atPath: compressedOutput).first { $0.hasSuffix(".lime") }))
         #expect(try FileManager.default.attributesOfItem(atPath: inflated)[.posixPermissions] as? NSNumber == 0o600)
@@ -124,9 +139,11 @@ extension DebianArchiveTests.CompileTests {
         #expect((compressedSidecar["compression"] as? String) == "zlib" && (compressedSidecar["compressionReason"] as? String) == "--compress on")
         let streamed = (compressedSidecar["streamed"] as? NSNumber)?.intValue ?? .max
         #expect(streamed < inflatedBytes.count / 2, "\(streamed) bytes streamed for \(inflatedBytes.count)")
+        // That repository has no tables: the table is made from the lab's own BTF and kallsyms, and works as well.
         #expect(compressed.stdout.contains("vol -s \(compressedOutput)/symbols -f \(inflated) linux.pslist"), "\(compressed.stdout)")
-        #expect(FileManager.default.contents(atPath: compressedOutput + "/symbols/" + tableName) == table)
-        #expect((compressedSidecar["symbols"] as? [String: Any])?["sha256"] as? String == SHA256.hash(table).hex, "\(compressedSidecar)")
+        let hostTable = compressedSidecar["symbols"] as? [String: Any] ?? [:]
+        #expect(hostTable["source"] as? String == "host", "\(compressedSidecar)")
+        try analyses(inflated, symbols: ["-s", compressedOutput + "/symbols"])
         print("lab capture: plain \(sidecar["bytesPerSecond"] ?? "?") B/s (\(sidecar["compression"] ?? "?")), compressed \(compressedSidecar["bytesPerSecond"] ?? "?") B/s,"
               + " \(streamed) bytes streamed for \(inflatedBytes.count), cipher \(sidecar["cipher"] ?? "?")")
         try hostIsClean()

@@ -70,6 +70,7 @@ struct ISFTests {
         __attribute__((section(".data..percpu"))) struct flags fixture_percpu;
         struct declared_only;
         __attribute__((section(".data..percpu"))) struct declared_only *fixture_percpu_opaque;
+        struct taint_flag { char c_true; char c_false; _Bool module; } fixture_taint;
 
         """
 
@@ -193,6 +194,24 @@ struct ISFTests {
         #expect(metadata["format"] as? String == "6.2.0")
         #expect((metadata["producer"] as? [String: Any])?["name"] as? String == "farm")
         #expect(metadata["linux"] is [String: Any])
+    }
+
+    /// `taint_flags` is an array of a macro's length: typed with the count read from the image,
+    /// and left out without one, so volatility3 uses its own table instead of a wrong length.
+    @Test(.enabled(if: tools, "gcc and pahole are needed to make BTF fixtures (Debian packages gcc, dwarves; scripts/install-deps installs them)"))
+    func anArrayOfAMacrosLengthTakesTheCountReadFromTheImageOrIsLeftOut() throws {
+        let scratch = try Scratch()
+        let btf = try BTF(path: try Self.fixtureBTF(in: scratch))
+        var symbols = Self.symbols
+        symbols["taint_flags"] = 0xffff_ffff_8200_fd20
+        func taintFlags(_ counts: [String: Int]) throws -> NSDictionary? {
+            let data = try ISFBuilder.build(btf: btf, symbols: symbols, banner: Self.banner, release: Self.release, textBase: Self.textBase, arrayCounts: counts)
+            let document = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            return (document["symbols"] as? [String: [String: Any]])?["taint_flags"] as? NSDictionary
+        }
+        #expect(try taintFlags(["taint_flags": 19])?["type"] as? NSDictionary
+                == ["kind": "array", "count": 19, "subtype": ["kind": "struct", "name": "taint_flag"]] as NSDictionary)
+        #expect(try taintFlags([:]) == nil)
     }
 
     @Test(.enabled(if: tools, "gcc and pahole are needed to make BTF fixtures (Debian packages gcc, dwarves; scripts/install-deps installs them)"))
