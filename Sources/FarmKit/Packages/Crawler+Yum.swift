@@ -24,7 +24,7 @@ extension Crawler {
         }
         guard !pending.isEmpty else { return (kernels, warnings) }
         let directory = workDirectory + "/kernel-devel"
-        let (manifest, downloader) = (self.manifest, self.downloader)
+        let (manifest, downloader, objects) = (self.manifest, self.downloader, self.objects)
         let keyrings = Dictionary(uniqueKeysWithValues: manifest.upstreams.map { ($0.name, $0.keyring.map { resolvePath($0) }) })
         await withTaskGroup(of: (KernelName, Swift.Result<(release: String?, compiler: String?), Error>).self) { group in
             var queue = pending.sorted { $0.release < $1.release }[...]
@@ -39,13 +39,14 @@ extension Crawler {
                             let urls = try source.baseURLs(workDirectory: directory, downloader: downloader).map { base in
                                 package.url.contains("://") ? package.url : base + "/" + package.url
                             }
-                            let path = directory + "/\(package.sha256.hex).rpm"
-                            defer { unlink(path) }
-                            try downloader.fetchPinned(urls: urls, to: path, sha256: package.sha256, size: package.size)
                             let name = (package.url as NSString).lastPathComponent
-                            if let keyring = keyrings[upstream.name] ?? nil {
-                                try RPMSignature.verify(packageAt: path, keyring: keyring, workDirectory: directory, name: name)
+                            // Into the store, as the apt crawl's headers go: the build's fetch task then downloads nothing.
+                            let path = try Crawler.obtain(package, urls: urls, objects: objects, workDirectory: directory, downloader: downloader) { path in
+                                if let keyring = keyrings[upstream.name] ?? nil {
+                                    try RPMSignature.verify(packageAt: path, keyring: keyring, workDirectory: directory, name: name)
+                                }
                             }
+                            defer { if objects == nil { unlink(path) } }
                             return try RHELDiscovery.kernelTree(ofPackageAt: path, release: kernel.release)
                         }
                         return (kernel.name, .success(tree))

@@ -268,10 +268,20 @@ public struct Crawler: Sendable {
     }
 
     /// The pinned package's path: from the CAS if there, else downloaded (and put there).
-    static func obtain(_ package: PackageReference, urls: [String], objects: ContentStore?, workDirectory: String, downloader: Downloader) throws -> String {
-        if let objects, objects.isPresent(package.sha256), let path = try? objects.verifiedPath(of: package.sha256) { return path }
+    /// `check` (an RPM's own signature) runs before a download is stored: a package it refuses
+    /// never enters the store.
+    static func obtain(_ package: PackageReference, urls: [String], objects: ContentStore?, workDirectory: String, downloader: Downloader,
+                       check: ((String) throws -> Void)? = nil) throws -> String {
+        if let objects, objects.isPresent(package.sha256), let path = try? objects.verifiedPath(of: package.sha256) {
+            try check?(path)
+            return path
+        }
         let partial = (objects?.temporaryPath("crawl") ?? workDirectory + "/package-\(package.sha256.hex)")
         try downloader.fetchPinned(urls: urls, to: partial, sha256: package.sha256, size: package.size)
+        do { try check?(partial) } catch {
+            unlink(partial)
+            throw error
+        }
         guard let objects else { return partial }
         return objects.path(of: try objects.adopt(partial).digest)
     }

@@ -53,6 +53,11 @@ struct YumCrawlTests {
         #expect(result.warnings.isEmpty, "\(result.warnings)")
         #expect(result.unmatched == ["centos/os/x86_64: kernel-debug-devel-4.18.0-553.el8_10.x86_64"])
         let manifest = try ManifestLoader.load(path: path)
+        // Each kernel-devel the crawl read is in the store, so the build's fetch task downloads nothing.
+        for kernel in manifest.kernels {
+            #expect(FileManager.default.fileExists(atPath: ContentStore.path(in: repository.scratch.file("cache/cas"), of: kernel.packages[0].sha256)),
+                    "\(kernel.release)")
+        }
         #expect(manifest.kernels.map(\.release) == ["5.10.225-213.878.amzn2.x86_64", "3.10.0-1160.el7.x86_64", "4.18.0-553.el8_10.x86_64"])
         let el7 = try #require(manifest.kernels.first { $0.release == "3.10.0-1160.el7.x86_64" })
         #expect(el7.family == .rhel)
@@ -176,6 +181,13 @@ struct YumCrawlTests {
         let result = try await crawl(path, repository)
         #expect(result.failures.isEmpty, "\(result.failures)")
         #expect(result.kernels.map(\.release) == ["3.10.0-1160.4.1.el7.x86_64"])
+        // What the signature check refused never entered the store; the good one did.
+        let stored = Set(((FileManager.default.enumerator(atPath: repository.scratch.file("cache/cas"))?.allObjects as? [String]) ?? [])
+            .map { ($0 as NSString).lastPathComponent })
+        for file in [payload, header, whole] {
+            #expect(!stored.contains(try SHA256.hash(fileAt: file).digest.hex), "\(file) is in the store")
+        }
+        #expect(stored.contains(try #require(result.kernels.first).packages[0].sha256.hex))
         let warnings = result.warnings.joined(separator: "\n")
         #expect(warnings.contains("3.10.0-1160.el7.x86_64: kernel-devel-3.10.0-1160.el7.x86_64.rpm: its payload's sha256 is"), "\(warnings)")
         #expect(warnings.contains("the payload was changed after signing; the package is refused; left out"), "\(warnings)")
