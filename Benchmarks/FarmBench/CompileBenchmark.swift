@@ -41,11 +41,11 @@ func compileBenchmark(_ arguments: [String]) async throws {
     defer { try? FileManager.default.removeItem(atPath: project) }
     try FileManager.default.createDirectory(atPath: project, withIntermediateDirectories: true)
     try FileManager.default.copyItem(atPath: session.manifest.directory + "/recipes", toPath: project + "/recipes")
-    // Compiles only, as DKMS's way does: the copy has no `signing:` or `publish:`, so farm's timed
+    // Compiles only, as DKMS's way does: the copy has no `signing:`, `publish:` or `profiles:`, so farm's timed
     // build runs the compile tasks alone (signing would add work the serial side does not do).
     var kept: [Substring] = [], skipping = false
     for line in try String(contentsOfFile: manifestPath, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false) {
-        if line.hasPrefix("signing:") || line.hasPrefix("publish:") { skipping = true; continue }
+        if line.hasPrefix("signing:") || line.hasPrefix("publish:") || line.hasPrefix("profiles:") { skipping = true; continue }
         if skipping, line.hasPrefix(" ") || line.hasPrefix("#") || line.isEmpty { continue }
         skipping = false
         kept.append(line)

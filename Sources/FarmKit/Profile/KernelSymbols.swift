@@ -99,19 +99,21 @@ public struct KernelSymbols: Sendable {
     }
 
     /// The lengths of the arrays whose length is a kernel macro, read from the image's data, by
-    /// symbol: `taint_flags` (`struct taint_flag { char c_true, c_false; bool module; }`,
+    /// symbol: `taint_flags` (`struct taint_flag { char c_true, c_false; bool module; ... }`, of
+    /// `taintFlagSize` bytes as the kernel's BTF says: 3, or 16 from 6.12 with its `desc`;
     /// TAINT_FLAGS_COUNT of them: 16 in 4.10, 19 in 6.1) is counted while its entries are an
     /// upper-case letter, a letter or space, and 0 or 1. A symbol it cannot read is not listed.
-    public func arrayCounts(in elf: ELFImage) -> [String: Int] {
-        guard let address = addresses["taint_flags"], let start = elf.fileOffset(ofAddress: address, count: 3) else { return [:] }
+    public func arrayCounts(in elf: ELFImage, taintFlagSize: Int?) -> [String: Int] {
+        guard let stride = taintFlagSize, stride >= 3, let address = addresses["taint_flags"],
+              let start = elf.fileOffset(ofAddress: address, count: stride) else { return [:] }
         let count = elf.data.withUnsafeBytes { raw -> Int in
             var count = 0
             var offset = start
             func letter(_ byte: UInt8) -> Bool { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) }
-            while offset + 3 <= raw.count, count < 64, letter(raw[offset]),
+            while offset + stride <= raw.count, count < 64, letter(raw[offset]),
                   letter(raw[offset + 1]) || raw[offset + 1] == UInt8(ascii: " ") || raw[offset + 1] == UInt8(ascii: "-"), raw[offset + 2] <= 1 {
                 count += 1
-                offset += 3
+                offset += stride
             }
             return count
         }

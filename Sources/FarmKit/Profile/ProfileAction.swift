@@ -22,8 +22,8 @@ public struct ProfileAction: TaskAction {
     }
 
     public var kind: String { "profile" }
-    /// 2: `taint_flags` typed, its length read from the image.
-    public var version: Int { 2 }
+    /// 3: `taint_flags` typed, its length read from the image with the entry size BTF gives.
+    public var version: Int { 3 }
     public var parameters: [(name: String, value: String)] {
         // The ISF format and the BTF conversion are this task's implementation: a change to either bumps `version`.
         [("release", release), ("types", typesFromModule ? "module" : "btf"), ("xz", "\(ProfileAction.xzLevel)")]
@@ -65,7 +65,8 @@ public struct ProfileAction: TaskAction {
         guard let text = elf.section(".text") else { throw FarmError.badInput("\(origin): its vmlinux has no .text section") }
         let json = try ISFBuilder.build(btf: btf, symbols: symbols.addresses, banner: banner, release: release, textBase: text.address,
                                         typesSource: typesFromModule ? "DWARF of farm's types module, through pahole" : "the vmlinux's .BTF",
-                                        symbolsSource: symbolsSource, arrayCounts: symbols.arrayCounts(in: elf))
+                                        symbolsSource: symbolsSource,
+                                        arrayCounts: symbols.arrayCounts(in: elf, taintFlagSize: btf.structure(named: "taint_flag")?.size))
         context.log.append("\(symbols.addresses.count) symbols, \(json.count) bytes of ISF\n")
         let table = try Archive.compressXZ(json, name: "the symbol table of \(release)", level: ProfileAction.xzLevel)
         return ["table": try context.store(table), "banner": try context.store(Data(banner))]

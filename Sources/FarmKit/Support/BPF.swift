@@ -58,6 +58,13 @@ public final class BTF: @unchecked Sendable {
 
     public var isLittleEndian: Bool { btf__endianness(handle) == BTF_LITTLE_ENDIAN }
 
+    /// The struct named `name` (its definition, not a forward declaration), if the BTF has one.
+    public func structure(named name: String) -> BTFComposite? {
+        let id = btf__find_by_name_kind(handle, name, UInt32(BTF_KIND_STRUCT))
+        guard id > 0, let composite = try? type(UInt32(id)).composite, composite.size > 0 else { return nil }
+        return composite
+    }
+
     /// The type numbered `id`, its references checked to name types that exist.
     public func type(_ id: UInt32) throws -> BTFType {
         if id == 0 { return .void }

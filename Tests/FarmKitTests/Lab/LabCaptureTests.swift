@@ -17,8 +17,10 @@ extension DebianArchiveTests.CompileTests {
         let newest = try #require(kernels.first { $0.release == project.release })
         let original = try String(contentsOfFile: project.manifest, encoding: .utf8)
         // With the kernel's symbol table published, and banners.json for `vol --remote-isf-url`.
-        let withTables = ManifestWriter.replacing(section: "publish", with: "publish: {dir: repo, url: 'file://\(scratch.file("project/repo"))'}\nprofiles: true\n",
-                                                  in: ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [newest]), in: original))
+        let oneKernel = ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [newest]), in: original)
+        let withTables = ManifestWriter.replacing(section: "profiles", with: "profiles: true\n",
+                                                  in: ManifestWriter.replacing(section: "publish", with: "publish: {dir: repo, url: 'file://\(scratch.file("project/repo"))'}\n",
+                                                                               in: oneKernel))
         let manifest = try scratch.write("project/manifest.yml", withTables)
         try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("project/recipes"))
         func farm(_ arguments: [String]) throws -> ProcessResult {
@@ -31,7 +33,7 @@ extension DebianArchiveTests.CompileTests {
         let verified = try runProcess(Products.farm, ["verify", repo, "--manifest", manifest])
         #expect(verified.status == 0 && verified.stdout.contains("1 module(s) and 1 symbol table(s)"), "\(verified.stdout)\(verified.stderr)")
         // The same kernel published without tables, under another key: captures from it make their table from the host.
-        let plainManifest = try scratch.write("plain/manifest.yml", ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [newest]), in: original))
+        let plainManifest = try scratch.write("plain/manifest.yml", ManifestWriter.replacing(section: "profiles", with: "profiles: false\n", in: oneKernel))
         try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("plain/recipes"))
         #expect(try runProcess(Products.farm, ["keys", "init", "--manifest", plainManifest]).status == 0)
         let plainBuild = try runProcess(Products.farm, ["build", "--manifest", plainManifest, "--cache", project.cache])
@@ -164,7 +166,8 @@ extension DebianArchiveTests.CompileTests {
         let other = try #require(kernels.first { $0.release != newest.release && $0.release.hasSuffix("-cloud-amd64") && $0.suite == newest.suite }
                                  ?? kernels.first { $0.release != newest.release && $0.suite == newest.suite })
         let otherManifest = try scratch.write("other/manifest.yml",
-                                              ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [other]), in: original))
+                                              ManifestWriter.replacing(section: "kernels", with: ManifestWriter.render(kernels: [other]),
+                                                                       in: ManifestWriter.replacing(section: "profiles", with: "profiles: false\n", in: original)))
         try FileManager.default.copyItem(atPath: project.directory + "/recipes", toPath: scratch.file("other/recipes"))
         #expect(try runProcess(Products.farm, ["keys", "init", "--manifest", otherManifest]).status == 0)
         let otherBuild = try runProcess(Products.farm, ["build", "--manifest", otherManifest, "--cache", project.cache])

@@ -238,8 +238,11 @@ extension DebianArchiveTests {
         let banner = try symbols.banner(in: elf)
         #expect(banner.starts(with: Array("Linux version \(release) ".utf8)), "\(String(decoding: banner, as: UTF8.self))")
         #expect(banner.suffix(2) == [0x0a, 0])
-        // TAINT_FLAGS_COUNT is 19 from 6.0 (TAINT_TEST) to 6.14: read from the data, not assumed.
-        #expect(symbols.arrayCounts(in: elf) == ["taint_flags": 19])
+        // TAINT_FLAGS_COUNT is 19 from 6.0 (TAINT_TEST) to 6.14: read from the data, not assumed;
+        // an entry is 3 bytes, 16 from 6.12 (its description pointer), as the kernel's BTF says.
+        let entry = try BTF(data: elf.contents(of: try #require(elf.section(".BTF"))), origin: "test").structure(named: "taint_flag")?.size
+        #expect(entry == (release.hasPrefix("6.12.") ? 16 : 3))
+        #expect(symbols.arrayCounts(in: elf, taintFlagSize: entry) == ["taint_flags": 19])
         // Every exported symbol where the kernel's own export table puts it: an independent check.
         let exports = try exportedSymbols(of: elf)
         #expect(exports.count > 5000, "\(exports.count) exports")
