@@ -389,7 +389,7 @@ public struct Capture: Sendable {
     /// The module for this release and machine, its checksum (always) and signature (unless
     /// `--gpg-no-verify`) checked.
     func fetchModule(release: String, machine: String, target: CaptureTarget, scratch: String) throws -> (RepositoryModule, Data) {
-        func pick(_ verifier: GnuPG.Verifier?, _ checker: RepositoryVerifier) throws -> (RepositoryModule, Data) {
+        try withRepository { checker, verifier in
             let (_, modules) = try checker.index(using: verifier, scratch: scratch)
             guard let module = modules.first(where: { $0.version == release && $0.arch == machine }) else {
                 let versions = Set(modules.map(\.version)).sorted()
@@ -399,12 +399,18 @@ public struct Capture: Sendable {
             }
             return (module, try checker.check(module, using: verifier, scratch: scratch))
         }
+    }
+
+    /// `body` with the repository's checker and, unless `--gpg-no-verify`, a verifier of the
+    /// pinned key, which the repository's `REPO_SIGNING_KEY.asc` must hold: how the module and the
+    /// symbol table are both read.
+    func withRepository<T>(_ body: (RepositoryVerifier, GnuPG.Verifier?) throws -> T) throws -> T {
         guard let fingerprint else {
-            return try pick(nil, RepositoryVerifier(source: repository, fingerprint: String(repeating: "0", count: 40)))
+            return try body(RepositoryVerifier(source: repository, fingerprint: String(repeating: "0", count: 40)), nil)
         }
         let checker = RepositoryVerifier(source: repository, fingerprint: fingerprint)
         let key = try repository.require(RepositoryFormat.keyPath, because: "the repository's public key")
-        return try checker.withVerifier(key) { try pick($0, checker) }
+        return try checker.withVerifier(key) { try body(checker, $0) }
     }
 
     /// Unloads LiME (once its insmod has returned) and removes what was uploaded.

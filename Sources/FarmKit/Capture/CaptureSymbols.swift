@@ -59,7 +59,7 @@ extension Capture {
     /// index or table does not check out is `.refused`.
     public func fetchSymbols(procVersion: String, machine: String, image: String) -> SymbolTableOutcome {
         do {
-            func pick(_ verifier: GnuPG.Verifier?, _ checker: RepositoryVerifier, scratch: String) throws -> SymbolTableOutcome {
+            return try GnuPG.withScratch { scratch in try withRepository { checker, verifier in
                 let (index, _) = try checker.index(using: verifier, scratch: scratch)
                 guard index.symbols != nil else {
                     return .missing("\(repository.name(RepositoryFormat.repomdPath)) lists no symbol tables")
@@ -70,23 +70,21 @@ extension Capture {
                 }
                 let bytes = try checker.check(table, using: verifier, scratch: scratch)
                 // The index's locations passed checkRelative (no '..', not absolute); the file keeps only its name.
-                let file = symbolsDirectory + "/linux/" + (table.location as NSString).lastPathComponent
-                try AtomicFile.makeDirectory(symbolsDirectory + "/linux")
-                try AtomicFile.write(bytes, to: file, mode: 0o644)
+                let file = try writeTable(bytes, named: (table.location as NSString).lastPathComponent)
                 return .written(CaptureSymbols(source: "repository", location: table.location, file: file, sha256: table.checksum,
                                                command: volCommand(image: image)))
-            }
-            return try GnuPG.withScratch { scratch in
-                guard let fingerprint else {
-                    return try pick(nil, RepositoryVerifier(source: repository, fingerprint: String(repeating: "0", count: 40)), scratch: scratch)
-                }
-                let checker = RepositoryVerifier(source: repository, fingerprint: fingerprint)
-                let key = try repository.require(RepositoryFormat.keyPath, because: "the repository's public key")
-                return try checker.withVerifier(key) { try pick($0, checker, scratch: scratch) }
-            }
+            } }
         } catch {
             return .refused("\(error)")
         }
+    }
+
+    /// `<output>/symbols/linux/<name>`, written atomically; its path.
+    func writeTable(_ bytes: Data, named name: String) throws -> String {
+        try AtomicFile.makeDirectory(symbolsDirectory + "/linux")
+        let path = symbolsDirectory + "/linux/" + name
+        try AtomicFile.write(bytes, to: path, mode: 0o644)
+        return path
     }
 
     func volCommand(image: String) -> String {
@@ -117,10 +115,7 @@ extension Capture {
                                         textBase: Capture.linkedTextBase, typesSource: "the host's /sys/kernel/btf/vmlinux",
                                         symbolsSource: "the host's /proc/kallsyms, less the KASLR slide")
         let table = try Archive.compressXZ(json, name: "the symbol table of \(target)", level: ProfileAction.xzLevel)
-        let name = "host_\(release)_\(SHA256.hash(Data(banner.utf8)).hex.prefix(12)).json.xz"
-        try AtomicFile.makeDirectory(symbolsDirectory + "/linux")
-        let path = symbolsDirectory + "/linux/" + name
-        try AtomicFile.write(table, to: path, mode: 0o644)
+        let path = try writeTable(table, named: "host_\(release)_\(SHA256.hash(Data(banner.utf8)).hex.prefix(12)).json.xz")
         return (path, SHA256.hash(table).hex)
     }
 

@@ -132,29 +132,25 @@ public struct PublishAction: TaskAction {
         for note in shadowed { context.log.append("not published: \(note); the repository names modules by release\n") }
         if !missing.isEmpty { context.log.append("left out (their modules did not build): \(missing.sorted().joined(separator: ", "))\n") }
 
-        let primary = RepositoryFormat.primaryXML(modules)
-        let primaryFile = context.workDirectory + "/primary.xml"
-        try AtomicFile.write(primary, to: primaryFile, sync: false)
-        let gzip = try Publisher.gzip(primaryFile)
-        let openChecksum = SHA256.hash(primary).hex
-        let gzipped = try context.store(file: gzip)
-        let primaryPath = "repodata/\(openChecksum)-primary.xml.gz"
-        try add(primaryPath, gzipped)
+        /// `repodata/<open_checksum>-<name>.gz`, gzipped as `gzip -n -9` does, added, and its repomd entry.
+        func repodata(_ bytes: Data, named name: String) throws -> RepositoryIndex.Entry {
+            let file = context.workDirectory + "/" + name
+            try AtomicFile.write(bytes, to: file, sync: false)
+            let gzipped = try context.store(file: try Publisher.gzip(file))
+            let openChecksum = SHA256.hash(bytes).hex
+            let location = "repodata/\(openChecksum)-\(name).gz"
+            try add(location, gzipped)
+            return .init(checksum: gzipped.hex, openChecksum: openChecksum, location: location,
+                         size: Int(context.objects.size(of: gzipped) ?? 0), openSize: bytes.count)
+        }
+        let primary = try repodata(RepositoryFormat.primaryXML(modules), named: "primary.xml")
 
         let now = Int(Date().timeIntervalSince1970)
-        var index = RepositoryIndex(revision: now, checksum: gzipped.hex, openChecksum: openChecksum, location: primaryPath,
-                                    timestamp: now, size: Int(context.objects.size(of: gzipped) ?? 0), openSize: primary.count)
+        var index = RepositoryIndex(revision: now, checksum: primary.checksum, openChecksum: primary.openChecksum, location: primary.location,
+                                    timestamp: now, size: primary.size, openSize: primary.openSize)
         let entries = try publishTables(context, add: add)
         if !entries.isEmpty {
-            let symbols = try RepositoryFormat.symbolsJSON(entries)
-            let symbolsFile = context.workDirectory + "/symbols.json"
-            try AtomicFile.write(symbols, to: symbolsFile, sync: false)
-            let gzippedSymbols = try context.store(file: try Publisher.gzip(symbolsFile))
-            let openSymbols = SHA256.hash(symbols).hex
-            let location = "repodata/\(openSymbols)-symbols.json.gz"
-            try add(location, gzippedSymbols)
-            index.symbols = .init(checksum: gzippedSymbols.hex, openChecksum: openSymbols, location: location,
-                                  size: Int(context.objects.size(of: gzippedSymbols) ?? 0), openSize: symbols.count)
+            index.symbols = try repodata(try RepositoryFormat.symbolsJSON(entries), named: "symbols.json")
             if let baseURL { try add("symbols/banners.json", try context.store(try RepositoryFormat.bannersJSON(entries, baseURL: baseURL))) }
         }
         let repomd = context.workDirectory + "/repomd.xml"
@@ -170,7 +166,7 @@ public struct PublishAction: TaskAction {
         try add(RepositoryFormat.repomdPath, try context.store(file: repomd))
         try add(RepositoryFormat.repomdSignaturePath, try context.store(file: repomd + ".sig"))
 
-        context.log.append("repository revision \(now): \(modules.count) module(s), \(entries.count) symbol table(s), primary \(openChecksum.prefix(12))\n")
+        context.log.append("repository revision \(now): \(modules.count) module(s), \(entries.count) symbol table(s), primary \(primary.openChecksum.prefix(12))\n")
         let publication = PublicationFiles(revision: now, files: files)
         return ["files": try context.store(try publication.encoded())]
     }
