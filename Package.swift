@@ -18,6 +18,8 @@ let package = Package(
         .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
+        .systemLibrary(name: "CLZMA", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
         .systemLibrary(name: "CBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         // Linux calls Glibc does not wrap for Swift (a child's parent-death signal), as static inline functions.
         .systemLibrary(name: "CFarmLinux"),
@@ -32,7 +34,7 @@ let package = Package(
         .target(
             name: "FarmKit",
             dependencies: [
-                "FarmEngine", "CArchive", "CBPF", "CCurl", "CGit2", "CZlib",
+                "FarmEngine", "CArchive", "CBPF", "CCurl", "CDeflate", "CGit2", "CLZMA", "CZlib",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

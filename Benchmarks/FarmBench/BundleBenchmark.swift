@@ -97,7 +97,7 @@ private func bundleRuns(packages: [String], release: String, runs: Int, work: St
         try? FileManager.default.removeItem(atPath: farmDirectory)
         try? FileManager.default.removeItem(atPath: packerDirectory)
     }
-    print(String(format: "  farm (in memory, reproducible, parallel gzip -6): %6.2f s  %6.2f s CPU  %6.1f MiB", median(farmTimes), median(farmCPU), Double(farmSize) / 1_048_576))
+    print(String(format: "  farm (in memory, reproducible, libdeflate -6):    %6.2f s  %6.2f s CPU  %6.1f MiB", median(farmTimes), median(farmCPU), Double(farmSize) / 1_048_576))
     print(String(format: "  kernel-packer (dpkg -x, tar | gzip -9):          %6.2f s  %6.2f s CPU  %6.1f MiB", median(packerTimes), median(packerCPU), Double(packerSize) / 1_048_576))
     print(String(format: "  ratio farm/kernel-packer: %.2fx (%.1fx faster); CPU %.2fx", median(farmTimes) / median(packerTimes),
                  median(packerTimes) / median(farmTimes), median(farmCPU) / median(packerCPU)))

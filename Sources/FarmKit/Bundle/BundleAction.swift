@@ -14,7 +14,8 @@ public struct BundleAction: TaskAction {
 
     public var kind: String { "bundle" }
     // 2: packages read in memory, gzip in parallel blocks (other bytes for the same tar).
-    public var version: Int { 2 }
+    // 3: libdeflate, one gzip member per 1 MiB block (other bytes for the same tar).
+    public var version: Int { 3 }
     public var parameters: [(name: String, value: String)] { [("release", release), ("distro", distro)] }
     public var resource: ResourceClass { .io }
 

@@ -97,7 +97,11 @@ public enum PackageExtractor {
                 control = try readControl(Archive.Reader(currentEntryOf: reader))
             } else if member.path.hasPrefix("data.tar") {
                 let compressed = try reader.readData(limit: Int(packageLimit))
-                payloads.append((member.path, try Archive.decompress(compressed, name: "\(path): \(member.path)", limit: Int(packageLimit) + (1 << 30))))
+                let name = "\(path): \(member.path)", limit = Int(packageLimit) + (1 << 30)
+                // xz, nearly every .deb's, on every core; the rest through libarchive.
+                payloads.append((member.path, member.path.hasSuffix(".xz")
+                    ? try LZMA.decompressXZ(compressed, name: name, limit: limit)
+                    : try Archive.decompress(compressed, name: name, limit: limit)))
             }
         }
         guard !payloads.isEmpty else {

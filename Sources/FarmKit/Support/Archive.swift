@@ -285,7 +285,7 @@ public enum Archive {
 
         /// A plain tar (no compression) kept in memory, in `bytes` once `finish` returned, or
         /// handed to `gzip` as it is written. The same format and entry fields as `tarGzipAt`.
-        public init(tarInMemoryNamed name: String, gzip: Zlib.GzipWriter? = nil) throws {
+        public init(tarInMemoryNamed name: String, gzip: Deflate.GzipWriter? = nil) throws {
             guard let handle = archive_write_new(), let entry = archive_entry_new() else {
                 throw ArchiveError(archive: name, message: "libarchive could not allocate a writer (out of memory)")
             }
@@ -320,7 +320,7 @@ public enum Archive {
 
         private final class MemorySink {
             var bytes: [UInt8] = []
-            var gzip: Zlib.GzipWriter?
+            var gzip: Deflate.GzipWriter?
         }
 
         deinit {
