@@ -9,6 +9,7 @@ struct BuildCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
     @OptionGroup var sandbox: SandboxOption
     @OptionGroup var jobs: JobOptions
+    @OptionGroup var shard: ShardOption
 
     @Flag(name: [.customShort("k"), .long], help: "Build everything that does not depend on a failure.")
     var keepGoing = false
@@ -21,7 +22,7 @@ struct BuildCommand: AsyncParsableCommand {
 
     func run() async throws {
         let summary = try await Session.build(manifestPath: options.manifest, cacheDirectory: options.cache,
-                                              rules: FarmRules(sandbox: sandbox.sandbox), patterns: patterns,
+                                              rules: FarmRules(sandbox: sandbox.sandbox), patterns: patterns, shard: try shard.kernelShard(),
                                               options: jobs.buildOptions(keepGoing: keepGoing, dryRun: dryRun), reporter: output.reporter())
         if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
     }

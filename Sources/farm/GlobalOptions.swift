@@ -61,3 +61,12 @@ struct JobOptions: ParsableArguments {
 }
 
 extension SandboxBackend: ExpressibleByArgument {}
+
+/// `--shard I/N` on `build` and `plan`.
+struct ShardOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Only shard I of N (numbered from 0): the kernels a hash of upstream and release puts there; for CI matrices and Slurm job arrays.",
+                                            valueName: "I/N"))
+    var shard: String?
+
+    func kernelShard() throws -> KernelShard? { try shard.map(KernelShard.init(parsing:)) }
+}

@@ -11,6 +11,7 @@ struct PlanCommand: ParsableCommand {
 
     @OptionGroup var options: GlobalOptions
     @OptionGroup var sandbox: SandboxOption
+    @OptionGroup var shard: ShardOption
 
     @Option(name: .long, help: "text, json or dot.")
     var format: Format = .text
@@ -21,7 +22,7 @@ struct PlanCommand: ParsableCommand {
     func run() throws {
         var timer = PhaseTimer()
         let session = try options.session(sandbox: sandbox.sandbox)
-        let graph = try session.plan(patterns)
+        let graph = try session.plan(patterns, shard: try shard.kernelShard())
         timer.mark("plan")
         PlanFormatter.print(graph, as: format)
         timer.mark("print")

@@ -51,8 +51,8 @@ public struct Session: Sendable {
                                          : "; it has \(alike.joined(separator: ", "))\(alike.count == 5 ? ", ..." : "")"))
     }
 
-    public func plan(_ patterns: [String]) throws -> BuildGraph {
-        try Planner(rules: rules).plan(manifest: manifest, recipes: recipes, patterns: patterns.map(KernelPattern.init))
+    public func plan(_ patterns: [String], shard: KernelShard? = nil) throws -> BuildGraph {
+        try Planner(rules: rules).plan(manifest: manifest, recipes: recipes, patterns: patterns.map(KernelPattern.init), shard: shard)
     }
 
     public func openCache(_ access: BuildCache.Access = .shared) throws -> BuildCache {
@@ -60,10 +60,10 @@ public struct Session: Sendable {
     }
 
     /// Plans, builds and records the run's figures for `farm status`.
-    public func build(patterns: [String], options: BuildOptions, reporter: any BuildReporter,
+    public func build(patterns: [String], shard: KernelShard? = nil, options: BuildOptions, reporter: any BuildReporter,
                       command: String = "build") async throws -> BuildSummary {
         var timer = PhaseTimer()
-        let graph = try plan(patterns)
+        let graph = try plan(patterns, shard: shard)
         timer.mark("plan")
         // A dry run only reads the cache, and takes a cache that does not exist yet as empty.
         let cache = try openCache(options.dryRun ? .readOnly : .shared)
@@ -94,7 +94,7 @@ public struct Session: Sendable {
             }
             // Written last, once the cache and the repository are as this build leaves them.
             try UpToDateStamp.make(inputs: inputs + [manifest.path], cacheDirectory: cacheDirectory, total: summary.total, collected: collected)?
-                .write(cacheDirectory: cacheDirectory, identity: Session.stampIdentity(manifestPath: manifest.path, patterns: patterns, rules: rules))
+                .write(cacheDirectory: cacheDirectory, identity: Session.stampIdentity(manifestPath: manifest.path, patterns: patterns, shard: shard, rules: rules))
             timer.mark("stamp")
         }
         return summary
@@ -104,27 +104,28 @@ public struct Session: Sendable {
     /// hundred `stat` calls that nothing changed (no manifest read, no plan, no key); else the
     /// full build. A dry run always plans.
     public static func build(manifestPath: String, cacheDirectory option: String?, rules: any BuildRules, patterns: [String],
-                             options: BuildOptions, reporter: any BuildReporter, command: String = "build") async throws -> BuildSummary {
+                             shard: KernelShard? = nil, options: BuildOptions, reporter: any BuildReporter, command: String = "build") async throws -> BuildSummary {
         let cacheDirectory = Session.cacheDirectory(option: option, manifestPath: manifestPath)
         if !options.dryRun, let summary = try upToDate(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules,
-                                                       patterns: patterns, reporter: reporter, command: command) {
+                                                       patterns: patterns, shard: shard, reporter: reporter, command: command) {
             return summary
         }
         return try await Session(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules, writing: !options.dryRun)
-            .build(patterns: patterns, options: options, reporter: reporter, command: command)
+            .build(patterns: patterns, shard: shard, options: options, reporter: reporter, command: command)
     }
 
-    static func stampIdentity(manifestPath: String, patterns: [String], rules: any BuildRules) -> String {
+    static func stampIdentity(manifestPath: String, patterns: [String], shard: KernelShard? = nil, rules: any BuildRules) -> String {
         let absolute = URL(fileURLWithPath: manifestPath).standardizedFileURL.path
-        return (["manifest " + absolute, "rules " + rules.settings] + patterns.map { "pattern " + $0 }).joined(separator: "\n")
+        return (["manifest " + absolute, "rules " + rules.settings] + patterns.map { "pattern " + $0 }
+                + (shard.map { ["shard \($0)"] } ?? [])).joined(separator: "\n")
     }
 
     /// The outcome of the last identical build when its stamp still holds: reported as a build
     /// would (every task cached), the repository made to hold its publication again, the run recorded.
     static func upToDate(manifestPath: String, cacheDirectory: String, rules: any BuildRules, patterns: [String],
-                         reporter: any BuildReporter, command: String) throws -> BuildSummary? {
+                         shard: KernelShard? = nil, reporter: any BuildReporter, command: String) throws -> BuildSummary? {
         var timer = PhaseTimer()
-        let identity = stampIdentity(manifestPath: manifestPath, patterns: patterns, rules: rules)
+        let identity = stampIdentity(manifestPath: manifestPath, patterns: patterns, shard: shard, rules: rules)
         guard let stamp = UpToDateStamp.read(cacheDirectory: cacheDirectory, identity: identity),
               FileManager.default.fileExists(atPath: cacheDirectory + "/farm.sqlite") else { return nil }
         let started = Date()

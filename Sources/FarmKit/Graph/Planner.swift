@@ -47,8 +47,12 @@ public struct Planner: Sendable {
         return kernels.filter { kernel in patterns.contains { $0.matches(kernel) } }
     }
 
-    public func plan(manifest: Manifest, recipes: RecipeBook, patterns: [KernelPattern]) throws -> BuildGraph {
-        let kernels = try Planner.select(manifest.kernels, patterns: patterns, manifestPath: manifest.path)
+    /// The tasks for the kernels `patterns` select (all without one), and of those only the
+    /// ones in `shard` when given. A shard that holds fewer kernels than the manifest publishes
+    /// nothing, as a pattern's build does; the whole manifest's build publishes from the cache.
+    public func plan(manifest: Manifest, recipes: RecipeBook, patterns: [KernelPattern], shard: KernelShard? = nil) throws -> BuildGraph {
+        var kernels = try Planner.select(manifest.kernels, patterns: patterns, manifestPath: manifest.path)
+        if let shard { kernels = kernels.filter(shard.contains) }
         var graph = BuildGraph()
         try rules.plan(kernels: kernels, manifest: manifest, recipes: recipes, into: &graph)
         return graph
