@@ -54,7 +54,7 @@ public struct FarmRules: BuildRules {
         var profiles: [(table: PublishAction.Table, node: BuildGraph.NodeID)] = []
         for kernel in kernels {
             let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
-            if manifest.profiles, let profile = profile(kernel, mirrors: mirrors, into: &graph) {
+            if manifest.profiles, let profile = profile(kernel, mirrors: mirrors, catalog: catalog, into: &graph) {
                 let table = PublishAction.Table(kernel: kernel.name, file: ProfileAction.fileName(for: kernel), family: kernel.family.rawValue,
                                                 machine: RepositoryFormat.unameMachine(debianArchitecture: kernel.debianArchitecture ?? "amd64"))
                 profiles.append((table, profile))
@@ -161,14 +161,15 @@ public struct FarmRules: BuildRules {
     /// The kernel's profile task over its image package; nil when the manifest pins no image for it.
     /// A kernel whose family did not build it with BTF also gets the types task, whose BTF the
     /// profile takes instead; when no toolchain covers that kernel, the profile fails with the reason.
-    func profile(_ kernel: Kernel, mirrors: MirrorResolver, into graph: inout BuildGraph) -> BuildGraph.NodeID? {
+    /// `catalog`: the plan's toolchain recipes when it has read them, else read here.
+    func profile(_ kernel: Kernel, mirrors: MirrorResolver, catalog: ToolchainCatalog? = nil, into graph: inout BuildGraph) -> BuildGraph.NodeID? {
         guard let image = imageFetch(kernel, mirrors: mirrors, into: &graph) else { return nil }
         let task = FarmTask.profile(kernel: kernel.name)
         guard !kernel.family.shipsBTF(kernel) else {
             return graph.add(ProfileAction(release: kernel.release), as: task, dependencies: [.init(role: "image", node: image)])
         }
         do {
-            let types = try planTypes(kernel, manifest: mirrors.manifest, into: &graph)
+            let types = try planTypes(kernel, manifest: mirrors.manifest, catalog: catalog, into: &graph)
             return graph.add(ProfileAction(release: kernel.release, typesFromModule: true), as: task,
                              dependencies: [.init(role: "image", node: image), .init(role: "types", node: types)])
         } catch {
@@ -190,9 +191,9 @@ public struct FarmRules: BuildRules {
     /// from the DWARF of farm's types module, for a kernel whose image carries no BTF. Not part of
     /// `plan`: the profile task asks for it only for such kernels. Throws when no toolchain
     /// recipe covers the kernel, naming the compiler it needs.
-    public func planTypes(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
+    public func planTypes(_ kernel: Kernel, manifest: Manifest, catalog: ToolchainCatalog? = nil, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
         let mirrors = MirrorResolver(manifest: manifest, aptRoot: aptRoot)
-        let catalog = try ToolchainCatalog.load(directory: manifest.directory + "/recipes/toolchains")
+        let catalog = try catalog ?? ToolchainCatalog.load(directory: manifest.directory + "/recipes/toolchains")
         let recipe = try catalog.recipe(for: kernel, in: manifest)
         let upstream = try ToolchainCatalog.upstream(of: recipe, for: kernel, in: manifest)
         let bundle = bundle(kernel, mirrors: mirrors, into: &graph)
