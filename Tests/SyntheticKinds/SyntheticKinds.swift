@@ -25,6 +25,7 @@ public struct SyntheticFetch: TaskAction {
 public struct SyntheticBundle: TaskAction {
     public let release: String
     public var kind: String { "synthetic-bundle" }
+    public var sharedRemotely: Bool { true }
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] { [("release", release)] }
 
@@ -41,6 +42,7 @@ public struct SyntheticToolchain: TaskAction {
     public let name: String
     public init(name: String) { self.name = name }
     public var kind: String { "synthetic-toolchain" }
+    public var sharedRemotely: Bool { true }
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] { [("name", name)] }
 
@@ -55,6 +57,7 @@ public struct SyntheticCompile: TaskAction {
     public let release: String
     public let fails: Bool
     public var kind: String { "synthetic-compile" }
+    public var sharedRemotely: Bool { true }
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] { [("release", release), ("fails", fails ? "yes" : "no")] }
 
@@ -79,6 +82,7 @@ public struct SyntheticCompile: TaskAction {
 public struct SyntheticSign: TaskAction {
     public let release: String
     public var kind: String { "synthetic-sign" }
+    public var sharedRemotely: Bool { true }
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] { [("release", release)] }
 

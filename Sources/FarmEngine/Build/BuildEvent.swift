@@ -30,6 +30,8 @@ public enum BuildEvent: Sendable {
     case planned(total: Int)
     case started(Task, Progress)
     case built(Task, Progress, duration: Double, log: String)
+    /// Not run here: its result came from the remote cache at `from`.
+    case fetched(Task, Progress, from: String)
     case failed(Task, Progress, error: String, log: String)
     /// Not run because a task it depends on failed.
     case skipped(Task, Progress, because: String)
@@ -38,12 +40,16 @@ public enum BuildEvent: Sendable {
     case completed(BuildSummary)
     /// The publish directory was brought up to date with the build's publication.
     case published(directory: String, summary: String)
+    /// Something the user should know that does not fail the build (a remote cache that cannot be used).
+    case warning(String)
 }
 
 public struct BuildSummary: Sendable, Codable {
     public var total = 0
     public var built = 0
+    /// Tasks not run: taken from the local store or, `remote` of them, from the remote cache.
     public var cached = 0
+    public var remote = 0
     public var failed = 0
     public var skipped = 0
     /// Tasks not started because the build stopped at the first failure (no `-k`).
@@ -64,7 +70,7 @@ public struct BuildSummary: Sendable, Codable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case total, built, cached, failed, skipped, notRun, wouldRun, duration, databaseWrites, failures, unchangedSinceStamp, criticalPath
+        case total, built, cached, remote, failed, skipped, notRun, wouldRun, duration, databaseWrites, failures, unchangedSinceStamp, criticalPath
     }
 }
 

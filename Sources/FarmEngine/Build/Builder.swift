@@ -11,18 +11,22 @@ public struct BuildOptions: Sendable {
     public var keepGoing: Bool
     /// Decide and report what would run; run nothing (`-n`).
     public var dryRun: Bool
+    /// Asked for the results of kinds shared remotely before they run, and offered them after
+    /// (`--remote-cache`). A dry run does not ask it.
+    public var remoteCache: (any RemoteCache)?
 
     public static var defaultJobs: Int { ProcessInfo.processInfo.activeProcessorCount + 1 }
 
     public static var defaultIOJobs: Int { max(1, ProcessInfo.processInfo.activeProcessorCount / 2) }
 
     public init(jobs: Int = BuildOptions.defaultJobs, networkJobs: Int = 8, ioJobs: Int = BuildOptions.defaultIOJobs,
-                keepGoing: Bool = false, dryRun: Bool = false) {
+                keepGoing: Bool = false, dryRun: Bool = false, remoteCache: (any RemoteCache)? = nil) {
         self.jobs = max(1, jobs)
         self.networkJobs = max(1, networkJobs)
         self.ioJobs = max(1, ioJobs)
         self.keepGoing = keepGoing
         self.dryRun = dryRun
+        self.remoteCache = remoteCache
     }
 }
 
@@ -42,10 +46,18 @@ public struct Builder: Sendable {
     /// From this many tasks on, results are read in one scan rather than one query per task.
     static let preloadThreshold = 2_000
 
+    /// Uploads to the remote cache at once, beside the tasks.
+    static let uploadsAtOnce = 2
+
     private struct Completion: Sendable {
         let node: BuildGraph.NodeID
         let key: Digest
         let outcome: TaskRunner.Outcome
+    }
+
+    private enum Finished: Sendable {
+        case task(Completion)
+        case upload
     }
 
     /// Builds `targets` and what they need (everything when nil).
@@ -58,8 +70,11 @@ public struct Builder: Sendable {
         if schedule.selected.count >= Builder.preloadThreshold { try cache.preloadResults() }
         var stopping = false
         var timing = CriticalPath.Timing()
+        let remote = options.dryRun ? nil : options.remoteCache.map { RemoteSharing(cache: $0, store: cache, reporter: reporter) }
+        var uploads: [(key: Digest, result: RemoteResult, task: String)] = []
+        var uploading = 0
 
-        try await withThrowingTaskGroup(of: Completion.self) { group in
+        try await withThrowingTaskGroup(of: Finished.self) { group in
             func launch() {
                 guard !stopping else { return }
                 let limits: [ResourceClass: Int] = [.network: options.networkJobs, .cpu: options.jobs, .io: options.ioJobs]
@@ -67,9 +82,24 @@ public struct Builder: Sendable {
                     let node = graph.nodes[id]
                     timing.started(id, at: (ContinuousClock.now - clock).seconds)
                     reporter.report(.started(.init(kind: node.kind, label: node.label, key: definition.key), schedule.progress))
+                    let shared = node.action.sharedRemotely ? remote : nil
                     group.addTask { [cache] in
-                        let outcome = await TaskRunner(cache: cache).run(node, definition: definition)
-                        return Completion(node: id, key: definition.key, outcome: outcome)
+                        let outcome = await TaskRunner(cache: cache, remote: shared).run(node, definition: definition)
+                        return .task(Completion(node: id, key: definition.key, outcome: outcome))
+                    }
+                }
+            }
+
+            // Off the cooperative pool (libcurl blocks), a few at a time, so a slow server never
+            // holds up a task; the build waits for the last ones before it returns.
+            func launchUploads() {
+                guard let remote else { return }
+                while uploading < Builder.uploadsAtOnce, !uploads.isEmpty {
+                    let upload = uploads.removeFirst()
+                    uploading += 1
+                    group.addTask {
+                        try? await Blocking.run { remote.offer(upload.result, forKey: upload.key, of: upload.task) }
+                        return .upload
                     }
                 }
             }
@@ -78,14 +108,26 @@ public struct Builder: Sendable {
             // Everything not taken from the store now will run (or, in a dry run, would run).
             try Builder.checkRequirements(of: schedule.toRun)
             launch()
-            while let completion = try await group.next() {
+            while let finished = try await group.next() {
+                guard case let .task(completion) = finished else {
+                    uploading -= 1
+                    launchUploads()
+                    continue
+                }
                 let node = graph.nodes[completion.node]
                 let task = BuildEvent.Task(kind: node.kind, label: node.label, key: completion.key)
                 let outcome = completion.outcome
                 timing.finished(completion.node, at: (ContinuousClock.now - clock).seconds)
-                if let outputs = outcome.outputs {
+                if let outputs = outcome.outputs, let from = outcome.fetchedFrom {
+                    schedule.succeeded(completion.node, outputs: outputs, fromRemote: true)
+                    reporter.report(.fetched(task, schedule.progress, from: from))
+                } else if let outputs = outcome.outputs {
                     schedule.succeeded(completion.node, outputs: outputs)
                     reporter.report(.built(task, schedule.progress, duration: outcome.duration, log: outcome.log))
+                    if let offer = outcome.offer {
+                        uploads.append((completion.key, offer, node.name))
+                        launchUploads()
+                    }
                 } else {
                     schedule.failed(completion.node)
                     reporter.report(.failed(task, schedule.progress, error: outcome.error ?? "failed", log: outcome.log))
@@ -167,8 +209,10 @@ extension Builder {
 }
 
 /// Runs one task: scratch directory, the action, outputs and log into the CAS, then one record.
+/// With a remote cache, its result is first looked for there.
 struct TaskRunner: Sendable {
     let cache: BuildCache
+    var remote: RemoteSharing?
 
     struct Outcome: Sendable {
         /// nil when the task failed.
@@ -176,6 +220,10 @@ struct TaskRunner: Sendable {
         var error: String?
         var log: String
         var duration: Double
+        /// The remote cache the result came from, when it was not run here.
+        var fetchedFrom: String?
+        /// What to offer the remote cache: the outputs and log of a task that ran here.
+        var offer: RemoteResult?
     }
 
     func run(_ node: BuildGraph.Node, definition: TaskDefinition) async -> Outcome {
@@ -183,6 +231,9 @@ struct TaskRunner: Sendable {
         let log = TaskLog()
         let started = Date()
         let clock = ContinuousClock.now
+        if let remote, let outputs = try? await Blocking.run({ remote.take(node, definition: definition) }) {
+            return Outcome(outputs: outputs, log: "", duration: (ContinuousClock.now - clock).seconds, fetchedFrom: remote.cache.location)
+        }
         let work = cache.objects.temporaryPath("work-\(node.kind)")
         var inputs: [String: [String: Digest]] = [:]
         for input in definition.inputs { inputs[input.role, default: [:]][input.output] = input.digest }
@@ -206,18 +257,23 @@ struct TaskRunner: Sendable {
 
         let elapsed = ContinuousClock.now - clock
         let duration = elapsed.seconds
+        var offer: RemoteResult?
         do {
-            let logDigest = try cache.objects.put(log.data).digest
+            let (logDigest, logSize) = try cache.objects.put(log.data)
             let recorded = (outputs ?? [:]).map { name, digest in
                 TaskRecord.Output(name: name, digest: digest, size: cache.objects.size(of: digest) ?? 0)
             }
             try cache.save(TaskRecord(key: key, kind: node.kind, label: node.label, definition: definition.encoded,
                                       outputs: recorded, log: logDigest, started: started, duration: duration,
                                       status: outputs == nil ? 1 : 0, error: failure, farmVersion: FarmVersion.current))
+            if outputs != nil, remote?.offering == true {
+                offer = RemoteResult(outputs: Dictionary(uniqueKeysWithValues: recorded.map { ($0.name, .init(digest: $0.digest, size: $0.size)) }),
+                                     log: .init(digest: logDigest, size: logSize))
+            }
         } catch {
             failure = (failure.map { $0 + "; " } ?? "") + "recording the result failed: \(error)"
             outputs = nil
         }
-        return Outcome(outputs: outputs, error: failure, log: log.text, duration: duration)
+        return Outcome(outputs: outputs, error: failure, log: log.text, duration: duration, offer: offer)
     }
 }

@@ -94,11 +94,17 @@ struct Schedule {
         return launched
     }
 
-    mutating func succeeded(_ id: BuildGraph.NodeID, outputs: [String: Digest]) {
+    /// The task ran, or (`fromRemote`) its result was taken from the remote cache instead.
+    mutating func succeeded(_ id: BuildGraph.NodeID, outputs: [String: Digest], fromRemote: Bool = false) {
         running[graph.nodes[id].action.resource, default: 1] -= 1
         finished += 1
         state[id] = .done(outputs)
-        summary.built += 1
+        if fromRemote {
+            summary.cached += 1
+            summary.remote += 1
+        } else {
+            summary.built += 1
+        }
         release(id)
     }
 

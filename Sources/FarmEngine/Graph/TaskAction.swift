@@ -25,6 +25,9 @@ public protocol TaskAction: Sendable {
     /// checks them for every task it is about to run before it runs any, so a missing key is
     /// reported at once, not after minutes of other work.
     var requirements: [Requirement] { get }
+    /// Whether a remote cache (`--remote-cache`) is asked for and offered this kind's results:
+    /// those slow to make and the same on every machine. Downloads are not: every machine has a mirror.
+    var sharedRemotely: Bool { get }
     /// Produces the task's outputs in the CAS and returns them by name.
     func run(_ context: TaskContext) async throws -> [String: Digest]
 }
@@ -32,6 +35,7 @@ public protocol TaskAction: Sendable {
 extension TaskAction {
     public var resource: ResourceClass { .cpu }
     public var requirements: [Requirement] { [] }
+    public var sharedRemotely: Bool { false }
 }
 
 /// Something a task needs that no task makes. `id` names it, so that the thousand tasks needing

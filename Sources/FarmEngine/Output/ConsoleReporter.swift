@@ -49,6 +49,9 @@ public final class ConsoleReporter: BuildReporter, @unchecked Sendable {
                 print(line)
                 if verbose, !log.isEmpty { print(log.hasSuffix("\n") ? String(log.dropLast()) : log) }
             }
+        case let .fetched(task, progress, from):
+            let line = "[\(progress.finished)/\(progress.total)] \(task.kind) \(task.label) (from \(from))"
+            if style == .statusLine, !verbose { draw(line) } else { print(line) }
         case let .failed(task, progress, error, log):
             var block = "FAILED: [\(progress.finished)/\(progress.total)] \(task.kind) \(task.label)\n"
             if let key = task.key { block += "  key: \(key.hex)\n" }
@@ -71,6 +74,8 @@ public final class ConsoleReporter: BuildReporter, @unchecked Sendable {
             }
         case let .published(_, summary):
             print("farm: " + summary)
+        case let .warning(text):
+            print("farm: warning: " + text)
         }
     }
 
@@ -82,10 +87,10 @@ public final class ConsoleReporter: BuildReporter, @unchecked Sendable {
         if summary.unchangedSinceStamp {
             return "farm: no work to do (nothing changed since the last build of these \(summary.total) tasks, \(time))"
         }
-        if summary.built == 0, summary.failed == 0, summary.skipped == 0, summary.notRun == 0 {
+        if summary.built == 0, summary.remote == 0, summary.failed == 0, summary.skipped == 0, summary.notRun == 0 {
             return "farm: no work to do (\(summary.total) tasks up to date, \(time))"
         }
-        var parts = ["\(summary.built) built", "\(summary.cached) cached"]
+        var parts = ["\(summary.built) built", "\(summary.cached) cached" + (summary.remote > 0 ? " (\(summary.remote) from the remote cache)" : "")]
         if summary.failed > 0 { parts.append("\(summary.failed) failed") }
         if summary.skipped > 0 { parts.append("\(summary.skipped) skipped") }
         if summary.notRun > 0 { parts.append("\(summary.notRun) not run (stopped at the first failure; -k keeps going)") }

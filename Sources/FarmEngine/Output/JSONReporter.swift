@@ -17,6 +17,9 @@ public final class JSONReporter: BuildReporter, @unchecked Sendable {
         case let .built(task, progress, duration, _):
             object = fields("built", task, progress)
             object["duration"] = duration
+        case let .fetched(task, progress, from):
+            object = fields("fetched", task, progress)
+            object["from"] = from
         case let .failed(task, progress, error, log):
             object = fields("failed", task, progress)
             object["error"] = error
@@ -28,13 +31,15 @@ public final class JSONReporter: BuildReporter, @unchecked Sendable {
             object = fields("would_run", task, nil)
             object["reason"] = reason
         case let .completed(summary):
-            object = ["event": "completed", "total": summary.total, "built": summary.built, "cached": summary.cached,
+            object = ["event": "completed", "total": summary.total, "built": summary.built, "cached": summary.cached, "remote": summary.remote,
                       "failed": summary.failed, "skipped": summary.skipped, "not_run": summary.notRun,
                       "would_run": summary.wouldRun, "duration": summary.duration, "database_writes": summary.databaseWrites,
                       "failures": summary.failures, "unchanged_since_stamp": summary.unchangedSinceStamp,
                       "critical_path": summary.criticalPath.map { ["task": $0.task, "seconds": $0.seconds, "waited": $0.waited] }]
         case let .published(directory, summary):
             object = ["event": "published", "directory": directory, "summary": summary]
+        case let .warning(text):
+            object = ["event": "warning", "message": text]
         }
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
         lock.lock()

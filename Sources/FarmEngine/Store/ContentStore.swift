@@ -88,10 +88,27 @@ public struct ContentStore: Sendable {
     /// file system (see `temporaryPath`); it is gone from its old path afterwards.
     public func adopt(_ file: String) throws -> (digest: Digest, size: Int64) {
         let (digest, size) = try SHA256.hash(fileAt: file)
+        try place(file, as: digest)
+        return (digest, size)
+    }
+
+    /// Moves a file into the store only if its bytes hash to `expected` (a download from a server
+    /// that does not check what it serves); otherwise removes it. Returns what the bytes hash to.
+    public func adopt(_ file: String, expecting expected: Digest) throws -> (digest: Digest, size: Int64) {
+        let (digest, size) = try SHA256.hash(fileAt: file)
+        guard digest == expected else {
+            unlink(file)
+            return (digest, size)
+        }
+        try place(file, as: digest)
+        return (digest, size)
+    }
+
+    private func place(_ file: String, as digest: Digest) throws {
         let target = path(of: digest)
         if isPresent(digest) {
             unlink(file)
-            return (digest, size)
+            return
         }
         let fd = open(file, O_RDONLY | O_CLOEXEC)
         if fd >= 0 {
@@ -103,7 +120,6 @@ public struct ContentStore: Sendable {
         try AtomicFile.makeDirectory(directory)
         try AtomicFile.rename(file, to: target)
         AtomicFile.syncDirectory(directory)
-        return (digest, size)
     }
 
     /// Copies a file into the store (the original stays).
