@@ -20,3 +20,7 @@ static inline CURLcode farm_curl_setopt_write(CURL *handle, farm_curl_write_call
 static inline CURLcode farm_curl_response_code(CURL *handle, long *code) {
     return curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, code);
 }
+typedef size_t (*farm_curl_read_callback)(char *buffer, size_t size, size_t count, void *context);
+static inline CURLcode farm_curl_setopt_read(CURL *handle, farm_curl_read_callback callback) {
+    return curl_easy_setopt(handle, CURLOPT_READFUNCTION, callback);
+}

@@ -10,6 +10,7 @@ struct BuildCommand: AsyncParsableCommand {
     @OptionGroup var sandbox: SandboxOption
     @OptionGroup var jobs: JobOptions
     @OptionGroup var shard: ShardOption
+    @OptionGroup var remote: RemoteCacheOptions
 
     @Flag(name: [.customShort("k"), .long], help: "Build everything that does not depend on a failure.")
     var keepGoing = false
@@ -23,7 +24,8 @@ struct BuildCommand: AsyncParsableCommand {
     func run() async throws {
         let summary = try await Session.build(manifestPath: options.manifest, cacheDirectory: options.cache,
                                               rules: FarmRules(sandbox: sandbox.sandbox), patterns: patterns, shard: try shard.kernelShard(),
-                                              options: jobs.buildOptions(keepGoing: keepGoing, dryRun: dryRun), reporter: output.reporter())
+                                              options: jobs.buildOptions(keepGoing: keepGoing, dryRun: dryRun), reporter: output.reporter(),
+                                              remoteCache: remote.setting)
         if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
     }
 }

@@ -70,3 +70,20 @@ struct ShardOption: ParsableArguments {
 
     func kernelShard() throws -> KernelShard? { try shard.map(KernelShard.init(parsing:)) }
 }
+
+/// `--remote-cache URL` and `--remote-cache-read-only`: a cache shared between machines.
+struct RemoteCacheOptions: ParsableArguments {
+    @Option(name: .customLong("remote-cache"), help: ArgumentHelp(
+        "A cache shared between machines, Bazel's HTTP cache protocol (URL/ac/, URL/cas/); overrides the manifest's 'remote-cache:'.",
+        valueName: "url"))
+    var url: String?
+
+    @Flag(name: .customLong("remote-cache-read-only"), help: "Take results from the remote cache, never upload to it.")
+    var readOnly = false
+
+    func validate() throws {
+        if let url, let problem = RemoteCacheSetting.problem(with: url) { throw ValidationError("--remote-cache: " + problem) }
+    }
+
+    var setting: RemoteCacheSetting { RemoteCacheSetting(url: url, readOnly: readOnly) }
+}

@@ -61,7 +61,9 @@ public struct Session: Sendable {
 
     /// Plans, builds and records the run's figures for `farm status`.
     public func build(patterns: [String], shard: KernelShard? = nil, options: BuildOptions, reporter: any BuildReporter,
-                      command: String = "build") async throws -> BuildSummary {
+                      command: String = "build", remoteCache: RemoteCacheSetting = .init()) async throws -> BuildSummary {
+        var options = options
+        options.remoteCache = remoteCache.cache(manifest: manifest)
         var timer = PhaseTimer()
         let graph = try plan(patterns, shard: shard)
         timer.mark("plan")
@@ -104,14 +106,15 @@ public struct Session: Sendable {
     /// hundred `stat` calls that nothing changed (no manifest read, no plan, no key); else the
     /// full build. A dry run always plans.
     public static func build(manifestPath: String, cacheDirectory option: String?, rules: any BuildRules, patterns: [String],
-                             shard: KernelShard? = nil, options: BuildOptions, reporter: any BuildReporter, command: String = "build") async throws -> BuildSummary {
+                             shard: KernelShard? = nil, options: BuildOptions, reporter: any BuildReporter, command: String = "build",
+                             remoteCache: RemoteCacheSetting = .init()) async throws -> BuildSummary {
         let cacheDirectory = Session.cacheDirectory(option: option, manifestPath: manifestPath)
         if !options.dryRun, let summary = try upToDate(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules,
                                                        patterns: patterns, shard: shard, reporter: reporter, command: command) {
             return summary
         }
         return try await Session(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules, writing: !options.dryRun)
-            .build(patterns: patterns, shard: shard, options: options, reporter: reporter, command: command)
+            .build(patterns: patterns, shard: shard, options: options, reporter: reporter, command: command, remoteCache: remoteCache)
     }
 
     static func stampIdentity(manifestPath: String, patterns: [String], shard: KernelShard? = nil, rules: any BuildRules) -> String {

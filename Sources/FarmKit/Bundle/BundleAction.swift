@@ -13,6 +13,8 @@ public struct BundleAction: TaskAction {
     }
 
     public var kind: String { "bundle" }
+
+    public var sharedRemotely: Bool { true }
     // 2: packages read in memory, gzip in parallel blocks (other bytes for the same tar).
     // 3: libdeflate, one gzip member per 1 MiB block (other bytes for the same tar).
     public var version: Int { 3 }

@@ -21,6 +21,8 @@ public struct CompileAction: TaskAction {
     }
 
     public var kind: String { "compile" }
+
+    public var sharedRemotely: Bool { true }
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] {
         var parameters = [("recipe", recipe.name), ("release", release), ("build", recipe.build), ("module", recipe.module),

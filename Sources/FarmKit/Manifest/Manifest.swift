@@ -17,6 +17,8 @@ public struct Manifest: Sendable {
     /// `profiles: true`: a Volatility 3 symbol table per kernel with a pinned image, published
     /// beside the modules. Off unless asked: each table costs the kernel's image package.
     public var profiles: Bool = false
+    /// `remote-cache: URL`: a cache shared between machines (Bazel's HTTP cache protocol); `--remote-cache` overrides it.
+    public var remoteCache: String?
 
     /// The directory the manifest lives in; relative paths in it are resolved from here.
     public var directory: String { (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent }

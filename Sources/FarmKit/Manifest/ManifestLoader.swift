@@ -35,7 +35,7 @@ public enum ManifestLoader {
         guard let root = try YAMLValue.parse(text, file: path) else {
             throw ManifestError("the manifest is empty; it needs at least 'farm: \(Manifest.schemaVersion)'", file: path)
         }
-        let top = try root.mapping("the manifest", allowed: ["farm", "upstreams", "modules", "packages", "kernels", "signing", "publish", "sandbox", "profiles"])
+        let top = try root.mapping("the manifest", allowed: ["farm", "upstreams", "modules", "packages", "kernels", "signing", "publish", "sandbox", "profiles", "remote-cache"])
         try checkSchema(top, file: "manifest")
 
         var upstreams: [Upstream] = []
@@ -119,6 +119,11 @@ public enum ManifestLoader {
         var manifest = Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels, packages: packages,
                                 signing: signing, publish: publish, sandbox: sandbox)
         if let value = top["profiles"] { manifest.profiles = try value.bool("'profiles' (true or false)") }
+        if let value = top["remote-cache"] {
+            let text = try value.string("the remote cache's URL")
+            if let problem = RemoteCacheSetting.problem(with: text) { throw value.fail(problem) }
+            manifest.remoteCache = text
+        }
         return manifest
     }
 

@@ -6,7 +6,7 @@ import Foundation
 /// back takes a fraction, which is what keeps a no-op build of such a manifest under a second.
 /// Any change to the manifest's bytes, its path or farm's version makes the snapshot not match.
 enum ManifestSnapshot {
-    static let magic = "farm-manifest-snapshot 5\n"
+    static let magic = "farm-manifest-snapshot 6\n"
 
     static func path(in directory: String) -> String { directory + "/manifest.snapshot" }
 
@@ -71,6 +71,7 @@ enum ManifestSnapshot {
         writer.optional(manifest.publish?.url)
         writer.optional(manifest.sandbox)
         writer.count(manifest.profiles ? 1 : 0)
+        writer.optional(manifest.remoteCache)
         return Data(writer.bytes)
     }
 
@@ -230,10 +231,12 @@ enum ManifestSnapshot {
             let publish = directory.map { Publish(dir: $0, url: url) }
             let sandbox = optional()
             let profiles = count() == 1
+            let remoteCache = optional()
             guard !failed, offset == bytes.count else { return nil }
             var manifest = Manifest(path: path, upstreams: upstreams, modules: modules, kernels: kernels, packages: packages,
                                     signing: signing, publish: publish, sandbox: sandbox)
             manifest.profiles = profiles
+            manifest.remoteCache = remoteCache
             return manifest
         }
     }

@@ -22,6 +22,8 @@ public struct ProfileAction: TaskAction {
     }
 
     public var kind: String { "profile" }
+
+    public var sharedRemotely: Bool { true }
     /// 3: `taint_flags` typed, its length read from the image with the entry size BTF gives.
     public var version: Int { 3 }
     public var parameters: [(name: String, value: String)] {

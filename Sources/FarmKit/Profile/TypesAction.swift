@@ -22,6 +22,8 @@ public struct TypesAction: TaskAction {
     }
 
     public var kind: String { "types" }
+
+    public var sharedRemotely: Bool { true }
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] {
         var parameters = [("release", release), ("compiler", compiler), ("module", TypesModule.digest.hex),

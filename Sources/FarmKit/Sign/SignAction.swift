@@ -27,6 +27,8 @@ public struct SignAction: TaskAction {
     }
 
     public var kind: String { "sign" }
+
+    public var sharedRemotely: Bool { true }
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] {
         [("output", recipe.outputName(release: release)), ("certificate", moduleKey.fingerprint),

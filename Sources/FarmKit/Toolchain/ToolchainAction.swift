@@ -24,6 +24,8 @@ public struct ToolchainAction: TaskAction {
     }
 
     public var kind: String { "toolchain" }
+
+    public var sharedRemotely: Bool { true }
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] {
         var parameters = [("distribution", recipe.distribution), ("suite", recipe.suite), ("components", recipe.components.joined(separator: " ")),

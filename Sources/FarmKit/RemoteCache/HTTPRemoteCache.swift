@@ -1,0 +1,129 @@
+import FarmEngine
+import Foundation
+
+/// A remote cache spoken to with Bazel's HTTP cache protocol: `GET`/`HEAD`/`PUT` of
+/// `URL/ac/<task key>` (an `ActionResult`) and `URL/cas/<sha256>` (an object). bazel-remote
+/// serves it, and so does any WebDAV server that takes `PUT` (nginx's `dav_methods PUT`).
+/// Timeouts are short: a cache that does not answer quickly is worth less than the work it saves.
+public struct HTTPRemoteCache: RemoteCache {
+    public let url: String
+    public let writable: Bool
+
+    static let connectTimeout = 5
+    /// An `ac` entry is a few hundred bytes: the whole request gets this long.
+    static let resultTimeout = 20
+    static let largestResult: Int64 = 1 << 20
+    /// An object's transfer is dropped after this long below 1 KiB/s.
+    static let stallSeconds = 20
+
+    /// `url` must be http or https (`RemoteCacheSetting.parse` checks it); a trailing `/` is dropped.
+    public init(url: String, readOnly: Bool) {
+        self.url = url.hasSuffix("/") ? String(url.dropLast()) : url
+        writable = !readOnly
+    }
+
+    public var location: String { url }
+
+    func resultURL(_ key: Digest) -> String { "\(url)/ac/\(key.hex)" }
+
+    public func location(of digest: Digest) -> String { "\(url)/cas/\(digest.hex)" }
+
+    /// Any failure but a missing entry means the cache cannot be used now (refused, timed out, a
+    /// server error, a refused write).
+    private func unreachable(_ error: any Error) -> RemoteCacheFailure {
+        RemoteCacheFailure("\(error)", unreachable: true)
+    }
+
+    public func result(forKey key: Digest) throws -> RemoteResult? {
+        let address = resultURL(key)
+        let body: Data?
+        do {
+            body = try HTTPClient.get(address, limit: HTTPRemoteCache.largestResult, connectTimeout: HTTPRemoteCache.connectTimeout,
+                                      timeout: HTTPRemoteCache.resultTimeout)
+        } catch let error as HTTPError where error.tooLarge {
+            throw RemoteCacheFailure("\(address): more than \(HTTPRemoteCache.largestResult) bytes, not an ActionResult", unreachable: false)
+        } catch {
+            throw unreachable(error)
+        }
+        guard let body else { return nil }
+        do {
+            return try ActionResult(decoding: body).result()
+        } catch {
+            throw RemoteCacheFailure("\(address): not a usable ActionResult (\(error))", unreachable: false)
+        }
+    }
+
+    public func download(_ digest: Digest, size: Int64, to file: String) throws {
+        let address = location(of: digest)
+        let descriptor = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw FileSystemError.io(operation: "create", path: file, errno: errno) }
+        defer { close(descriptor) }
+        do {
+            _ = try HTTPClient.get(address, into: descriptor, limit: size, connectTimeout: HTTPRemoteCache.connectTimeout,
+                                   stallSeconds: HTTPRemoteCache.stallSeconds)
+        } catch let error as HTTPError where error.status == 404 || error.status == 410 {
+            throw RemoteCacheFailure("\(address): not found, though a result in the cache names it", unreachable: false)
+        } catch let error as HTTPError where error.tooLarge {
+            throw RemoteCacheFailure("\(address): longer than the \(size) bytes its result gives; refused", unreachable: false)
+        } catch let error as HTTPError {
+            throw unreachable(error)
+        }
+    }
+
+    public func has(_ digest: Digest) throws -> Bool {
+        do {
+            return try HTTPClient.has(location(of: digest), connectTimeout: HTTPRemoteCache.connectTimeout, timeout: HTTPRemoteCache.resultTimeout)
+        } catch {
+            throw unreachable(error)
+        }
+    }
+
+    public func upload(_ digest: Digest, size: Int64, from file: String) throws {
+        let descriptor = open(file, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw FileSystemError.io(operation: "open", path: file, errno: errno) }
+        defer { close(descriptor) }
+        do {
+            try HTTPClient.put(location(of: digest), body: .file(descriptor, size: size), connectTimeout: HTTPRemoteCache.connectTimeout,
+                               stallSeconds: HTTPRemoteCache.stallSeconds)
+        } catch {
+            throw unreachable(error)
+        }
+    }
+
+    public func store(_ result: RemoteResult, forKey key: Digest) throws {
+        do {
+            try HTTPClient.put(resultURL(key), body: .data(ActionResult(result).encoded), connectTimeout: HTTPRemoteCache.connectTimeout,
+                               stallSeconds: HTTPRemoteCache.stallSeconds)
+        } catch {
+            throw unreachable(error)
+        }
+    }
+}
+
+/// `--remote-cache URL` or the manifest's `remote-cache:`, and whether it is only read.
+public struct RemoteCacheSetting: Sendable, Equatable {
+    public var url: String?
+    public var readOnly: Bool
+
+    public init(url: String? = nil, readOnly: Bool = false) {
+        self.url = url
+        self.readOnly = readOnly
+    }
+
+    /// Why `text` is not a remote cache's URL, or nil when it is one.
+    public static func problem(with text: String) -> String? {
+        guard let parsed = URL(string: text), let scheme = parsed.scheme?.lowercased(), ["http", "https"].contains(scheme),
+              let host = parsed.host, !host.isEmpty else {
+            return "'\(text)' is not an http(s) URL; a remote cache is a server speaking Bazel's HTTP cache protocol (http://host:port/prefix)"
+        }
+        guard parsed.query == nil, parsed.fragment == nil else {
+            return "'\(text)' has a query or fragment; a remote cache's URL is a base that ac/ and cas/ are added to"
+        }
+        return nil
+    }
+
+    /// The cache the flags name, else the manifest's, else none.
+    func cache(manifest: Manifest) -> HTTPRemoteCache? {
+        (url ?? manifest.remoteCache).map { HTTPRemoteCache(url: $0, readOnly: readOnly) }
+    }
+}
