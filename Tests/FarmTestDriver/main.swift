@@ -10,6 +10,7 @@ import SyntheticKinds
 // --plain it prints what `farm build` prints into a pipe, then the summary as one JSON line.
 //   farm-test-driver --manifest M --cache C --plan-only
 // reads the manifest and plans, then prints the number of tasks.
+// --remote-cache URL and --remote-cache-read-only are farm build's.
 //   farm-test-driver --cache C --install PUBLICATION-DIGEST DIR
 // writes a publication the cache holds into DIR (Publisher.install alone, to kill it mid-way).
 
@@ -22,6 +23,7 @@ var plain = false
 var jobs = BuildOptions.defaultJobs
 var patterns: [String] = []
 var install: (publication: String, directory: String)?
+var remoteCache = RemoteCacheSetting()
 var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     switch argument {
@@ -33,6 +35,8 @@ while let argument = arguments.popFirst() {
     case "--plain": plain = true
     case "-j": jobs = arguments.popFirst().flatMap(Int.init) ?? jobs
     case "--install": install = (arguments.popFirst() ?? "", arguments.popFirst() ?? "")
+    case "--remote-cache": remoteCache.url = arguments.popFirst()
+    case "--remote-cache-read-only": remoteCache.readOnly = true
     default: patterns.append(argument)
     }
 }
@@ -53,7 +57,7 @@ do {
     // As `farm build`: the up-to-date stamp first, then the full build.
     let summary = try await Session.build(manifestPath: manifest, cacheDirectory: cache, rules: SyntheticRules(), patterns: patterns,
                                           options: BuildOptions(jobs: jobs, keepGoing: keepGoing, dryRun: dryRun),
-                                          reporter: plain ? ConsoleReporter(style: .plain) : JSONReporter())
+                                          reporter: plain ? ConsoleReporter(style: .plain) : JSONReporter(), remoteCache: remoteCache)
     if plain { print(String(decoding: try JSONEncoder().encode(summary), as: UTF8.self)) }
     exit(summary.succeeded ? 0 : 1)
 } catch {

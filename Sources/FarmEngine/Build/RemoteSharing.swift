@@ -11,6 +11,9 @@ final class RemoteSharing: @unchecked Sendable {
     private let reporter: any BuildReporter
     private let lock = NSLock()
     private var dropped = false
+    /// Objects the cache served with other bytes than their names say: offered again when this
+    /// build makes them, whether the cache says it has them or not.
+    private var refused = Set<Digest>()
 
     init(cache: any RemoteCache, store: BuildCache, reporter: any BuildReporter) {
         self.cache = cache
@@ -53,6 +56,7 @@ final class RemoteSharing: @unchecked Sendable {
         try cache.download(object.digest, size: object.size, to: file)
         let (actual, size) = try store.objects.adopt(file, expecting: object.digest)
         guard actual == object.digest else {
+            lock.withLock { _ = refused.insert(object.digest) }
             reporter.report(.warning("\(cache.location(of: object.digest)): refused, its content hashes to \(actual.hex), not to its name;"
                                      + " \(node.name) runs here (the cache server should be checked)"))
             return nil
@@ -65,7 +69,9 @@ final class RemoteSharing: @unchecked Sendable {
     func offer(_ result: RemoteResult, forKey key: Digest, of task: String) {
         guard offering else { return }
         do {
-            for object in Array(result.outputs.values) + (result.log.map { [$0] } ?? []) where try !cache.has(object.digest) {
+            for object in Array(result.outputs.values) + (result.log.map { [$0] } ?? []) {
+                let repair = lock.withLock { refused.contains(object.digest) }
+                guard try repair || !cache.has(object.digest) else { continue }
                 try cache.upload(object.digest, size: object.size, from: store.objects.path(of: object.digest))
             }
             try cache.store(result, forKey: key)

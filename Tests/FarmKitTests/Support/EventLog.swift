@@ -8,11 +8,16 @@ import farm_test_driver
 final class EventLog: BuildReporter, @unchecked Sendable {
     private let lock = NSLock()
     private var events: [BuildEvent] = []
+    /// Called with every event as it comes (to act in the middle of a build).
+    private let hook: (@Sendable (BuildEvent) -> Void)?
+
+    init(hook: (@Sendable (BuildEvent) -> Void)? = nil) { self.hook = hook }
 
     func report(_ event: BuildEvent) {
         lock.lock()
         events.append(event)
         lock.unlock()
+        hook?(event)
     }
 
     private var all: [BuildEvent] {
@@ -33,6 +38,15 @@ final class EventLog: BuildReporter, @unchecked Sendable {
 
     var skipped: Set<String> {
         Set(all.compactMap { if case let .skipped(task, _, _) = $0 { return task.name } else { return nil } })
+    }
+
+    /// Tasks whose result came from the remote cache.
+    var fetched: Set<String> {
+        Set(all.compactMap { if case let .fetched(task, _, _) = $0 { return task.name } else { return nil } })
+    }
+
+    var warnings: [String] {
+        all.compactMap { if case let .warning(text) = $0 { return text } else { return nil } }
     }
 
     var wouldRun: [String: String] {
@@ -58,11 +72,12 @@ struct SyntheticProject {
     }
 
     @discardableResult
-    func build(_ patterns: [String] = [], keepGoing: Bool = false, dryRun: Bool = false, jobs: Int = 3) async throws -> (BuildSummary, EventLog) {
+    func build(_ patterns: [String] = [], keepGoing: Bool = false, dryRun: Bool = false, jobs: Int = 3,
+               remoteCache: RemoteCacheSetting = .init(), log: EventLog = EventLog()) async throws -> (BuildSummary, EventLog) {
         // As `farm build` does: the up-to-date stamp first, then the full build.
-        let log = EventLog()
         let summary = try await Session.build(manifestPath: manifestPath, cacheDirectory: cache, rules: SyntheticRules(), patterns: patterns,
-                                              options: BuildOptions(jobs: jobs, keepGoing: keepGoing, dryRun: dryRun), reporter: log)
+                                              options: BuildOptions(jobs: jobs, keepGoing: keepGoing, dryRun: dryRun),
+                                              reporter: log, remoteCache: remoteCache)
         return (summary, log)
     }
 
