@@ -9,6 +9,8 @@ struct CommandLineTests {
     /// Usage errors are bad input (2), as the README says, not ArgumentParser's 64; a flag a
     /// command would ignore is refused.
     @Test(arguments: [["bogus"], ["build", "--sandbox", "bogus"], ["build", "-j", "abc"], ["build", "-j", "0"], ["build", "--io-jobs", "0"],
+                      ["build", "--remote-cache", "cache.example:8080"], ["build", "--remote-cache", "ftp://cache.example/"],
+                      ["gc", "--remote-cache", "http://cache.example/"],
                       ["explain", "fetch:x", "--json"], ["log", "fetch:x", "-v"], ["gc", "--sandbox", "bwrap"],
                       ["crawl", "-j", "2"], ["lab", "list", "--json"], ["lab", "down", "--sandbox", "host"], ["status", "-v"]])
     func argumentErrorsExitTwo(_ arguments: [String]) throws {
@@ -23,6 +25,12 @@ struct CommandLineTests {
         let result = try runProcess(Products.farm, arguments)
         #expect(result.status == 0, "\(arguments): \(result.stderr)")
         #expect(!result.stdout.isEmpty)
+    }
+
+    /// The remote cache's flags are farm build's (their behaviour: RemoteCacheTests, through the test driver).
+    @Test func buildDocumentsTheRemoteCacheFlags() throws {
+        let result = try runProcess(Products.farm, ["build", "--help"])
+        #expect(result.stdout.contains("--remote-cache <url>") && result.stdout.contains("--remote-cache-read-only"), "\(result.stdout)")
     }
 
     /// A project whose kernel needs a toolchain, a compile and a sign task, and whose keys were never made.

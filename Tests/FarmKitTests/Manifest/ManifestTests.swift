@@ -82,6 +82,10 @@ let malformedCases: [MalformedCase] = [
                   location: "manifest.yml:7:11", message: "'profiles' (true or false)"),
     MalformedCase(name: "a publish url that is not one", manifest: upstreamHeader + "publish: {dir: repo, url: repo.example/x}\n",
                   location: "manifest.yml:7:27", message: "is not an http(s) or file URL"),
+    MalformedCase(name: "a remote cache that is not an http(s) URL", manifest: upstreamHeader + "remote-cache: ftp://cache.example/farm\n",
+                  location: "manifest.yml:7:15", message: "'ftp://cache.example/farm' is not an http(s) URL"),
+    MalformedCase(name: "a remote cache URL with a query", manifest: upstreamHeader + "remote-cache: 'http://cache.example/farm?x=1'\n",
+                  location: "manifest.yml:7:15", message: "has a query or fragment"),
 ]
 
 /// Nine levels of nine aliases each, used as a key: before farm refused it, composing it ran for minutes.
@@ -190,6 +194,17 @@ struct ManifestTests {
         }
         let plain = try ManifestLoader.load(path: try scratch.write("other.yml", upstreamHeader), snapshotDirectory: cache)
         #expect(!plain.profiles)
+    }
+
+    @Test func theRemoteCacheIsReadAndKeptInTheSnapshot() throws {
+        let scratch = try Scratch()
+        let cache = scratch.file("cache")
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        let path = try scratch.write("manifest.yml", upstreamHeader + "remote-cache: http://cache.example:9090/farm\n")
+        for _ in 0..<2 {
+            #expect(try ManifestLoader.load(path: path, snapshotDirectory: cache).remoteCache == "http://cache.example:9090/farm")
+        }
+        #expect(try ManifestLoader.load(path: try scratch.write("other.yml", upstreamHeader), snapshotDirectory: cache).remoteCache == nil)
     }
 
     @Test func snapshotIsUsedOnlyForTheSameBytes() throws {

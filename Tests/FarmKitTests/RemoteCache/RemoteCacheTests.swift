@@ -138,6 +138,31 @@ struct RemoteCacheTests {
         #expect(server.requests.contains { $0.method == "PUT" && $0.path.hasPrefix("/ac/") && $0.status == 201 })
     }
 
+    /// `--remote-cache URL` and `--remote-cache-read-only` as `farm build` takes them (the test
+    /// driver passes them to the same `Session.build`), with the JSON events a machine reads.
+    @Test func theFlagsFromTheCommandLine() throws {
+        let first = try machine("first", kernels: 1), second = try machine("second", kernels: 1)
+        let writer = try runProcess(Products.driver, ["--manifest", first.manifestPath, "--cache", first.cache, "--remote-cache", server.url])
+        #expect(writer.status == 0, "\(writer.stderr)")
+        let puts = server.requests.filter { $0.method == "PUT" }.count
+        #expect(puts > 0)
+        let reader = try runProcess(Products.driver, ["--manifest", second.manifestPath, "--cache", second.cache,
+                                                      "--remote-cache", server.url, "--remote-cache-read-only"])
+        #expect(reader.status == 0, "\(reader.stderr)")
+        #expect(reader.tasks("fetched").contains("synthetic-compile:\(SyntheticProject.release(0))"), "\(reader.stdout)")
+        #expect(reader.tasks("built").allSatisfy { !sharedKinds.contains(kind($0)) }, "\(reader.stdout)")
+        #expect(server.requests.filter { $0.method == "PUT" }.count == puts)
+        let completed = try #require(reader.events.last)
+        #expect(completed["event"] as? String == "completed" && (completed["remote"] as? Int ?? 0) > 0, "\(completed)")
+
+        let nowhere = "http://127.0.0.1:\(NginxServer.freePort())"
+        let third = try machine("third", kernels: 1)
+        let alone = try runProcess(Products.driver, ["--manifest", third.manifestPath, "--cache", third.cache, "--remote-cache", nowhere])
+        #expect(alone.status == 0, "\(alone.stderr)")
+        let warnings = alone.events.filter { $0["event"] as? String == "warning" }.compactMap { $0["message"] as? String }
+        #expect(warnings.count == 1 && warnings[0].contains(nowhere), "\(warnings)")
+    }
+
     /// What bazel-remote and Bazel read: the `ac` body decodes, with protoc and the proto's field
     /// numbers, as an ActionResult whose outputs and stdout are the task's outputs and log.
     @Test(.enabled(if: Executable.find("protoc") != nil, "needs protoc (apt-get install protobuf-compiler)"))
