@@ -93,6 +93,6 @@ final class RemoteSharing: @unchecked Sendable {
         }
         guard first else { return }
         reporter.report(.warning("remote cache \(cache.location) cannot be used: \(failure.message);"
-                                 + " this build goes on without it, running locally what the local cache lacks"))
+                                 + " this build goes on without it, running here what the local cache lacks (check the server and the URL)"))
     }
 }

@@ -11,12 +11,12 @@ public struct HTTPRemoteCache: RemoteCache {
 
     static let connectTimeout = 5
     /// An `ac` entry is a few hundred bytes: the whole request gets this long.
-    static let resultTimeout = 20
+    static let resultTimeout = 10
     static let largestResult: Int64 = 1 << 20
     /// An object's transfer is dropped after this long below 1 KiB/s.
     static let stallSeconds = 20
 
-    /// `url` must be http or https (`RemoteCacheSetting.parse` checks it); a trailing `/` is dropped.
+    /// `url` must be http or https (`RemoteCacheSetting.problem(with:)` says why not); a trailing `/` is dropped.
     public init(url: String, readOnly: Bool) {
         self.url = url.hasSuffix("/") ? String(url.dropLast()) : url
         writable = !readOnly

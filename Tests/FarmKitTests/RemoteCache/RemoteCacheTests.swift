@@ -97,6 +97,33 @@ struct RemoteCacheTests {
         #expect(log.warnings.first?.contains("remote cache \(nowhere) cannot be used") == true, "\(log.warnings)")
     }
 
+    @Test func aServerAnsweringWithErrorsGivesOneWarningAndALocalBuild() async throws {
+        let broken = try NginxServer(directory: scratch.file("broken"), failing: true)
+        let project = try machine("broken")
+        let (summary, log) = try await project.build(remoteCache: .init(url: broken.url))
+        #expect(summary.succeeded && summary.built == summary.total)
+        #expect(log.warnings.count == 1 && log.warnings[0].contains("\(broken.url)/ac/") && log.warnings[0].contains("HTTP 503"), "\(log.warnings)")
+        #expect(broken.requests.allSatisfy { $0.status == 503 } && broken.requests.count <= 3, "\(broken.requests.map { "\($0.method) \($0.path)" })")
+    }
+
+    /// A server that takes connections and never answers holds the build up once, for the
+    /// result timeout, then the build goes on without it.
+    @Test(.timeLimit(.minutes(1)))
+    func aServerThatNeverAnswersIsDroppedAfterItsTimeout() async throws {
+        let silent = try PythonServer(serving: """
+        held = []
+        while True:
+            held.append(s.accept()[0])
+        """)
+        let project = try machine("silent", kernels: 1)
+        let clock = ContinuousClock.now
+        let (summary, log) = try await project.build(remoteCache: .init(url: "http://127.0.0.1:\(silent.port)"))
+        let elapsed = (ContinuousClock.now - clock).components.seconds
+        #expect(summary.succeeded && summary.built == summary.total)
+        #expect(log.warnings.count == 1 && log.warnings[0].contains("127.0.0.1:\(silent.port)"), "\(log.warnings)")
+        #expect(elapsed < Int64(HTTPRemoteCache.resultTimeout) + 8, "\(elapsed) s")
+    }
+
     @Test func aServerStoppedMidBuildGivesOneWarningAndTheRestIsBuiltHere() async throws {
         let first = try machine("first", kernels: 4)
         try await first.build(remoteCache: .init(url: server.url))

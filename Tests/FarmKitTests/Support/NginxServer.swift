@@ -16,8 +16,12 @@ final class NginxServer: @unchecked Sendable {
 
     static var installed: Bool { FileManager.default.isExecutableFile(atPath: "/usr/sbin/nginx") }
 
-    init(directory: String) throws {
+    /// Every request answered with 503, as a cache server whose storage broke.
+    let failing: Bool
+
+    init(directory: String, failing: Bool = false) throws {
         self.directory = directory
+        self.failing = failing
         for sub in ["root", "temp"] {
             try FileManager.default.createDirectory(atPath: directory + "/" + sub, withIntermediateDirectories: true)
         }
@@ -91,8 +95,7 @@ final class NginxServer: @unchecked Sendable {
                 listen 127.0.0.1:\(port);
                 root \(root);
                 location / {
-                    dav_methods PUT;
-                    create_full_put_path on;
+                    \(failing ? "return 503;" : "dav_methods PUT;\n                create_full_put_path on;")
                 }
             }
         }
