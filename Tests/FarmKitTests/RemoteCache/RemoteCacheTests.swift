@@ -247,6 +247,17 @@ struct RemoteCacheTests {
     }
 }
 
+/// Which of the product's kinds go to a remote cache: those slow to make and the same on every
+/// machine; downloads and directory sources are not shared.
+@Test func theProductSharesBundlesToolchainsCompilesTypesAndProfiles() throws {
+    let scratch = try Scratch()
+    let manifest = try ProfilePlanTests().project(scratch, profiles: true)
+    let graph = try Session(manifestPath: manifest, cacheDirectory: scratch.file("cache"), rules: FarmRules()).plan([])
+    var shared: [String: Bool] = [:]
+    for node in graph.nodes where !(node.action is UnbuildableAction) { shared[node.kind] = node.action.sharedRemotely }
+    #expect(shared == ["fetch": false, "source": false, "bundle": true, "toolchain": true, "compile": true, "types": true, "profile": true])
+}
+
 /// True the first time only.
 private final class Stopped: @unchecked Sendable {
     private let lock = NSLock()
