@@ -88,13 +88,15 @@ struct RemoteCacheTests {
         #expect(FileManager.default.contents(atPath: tampered) == module)
     }
 
+    /// Its password is not shown.
     @Test func aServerThatIsNotThereGivesOneWarningAndALocalBuild() async throws {
-        let nowhere = "http://127.0.0.1:\(NginxServer.freePort())/cache"
+        let nowhere = "127.0.0.1:\(NginxServer.freePort())/cache"
         let project = try machine("nowhere")
-        let (summary, log) = try await project.build(remoteCache: .init(url: nowhere))
+        let (summary, log) = try await project.build(remoteCache: .init(url: "http://farm:s3cret@" + nowhere))
         #expect(summary.succeeded && summary.built == summary.total)
         #expect(log.warnings.count == 1, "\(log.warnings)")
-        #expect(log.warnings.first?.contains("remote cache \(nowhere) cannot be used") == true, "\(log.warnings)")
+        #expect(log.warnings.first?.contains("remote cache http://farm:***@\(nowhere) cannot be used") == true, "\(log.warnings)")
+        #expect(log.warnings.allSatisfy { !$0.contains("s3cret") }, "\(log.warnings)")
     }
 
     @Test func aServerAnsweringWithErrorsGivesOneWarningAndALocalBuild() async throws {
