@@ -9,7 +9,7 @@ struct CommandLineTests {
     /// Usage errors are bad input (2), as the README says, not ArgumentParser's 64; a flag a
     /// command would ignore is refused.
     @Test(arguments: [["bogus"], ["build", "--sandbox", "bogus"], ["build", "-j", "abc"], ["build", "-j", "0"], ["build", "--io-jobs", "0"],
-                      ["build", "--remote-cache", "cache.example:8080"], ["build", "--remote-cache", "ftp://cache.example/"],
+                      ["build", "--remote-cache", "cache.example:8080"], ["build", "--remote-cache", "ftp://cache.example/"], ["publish", "--remote-cache", "cache.example:8080"],
                       ["gc", "--remote-cache", "http://cache.example/"],
                       ["explain", "fetch:x", "--json"], ["log", "fetch:x", "-v"], ["gc", "--sandbox", "bwrap"],
                       ["crawl", "-j", "2"], ["lab", "list", "--json"], ["lab", "down", "--sandbox", "host"], ["status", "-v"]])
@@ -28,8 +28,9 @@ struct CommandLineTests {
     }
 
     /// The remote cache's flags are farm build's (their behaviour: RemoteCacheTests, through the test driver).
-    @Test func buildDocumentsTheRemoteCacheFlags() throws {
-        let result = try runProcess(Products.farm, ["build", "--help"])
+    @Test(arguments: ["build", "publish"])
+    func buildAndPublishDocumentTheRemoteCacheFlags(_ command: String) throws {
+        let result = try runProcess(Products.farm, [command, "--help"])
         #expect(result.stdout.contains("--remote-cache <url>") && result.stdout.contains("--remote-cache-read-only"), "\(result.stdout)")
     }
 
