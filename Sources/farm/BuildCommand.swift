@@ -9,6 +9,7 @@ struct BuildCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
     @OptionGroup var sandbox: SandboxOption
     @OptionGroup var jobs: JobOptions
+    @OptionGroup var reports: ReportOptions
 
     @Flag(name: [.customShort("k"), .long], help: "Build everything that does not depend on a failure.")
     var keepGoing = false
@@ -22,7 +23,8 @@ struct BuildCommand: AsyncParsableCommand {
     func run() async throws {
         let summary = try await Session.build(manifestPath: options.manifest, cacheDirectory: options.cache,
                                               rules: FarmRules(sandbox: sandbox.sandbox), patterns: patterns,
-                                              options: jobs.buildOptions(keepGoing: keepGoing, dryRun: dryRun), reporter: output.reporter())
+                                              options: jobs.buildOptions(keepGoing: keepGoing, dryRun: dryRun), reporter: output.reporter(),
+                                              reports: reports.files)
         if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
     }
 }

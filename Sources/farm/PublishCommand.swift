@@ -17,6 +17,7 @@ struct PublishCommand: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
     @OptionGroup var sandbox: SandboxOption
     @OptionGroup var jobs: JobOptions
+    @OptionGroup var reports: ReportOptions
 
     func run() async throws {
         let session = try options.session(sandbox: sandbox.sandbox)
@@ -25,7 +26,8 @@ struct PublishCommand: AsyncParsableCommand {
                                   + " (e.g. signing: {module-key: keys/module, repo-key: keys/repo} and publish: {dir: repo})")
         }
         let summary = try await session.build(patterns: [], options: jobs.buildOptions(keepGoing: true),
-                                              reporter: output.reporter(), command: "publish")
+                                              reporter: output.reporter(), command: "publish",
+                                              reports: reports.files)
         if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
     }
 }

@@ -30,6 +30,8 @@ public enum BuildEvent: Sendable {
     case planned(total: Int)
     case started(Task, Progress)
     case built(Task, Progress, duration: Double, log: String)
+    /// Taken from the store: its key has a recorded result whose outputs all exist.
+    case cached(Task, Progress)
     case failed(Task, Progress, error: String, log: String)
     /// Not run because a task it depends on failed.
     case skipped(Task, Progress, because: String)

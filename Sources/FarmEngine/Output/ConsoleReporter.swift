@@ -49,6 +49,9 @@ public final class ConsoleReporter: BuildReporter, @unchecked Sendable {
                 print(line)
                 if verbose, !log.isEmpty { print(log.hasSuffix("\n") ? String(log.dropLast()) : log) }
             }
+        case .cached:
+            // The summary counts them; a line each would bury what ran.
+            break
         case let .failed(task, progress, error, log):
             var block = "FAILED: [\(progress.finished)/\(progress.total)] \(task.kind) \(task.label)\n"
             if let key = task.key { block += "  key: \(key.hex)\n" }

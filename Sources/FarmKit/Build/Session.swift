@@ -59,9 +59,10 @@ public struct Session: Sendable {
         try BuildCache(directory: cacheDirectory, access: access)
     }
 
-    /// Plans, builds and records the run's figures for `farm status`.
+    /// Plans, builds and records the run's figures for `farm status` and its report (`farm report`,
+    /// and the files `reports` asks for).
     public func build(patterns: [String], options: BuildOptions, reporter: any BuildReporter,
-                      command: String = "build") async throws -> BuildSummary {
+                      command: String = "build", reports: ReportFiles = .init()) async throws -> BuildSummary {
         var timer = PhaseTimer()
         let graph = try plan(patterns)
         timer.mark("plan")
@@ -71,9 +72,18 @@ public struct Session: Sendable {
         timer.mark("open cache")
         let started = Date()
         let publish = graph.nodes.last { $0.action is PublishAction }
-        let summary = try await Builder(cache: cache, options: options, reporter: reporter)
+        let outcomes = OutcomeRecorder(passingTo: reporter)
+        let summary = try await Builder(cache: cache, options: options, reporter: outcomes)
             .build(graph, collecting: publish.map { [$0.id] } ?? [])
         timer.mark("build")
+        if !options.dryRun {
+            // Before the publication is installed, so a report exists even when installing fails.
+            let kernels = try Planner.select(manifest.kernels, patterns: patterns.map(KernelPattern.init), manifestPath: manifest.path)
+            let report = BuildReport.make(kernels: kernels, graph: graph, rules: rules, manifest: manifest, recipes: recipes,
+                                          outcomes: outcomes, cache: cache, command: command, started: started, finished: Date())
+            try reports.write(report, cacheDirectory: cacheDirectory)
+            timer.mark("report")
+        }
         if let publish, let action = publish.action as? PublishAction, let files = summary.collected[publish.id]?["files"] {
             let publication = try PublicationFiles.decode(try cache.objects.read(files))
             // A dry run writes nothing anywhere: it says what the directory lacks.
@@ -104,14 +114,16 @@ public struct Session: Sendable {
     /// hundred `stat` calls that nothing changed (no manifest read, no plan, no key); else the
     /// full build. A dry run always plans.
     public static func build(manifestPath: String, cacheDirectory option: String?, rules: any BuildRules, patterns: [String],
-                             options: BuildOptions, reporter: any BuildReporter, command: String = "build") async throws -> BuildSummary {
+                             options: BuildOptions, reporter: any BuildReporter, command: String = "build",
+                             reports: ReportFiles = .init()) async throws -> BuildSummary {
         let cacheDirectory = Session.cacheDirectory(option: option, manifestPath: manifestPath)
-        if !options.dryRun, let summary = try upToDate(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules,
+        // A report file asked for lists every kernel, which needs the plan the stamp skips.
+        if !options.dryRun, reports.isEmpty, let summary = try upToDate(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules,
                                                        patterns: patterns, reporter: reporter, command: command) {
             return summary
         }
         return try await Session(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules, writing: !options.dryRun)
-            .build(patterns: patterns, options: options, reporter: reporter, command: command)
+            .build(patterns: patterns, options: options, reporter: reporter, command: command, reports: reports)
     }
 
     static func stampIdentity(manifestPath: String, patterns: [String], rules: any BuildRules) -> String {
@@ -150,6 +162,11 @@ public struct Session: Sendable {
         }
         cache.saveLastRun(.init(command: command, started: started, duration: summary.duration, total: summary.total,
                                 built: 0, cached: summary.cached, failed: 0, skipped: 0))
+        // The last report still lists the same kernels; what it built is now cached.
+        let last = BuildReport.lastPath(cacheDirectory: cacheDirectory)
+        if let report = try? BuildReport.read(last) {
+            try? BuildReport.write(try report.asUnchanged(started: started, finished: Date()).encoded(), to: last)
+        }
         timer.mark("report")
         return summary
     }
@@ -230,5 +247,25 @@ public struct Session: Sendable {
         }
         guard let log = record.log else { return (record, "") }
         return (record, String(decoding: try cache.objects.read(log), as: UTF8.self))
+    }
+}
+
+/// The report files a build writes besides `cache/reports/last.json`: `--report` (JSON) and `--junit`.
+public struct ReportFiles: Sendable {
+    public var json: String?
+    public var junit: String?
+
+    public init(json: String? = nil, junit: String? = nil) {
+        (self.json, self.junit) = (json, junit)
+    }
+
+    public var isEmpty: Bool { json == nil && junit == nil }
+
+    /// Each file whole or not at all: a CI job reading one mid-build sees the last complete report.
+    func write(_ report: BuildReport, cacheDirectory: String) throws {
+        let data = try report.encoded()
+        try BuildReport.write(data, to: BuildReport.lastPath(cacheDirectory: cacheDirectory))
+        if let json { try BuildReport.write(data, to: json) }
+        if let junit { try BuildReport.write(Data(report.junit().utf8), to: junit) }
     }
 }
