@@ -202,7 +202,10 @@ public struct BuildReport: Codable, Sendable, Equatable {
 
     static func describe(_ error: DecodingError) -> String {
         switch error {
-        case let .dataCorrupted(context), let .keyNotFound(_, context), let .typeMismatch(_, context), let .valueNotFound(_, context):
+        case let .keyNotFound(key, context):
+            let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? "." + $0.stringValue }.joined()
+            return "field '\(key.stringValue)' is missing" + (path.isEmpty ? "" : " at \(path)")
+        case let .dataCorrupted(context), let .typeMismatch(_, context), let .valueNotFound(_, context):
             let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? "." + $0.stringValue }.joined()
             return (path.isEmpty ? "" : "at \(path): ") + context.debugDescription
         @unknown default:
