@@ -80,7 +80,7 @@ extension BuildReport {
         body{font:14px/1.4 sans-serif;margin:16px;color:#1a1a1a;background:#ffffff}
         h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:20px 0 6px}
         table{border-collapse:collapse;width:100%}
-        th,td{border:1px solid #c0c0c0;padding:4px 8px;text-align:left;vertical-align:top}
+        th,td{border:1px solid #c0c0c0;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
         th{background:#eeeeee}
         td.state{color:#ffffff;font-weight:bold;width:6em}
         .built{background:#2e7d32}.cached{background:#1565c0}.failed{background:#c62828}.skipped{background:#9e9e9e}
