@@ -8,6 +8,8 @@ public final class BuildCache: @unchecked Sendable {
     public let objects: ContentStore
     let database: Database
     private var lockDescriptor: Int32 = -1
+    /// Whether lookups mark the objects they find as used (not for what only looks).
+    private let recordsUse: Bool
 
     /// `shared` for builds, `exclusive` for `farm gc`, `readOnly` for what only looks (`farm
     /// status`, `log`, `explain`, a dry run): it writes nothing, works on a cache this user cannot
@@ -16,6 +18,7 @@ public final class BuildCache: @unchecked Sendable {
 
     public init(directory: String, access: Access = .shared) throws {
         self.directory = directory
+        recordsUse = access != .readOnly
         if access == .readOnly {
             objects = ContentStore(reading: directory + "/cas")
             let path = directory + "/farm.sqlite"
@@ -168,6 +171,7 @@ public final class BuildCache: @unchecked Sendable {
             }
         }
         guard let outputs, outputs.allSatisfy({ isPresent($0.digest) }) else { return nil }
+        if recordsUse { for output in outputs { objects.touch(output.digest) } }
         return outputs
     }
 
@@ -269,12 +273,19 @@ public final class BuildCache: @unchecked Sendable {
         public var checkedTrees = 0
         /// Paths of corrupt objects and unpacked trees (the latter saying what changed); all removed.
         public var corrupt: [String] = []
+        /// `--max-size`: latest results dropped, least recently used first, to fit the size.
+        public var droppedResults = 0
+        /// Of those, results the last build used (dropped only when the rest did not free enough).
+        public var droppedFromLastBuild = 0
+        /// The cache's disk use when gc is done (everything under it, as `farm status` counts).
+        public var bytesAfter: Int64 = 0
     }
 
     /// Keeps the latest result of every task and the objects they reference; removes the rest.
     /// With `verify`, re-hashes every kept object and removes (and reports) the corrupt ones.
+    /// With `maxBytes`, then drops latest results, least recently used first, until the cache fits.
     /// Call it on a cache opened with `.exclusive` access, so no build writes meanwhile.
-    public func collectGarbage(verify: Bool) throws -> CollectionReport {
+    public func collectGarbage(verify: Bool, maxBytes: Int64? = nil) throws -> CollectionReport {
         var report = CollectionReport()
         // gc may drop results a stamp's build recorded while keeping their objects: the next build checks all.
         UpToDateStamp.removeAll(cacheDirectory: directory)
@@ -318,7 +329,62 @@ public final class BuildCache: @unchecked Sendable {
             report.corrupt += corrupt
         }
         try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if let maxBytes { try shrink(to: maxBytes, report: &report) }
+        report.bytesAfter = try statistics().bytes
         return report
+    }
+
+    /// Drops latest results, least recently used first, and the objects (and unpacked trees) no
+    /// remaining result references, until the cache's disk use is at most `limit`. A result's last
+    /// use is the newest mtime of its outputs (set when made and when a build takes them from the
+    /// store), so results the last build used go only after every other. Records are deleted before
+    /// their objects: a record never names a missing object, even if gc is killed midway, and the
+    /// next build reruns exactly the dropped tasks.
+    private func shrink(to limit: Int64, report: inout CollectionReport) throws {
+        var size = try statistics().bytes
+        guard size > limit else { return }
+        struct Entry {
+            var key: String
+            var objects: Set<Digest>
+            var used: Double
+        }
+        var entries: [Entry] = []
+        var references: [Digest: Int] = [:]
+        try database.query("SELECT key, outputs, log, started FROM results") { row in
+            let outputs = TaskRecord.decode(row.text(1) ?? "").map(\.digest)
+            let used = outputs.compactMap { objects.lastUse(of: $0) }.max() ?? row.real(3)
+            let all = Set(outputs + (row.text(2).flatMap(Digest.init(hex:)).map { [$0] } ?? []))
+            for digest in all { references[digest, default: 0] += 1 }
+            entries.append(Entry(key: row.text(0) ?? "", objects: all, used: used))
+        }
+        let lastBuild = lastRun().map { $0.startedSeconds ?? $0.started.timeIntervalSince1970 } ?? .infinity
+        let trees = UnpackedTrees(objects: objects)
+        var dropped: [String] = []
+        var freed: [Digest] = []
+        for entry in entries.sorted(by: { ($0.used, $0.key) < ($1.used, $1.key) }) where size > limit {
+            dropped.append(entry.key)
+            if entry.used >= lastBuild { report.droppedFromLastBuild += 1 }
+            for digest in entry.objects {
+                references[digest, default: 1] -= 1
+                guard references[digest] == 0 else { continue }
+                freed.append(digest)
+                size -= objects.diskUsage(of: digest) + FileWalk.diskUsage(trees.path(of: digest))
+            }
+        }
+        try database.transaction {
+            for key in dropped {
+                try database.query("DELETE FROM results WHERE key = ?", [.text(key)])
+                try database.query("DELETE FROM latest WHERE key = ?", [.text(key)])
+            }
+        }
+        for digest in freed {
+            report.removedBytes += objects.size(of: digest) ?? 0
+            report.removedObjects += 1
+            unlink(objects.path(of: digest))
+        }
+        report.droppedResults = dropped.count
+        report.removedTrees += trees.prune(keeping: Set(references.filter { $0.value > 0 }.keys.map(\.hex)))
+        try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     }
 
     // MARK: Last run
@@ -334,6 +400,9 @@ public final class BuildCache: @unchecked Sendable {
         public var skipped: Int
         /// The chain of tasks that decided the run's wall time (absent in records of older farms).
         public var criticalPath: [CriticalPath.Step]?
+        /// `started` to the nanosecond (the ISO date above keeps whole seconds), so `gc --max-size`
+        /// can tell the objects the last build used; absent in records of older farms.
+        public var startedSeconds: Double?
         public var hitRate: Double { total == 0 ? 1 : Double(cached) / Double(total) }
 
         public init(command: String, started: Date, duration: Double, total: Int, built: Int, cached: Int, failed: Int, skipped: Int,
@@ -341,6 +410,7 @@ public final class BuildCache: @unchecked Sendable {
             (self.command, self.started, self.duration, self.total) = (command, started, duration, total)
             (self.built, self.cached, self.failed, self.skipped) = (built, cached, failed, skipped)
             self.criticalPath = criticalPath.isEmpty ? nil : criticalPath
+            startedSeconds = started.timeIntervalSince1970
         }
     }
 

@@ -68,6 +68,25 @@ public struct ContentStore: Sendable {
         return names
     }
 
+    /// Marks an object used now (its mtime), which `farm gc --max-size` removes least recently used
+    /// first. The object's bytes and its directory are untouched, so no up-to-date stamp changes.
+    public func touch(_ digest: Digest) {
+        utimensat(AT_FDCWD, path(of: digest), nil, 0)
+    }
+
+    /// When the object was last used (made, or taken from the store by a build), as seconds since 1970.
+    public func lastUse(of digest: Digest) -> Double? {
+        var info = stat()
+        guard stat(path(of: digest), &info) == 0 else { return nil }
+        return Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+    }
+
+    /// The object's disk use, in blocks as `du` counts them.
+    public func diskUsage(of digest: Digest) -> Int64 {
+        var info = stat()
+        return stat(path(of: digest), &info) == 0 ? Int64(info.st_blocks) * 512 : 0
+    }
+
     public func size(of digest: Digest) -> Int64? {
         var info = stat()
         return stat(path(of: digest), &info) == 0 ? Int64(info.st_size) : nil
@@ -91,6 +110,8 @@ public struct ContentStore: Sendable {
         let target = path(of: digest)
         if isPresent(digest) {
             unlink(file)
+            // Made again: as recently used as a new object.
+            touch(digest)
             return (digest, size)
         }
         let fd = open(file, O_RDONLY | O_CLOEXEC)
