@@ -58,6 +58,26 @@ struct ReportTests {
         #expect(second.kernels.first { $0.release == good }?.modules.first?.sha256 == signed.hex)
     }
 
+    @Test func aNoOpBuildProvedByTheStampKeepsTheLastReportWithEverythingCached() async throws {
+        let project = try SyntheticProject(try Scratch(), kernels: 2)
+        let last = BuildReport.lastPath(cacheDirectory: project.cache)
+        try await project.build()
+        #expect(try BuildReport.read(last).kernels.allSatisfy { $0.state == .built })
+        // A stamp is kept only for files older than 100 ms: the second build writes it.
+        usleep(150_000)
+        try await project.build()
+        let first = try BuildReport.read(last)
+        // Report times have whole seconds.
+        try await Task.sleep(for: .seconds(1.1))
+        let (summary, _) = try await project.build()
+        try #require(summary.unchangedSinceStamp)
+        let second = try BuildReport.read(last)
+        #expect(second.kernels.map(\.kernel) == first.kernels.map(\.kernel))
+        #expect(second.kernels.allSatisfy { $0.state == .cached && $0.modules.allSatisfy { $0.state == .cached } }, "\(second.kernels)")
+        #expect(second.kernels.map { $0.modules.map(\.sha256) } == first.kernels.map { $0.modules.map(\.sha256) })
+        #expect(second.finished > first.finished)
+    }
+
     @Test func kernelsTheBuildNeverReachedAreSkippedNotFailed() async throws {
         let project = try SyntheticProject(try Scratch(), kernels: 6, failing: [0])
         let (summary, report) = try await build(project, keepGoing: false, jobs: 1)
