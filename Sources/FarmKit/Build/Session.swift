@@ -79,8 +79,11 @@ public struct Session: Sendable {
         if !options.dryRun {
             // Before the publication is installed, so a report exists even when installing fails.
             let kernels = try Planner.select(manifest.kernels, patterns: patterns.map(KernelPattern.init), manifestPath: manifest.path)
-            let report = BuildReport.make(kernels: kernels, graph: graph, rules: rules, manifest: manifest, recipes: recipes,
-                                          outcomes: outcomes, cache: cache, command: command, started: started, finished: Date())
+            // One read transaction for every kernel's digests, as the build's own lookups.
+            let report = try cache.readBatch {
+                BuildReport.make(kernels: kernels, graph: graph, rules: rules, manifest: manifest, recipes: recipes,
+                                 outcomes: outcomes, cache: cache, command: command, started: started, finished: Date())
+            }
             try reports.write(report, cacheDirectory: cacheDirectory)
             timer.mark("report")
         }
