@@ -41,6 +41,15 @@ struct ReportOptions: ParsableArguments {
     var junit: String?
 
     var files: ReportFiles { ReportFiles(json: report, junit: junit) }
+
+    /// Refused before the build, not after minutes of it: a path whose nearest existing
+    /// ancestor is not a directory this user can write.
+    func validate() throws {
+        for (flag, path) in [("--report", report), ("--junit", junit)] {
+            guard let path else { continue }
+            if let problem = ReportFiles.problem(writing: path) { throw ValidationError("\(flag) \(path): \(problem)") }
+        }
+    }
 }
 
 /// `--sandbox`: for the commands whose plan holds compile tasks.

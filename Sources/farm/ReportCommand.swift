@@ -20,16 +20,19 @@ struct ReportCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("The directory to write index.html into.", valueName: "dir"))
     var output = "report"
 
+    func validate() throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw ValidationError("-o \(output) is a file; name a directory to write index.html into")
+        }
+    }
+
     func run() throws {
         let path = input ?? BuildReport.lastPath(cacheDirectory: options.cacheDirectory)
         guard input != nil || FileManager.default.fileExists(atPath: path) else {
             throw FarmError.badInput("no build report in \(options.cacheDirectory) (\(path)); run 'farm build' first, or pass --input FILE.json")
         }
         let report = try BuildReport.read(path)
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory), !isDirectory.boolValue {
-            throw ValidationError("-o \(output) is a file; name a directory to write index.html into")
-        }
         let page = output + "/index.html"
         try BuildReport.write(Data(report.html().utf8), to: page)
         print("farm: \(page): \(report.kernels.count) kernels of the \(report.command) finished \(report.finished)")

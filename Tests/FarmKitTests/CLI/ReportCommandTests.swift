@@ -54,6 +54,22 @@ struct ReportCommandTests {
         let wrong = try runProcess(Products.farm, ["report", "--input", foreign, "-o", scratch.file("site")])
         #expect(wrong.status == 2 && wrong.stderr.contains("\(foreign): not a farm build report: field 'schema' is missing"), "\(wrong.stderr)")
         #expect(!FileManager.default.fileExists(atPath: scratch.file("site")))
+        let file = try scratch.write("a-file", "x\n")
+        let onAFile = try runProcess(Products.farm, ["report", "--input", foreign, "-o", file])
+        #expect(onAFile.status == 2 && onAFile.stderr.contains("-o \(file) is a file"), "\(onAFile.stderr)")
+    }
+
+    /// A report path that cannot be written is refused before any task runs.
+    @Test(arguments: ["--report", "--junit"])
+    func aReportPathThatCannotBeWrittenIsBadInputBeforeTheBuild(_ flag: String) throws {
+        let scratch = try Scratch()
+        let manifest = try brokenProject(scratch)
+        let file = try scratch.write("a-file", "x\n")
+        for (path, problem) in [(file + "/deeper/r.out", "\(file) is a file, not a directory"), (scratch.path, "is a directory")] {
+            let result = try runProcess(Products.farm, ["build", "--json", flag, path, "--manifest", manifest, "--cache", scratch.file("cache")])
+            #expect(result.status == 2 && result.stderr.contains("\(flag) \(path): \(problem)"), "\(result.stderr)")
+            #expect(result.tasks("started").isEmpty)
+        }
     }
 
     static let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
