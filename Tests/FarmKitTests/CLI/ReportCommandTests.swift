@@ -46,6 +46,29 @@ struct ReportCommandTests {
         #expect(help.stdout.contains("--report <file.json>") && help.stdout.contains("--junit <file.xml>"), "\(help.stdout)")
     }
 
+    /// Each recipe of a kernel is a module of its record, by the name the repository gives it,
+    /// failing with the task whose log says why (here: no toolchain has the kernel's compiler).
+    @Test func eachRecipeIsAModuleOfItsKernelsRecordByItsPublishedName() throws {
+        let scratch = try Scratch()
+        var manifest = try brokenProject(scratch)
+        try scratch.write("recipes/lime.yml", recipeText)
+        try FileManager.default.createDirectory(atPath: scratch.file("recipes/toolchains"), withIntermediateDirectories: true)
+        let text = try String(contentsOfFile: manifest, encoding: .utf8)
+            .replacingOccurrences(of: "kernels:\n", with: "modules: [lime]\nkernels:\n")
+            .replacingOccurrences(of: "    upstream: debian\n    version:", with: "    upstream: debian\n    compiler: gcc-99\n    version:")
+        manifest = try scratch.write("manifest.yml", text)
+        let result = try runProcess(Products.farm, ["build", "-k", "--manifest", manifest, "--cache", scratch.file("cache"),
+                                                    "--report", scratch.file("report.json")])
+        #expect(result.status == 1, "\(result.stderr)")
+        let report = try BuildReport.read(scratch.file("report.json"))
+        let kernel = try #require(report.kernels.first { $0.kernel == "6.1.0-1-amd64@debian" })
+        let module = try #require(kernel.modules.first, "\(kernel)")
+        #expect(kernel.modules.count == 1 && module.recipe == "lime" && module.file == "lime-6.1.0-1-amd64.ko" && module.state == .failed)
+        #expect(module.problem?.logTask == "compile:lime/6.1.0-1-amd64@debian", "\(module)")
+        #expect(module.problem?.reason.contains("needs the compiler gcc-99") == true, "\(module)")
+        #expect(module.sha256 == nil && kernel.profile == nil)
+    }
+
     @Test func reportRefusesWhatItCannotRenderWithExitTwo() throws {
         let scratch = try Scratch()
         let empty = try runProcess(Products.farm, ["report", "--cache", scratch.file("cache"), "-o", scratch.file("site")])
