@@ -30,6 +30,18 @@ public final class OutcomeRecorder: BuildReporter, @unchecked Sendable {
         next.report(event)
     }
 
+    /// The keys of every task that succeeded, built or taken from the store: what the build used.
+    public var usedKeys: [Digest] {
+        lock.withLock {
+            outcomes.values.compactMap {
+                switch $0 {
+                case let .built(key), let .cached(key): key
+                default: nil
+                }
+            }
+        }
+    }
+
     /// How the task named `kind:label` ended; nil when it never ran (not planned, or the build stopped first).
     public func outcome(of task: String) -> Outcome? {
         lock.withLock { outcomes[task] }

@@ -10,6 +10,8 @@ public final class BuildCache: @unchecked Sendable {
     private var lockDescriptor: Int32 = -1
     /// Whether lookups mark the objects they find as used (not for what only looks).
     private let recordsUse: Bool
+    /// Objects last used before this are marked used again on a hit (`ContentStore.useGranularity`).
+    private let useCutoff = Date().timeIntervalSince1970 - ContentStore.useGranularity
 
     /// `shared` for builds, `exclusive` for `farm gc`, `readOnly` for what only looks (`farm
     /// status`, `log`, `explain`, a dry run): it writes nothing, works on a cache this user cannot
@@ -171,7 +173,7 @@ public final class BuildCache: @unchecked Sendable {
             }
         }
         guard let outputs, outputs.allSatisfy({ isPresent($0.digest) }) else { return nil }
-        if recordsUse { for output in outputs { objects.touch(output.digest) } }
+        if recordsUse { for output in outputs { objects.markUsed(output.digest, ifUsedBefore: useCutoff) } }
         return outputs
     }
 
@@ -337,7 +339,8 @@ public final class BuildCache: @unchecked Sendable {
     /// Drops latest results, least recently used first, and the objects (and unpacked trees) no
     /// remaining result references, until the cache's disk use is at most `limit`. A result's last
     /// use is the newest mtime of its outputs (set when made and when a build takes them from the
-    /// store), so results the last build used go only after every other. Records are deleted before
+    /// store, to the hour); the results the last build used (`last-build.keys`) go only after every
+    /// other. Records are deleted before
     /// their objects: a record never names a missing object, even if gc is killed midway, and the
     /// next build reruns exactly the dropped tasks.
     private func shrink(to limit: Int64, report: inout CollectionReport) throws {
@@ -357,13 +360,15 @@ public final class BuildCache: @unchecked Sendable {
             for digest in all { references[digest, default: 0] += 1 }
             entries.append(Entry(key: row.text(0) ?? "", objects: all, used: used))
         }
-        let lastBuild = lastRun().map { $0.startedSeconds ?? $0.started.timeIntervalSince1970 } ?? .infinity
+        let lastBuild = lastBuildKeys()
         let trees = UnpackedTrees(objects: objects)
         var dropped: [String] = []
         var freed: [Digest] = []
-        for entry in entries.sorted(by: { ($0.used, $0.key) < ($1.used, $1.key) }) where size > limit {
+        let order = entries.map { (last: lastBuild.contains($0.key) ? 1 : 0, entry: $0) }
+            .sorted { ($0.last, $0.entry.used, $0.entry.key) < ($1.last, $1.entry.used, $1.entry.key) }
+        for (last, entry) in order where size > limit {
             dropped.append(entry.key)
-            if entry.used >= lastBuild { report.droppedFromLastBuild += 1 }
+            report.droppedFromLastBuild += last
             for digest in entry.objects {
                 references[digest, default: 1] -= 1
                 guard references[digest] == 0 else { continue }
@@ -400,9 +405,6 @@ public final class BuildCache: @unchecked Sendable {
         public var skipped: Int
         /// The chain of tasks that decided the run's wall time (absent in records of older farms).
         public var criticalPath: [CriticalPath.Step]?
-        /// `started` to the nanosecond (the ISO date above keeps whole seconds), so `gc --max-size`
-        /// can tell the objects the last build used; absent in records of older farms.
-        public var startedSeconds: Double?
         public var hitRate: Double { total == 0 ? 1 : Double(cached) / Double(total) }
 
         public init(command: String, started: Date, duration: Double, total: Int, built: Int, cached: Int, failed: Int, skipped: Int,
@@ -410,7 +412,6 @@ public final class BuildCache: @unchecked Sendable {
             (self.command, self.started, self.duration, self.total) = (command, started, duration, total)
             (self.built, self.cached, self.failed, self.skipped) = (built, cached, failed, skipped)
             self.criticalPath = criticalPath.isEmpty ? nil : criticalPath
-            startedSeconds = started.timeIntervalSince1970
         }
     }
 
@@ -422,6 +423,18 @@ public final class BuildCache: @unchecked Sendable {
         if let data = try? encoder.encode(summary) {
             try? AtomicFile.write(data, to: directory + "/last-run.json", sync: false)
         }
+    }
+
+    /// The keys of the results the last build used, one per line in a file beside the database (a
+    /// 50,000-task build writes 3.2 MB, no row), so `gc --max-size` drops those last.
+    public func saveLastBuildKeys(_ keys: [Digest]) {
+        let text = keys.map(\.hex).sorted().joined(separator: "\n") + "\n"
+        try? AtomicFile.write(Data(text.utf8), to: directory + "/last-build.keys", sync: false)
+    }
+
+    func lastBuildKeys() -> Set<String> {
+        guard let data = FileManager.default.contents(atPath: directory + "/last-build.keys") else { return [] }
+        return Set(String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init))
     }
 
     public func lastRun() -> RunSummary? {

@@ -74,6 +74,17 @@ public struct ContentStore: Sendable {
         utimensat(AT_FDCWD, path(of: digest), nil, 0)
     }
 
+    /// How stale a last use may be before a hit records a new one: as `relatime` does for atime,
+    /// so builds repeated within the hour cost one `stat` per object, not an inode write.
+    public static let useGranularity: Double = 3600
+
+    /// `touch`, unless the object was used after `cutoff` (seconds since 1970) already.
+    public func markUsed(_ digest: Digest, ifUsedBefore cutoff: Double) {
+        var info = stat()
+        guard stat(path(of: digest), &info) == 0, Double(info.st_mtim.tv_sec) < cutoff else { return }
+        touch(digest)
+    }
+
     /// When the object was last used (made, or taken from the store by a build), as seconds since 1970.
     public func lastUse(of digest: Digest) -> Double? {
         var info = stat()

@@ -96,6 +96,7 @@ public struct Session: Sendable {
             timer.mark("publish")
         }
         if !options.dryRun {
+            cache.saveLastBuildKeys(outcomes.usedKeys)
             cache.saveLastRun(.init(command: command, started: started, duration: summary.duration, total: summary.total,
                                     built: summary.built, cached: summary.cached, failed: summary.failed,
                                     skipped: summary.skipped + summary.notRun, criticalPath: summary.criticalPath))

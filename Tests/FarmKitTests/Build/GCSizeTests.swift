@@ -55,6 +55,39 @@ struct GCSizeTests {
         #expect(rebuilt.built.subtracting(["synthetic-publish:repository"]) == dropped, "rebuilt \(rebuilt.built.sorted()), dropped \(dropped.sorted())")
     }
 
+    /// Sets every object's last use two hours back, as if the builds so far were that long ago.
+    func age(_ project: SyntheticProject) throws {
+        let cas = project.cache + "/cas"
+        let then = timespec(tv_sec: time(nil) - 7200, tv_nsec: 0)
+        for prefix in try FileManager.default.contentsOfDirectory(atPath: cas) where prefix.count == 2 {
+            for name in try FileManager.default.contentsOfDirectory(atPath: cas + "/" + prefix) {
+                let times = [then, then]
+                #expect(utimensat(AT_FDCWD, "\(cas)/\(prefix)/\(name)", times, 0) == 0)
+            }
+        }
+    }
+
+    @Test func aBuildThatTakesResultsFromTheStoreKeepsThemFromBeingDroppedFirst() async throws {
+        let project = try SyntheticProject(try Scratch(), kernels: 6)
+        let (_, first) = try await project.build()
+        try age(project)
+        let r = SyntheticProject.release
+        // Kernels 0 and 1 are used (all cached) two hours after they were built; then 2 and 3 are the last build.
+        #expect(try await project.build([r(0), r(1)]).1.built == ["synthetic-publish:repository"])
+        #expect(try await project.build([r(2), r(3)]).1.built == ["synthetic-publish:repository"])
+
+        #expect(try runProcess(Products.farm, ["gc", "--manifest", project.manifestPath]).status == 0)
+        // Four objects' worth: less than kernels 4 and 5 hold (logs are shared, outputs are not).
+        let limit = try cacheBytes(project) - 16_384
+        let gc = try runProcess(Products.farm, ["gc", "--max-size", "\(limit)", "--manifest", project.manifestPath])
+        #expect(gc.status == 0 && gc.stdout.contains("(0 of them used by the last build)"), "\(gc.stdout)\(gc.stderr)")
+        let dropped = first.built.subtracting(try recorded(first.built, in: project)).subtracting(["synthetic-publish:repository"])
+        #expect(!dropped.isEmpty)
+        // Only what no build used since: kernels 4 and 5 (their toolchains serve kernels 0 to 3 too).
+        let unused = first.built.filter { name in [r(4), r(5)].contains { name.contains($0) } }
+        #expect(dropped.isSubset(of: unused), "dropped what a later build used: \(dropped.subtracting(unused).sorted())")
+    }
+
     @Test func aSizeTheStoreCannotReachDropsEverythingAndExitsOne() async throws {
         let project = try SyntheticProject(try Scratch(), kernels: 2)
         let (_, first) = try await project.build()
