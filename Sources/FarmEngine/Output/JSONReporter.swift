@@ -7,12 +7,8 @@ public final class JSONReporter: BuildReporter, @unchecked Sendable {
     public static let schema = 1
     private let lock = NSLock()
     private let output: FileHandle
-    private let clock: @Sendable () -> Date
 
-    public init(output: FileHandle = .standardOutput, clock: @escaping @Sendable () -> Date = Date.init) {
-        self.output = output
-        self.clock = clock
-    }
+    public init(output: FileHandle = .standardOutput) { self.output = output }
 
     /// UTC with milliseconds: events of one build are often less than a second apart.
     public static func timestamp(_ date: Date) -> String {
@@ -51,7 +47,7 @@ public final class JSONReporter: BuildReporter, @unchecked Sendable {
             object = ["event": "published", "directory": directory, "summary": summary]
         }
         object["schema"] = JSONReporter.schema
-        object["time"] = JSONReporter.timestamp(clock())
+        object["time"] = JSONReporter.timestamp(Date())
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
         lock.lock()
         output.write(data + Data("\n".utf8))
