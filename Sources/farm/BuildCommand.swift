@@ -11,6 +11,7 @@ struct BuildCommand: AsyncParsableCommand {
     @OptionGroup var jobs: JobOptions
     @OptionGroup var shard: ShardOption
     @OptionGroup var remote: RemoteCacheOptions
+    @OptionGroup var reports: ReportOptions
 
     @Flag(name: [.customShort("k"), .long], help: "Build everything that does not depend on a failure.")
     var keepGoing = false
@@ -25,7 +26,7 @@ struct BuildCommand: AsyncParsableCommand {
         let summary = try await Session.build(manifestPath: options.manifest, cacheDirectory: options.cache,
                                               rules: FarmRules(sandbox: sandbox.sandbox), patterns: patterns, shard: try shard.kernelShard(),
                                               options: jobs.buildOptions(keepGoing: keepGoing, dryRun: dryRun), reporter: output.reporter(),
-                                              remoteCache: remote.setting)
+                                              remoteCache: remote.setting, reports: reports.files)
         if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
     }
 }

@@ -14,7 +14,7 @@ struct Farm: AsyncParsableCommand {
         """,
         version: FarmVersion.current,
         subcommands: [CrawlCommand.self, PlanCommand.self, BuildCommand.self, BundleCommand.self, ModuleCommand.self, ProfileCommand.self, KeysCommand.self, PublishCommand.self, VerifyCommand.self, LabCommand.self, CaptureCommand.self, ExplainCommand.self, LogCommand.self,
-                      StatusCommand.self, GCCommand.self]
+                      StatusCommand.self, GCCommand.self, ReportCommand.self]
     )
 
     /// The one place where an error becomes what the user reads and the exit code the README

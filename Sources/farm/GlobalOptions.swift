@@ -32,6 +32,26 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
+/// `--report` and `--junit`: files a CI reads after a build, written also when it fails.
+struct ReportOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Write a JSON report of every kernel of the build (the README's 'Build reports' has its fields).", valueName: "file.json"))
+    var report: String?
+
+    @Option(name: .long, help: ArgumentHelp("Write a JUnit XML report: a test suite per family, a test case per kernel.", valueName: "file.xml"))
+    var junit: String?
+
+    var files: ReportFiles { ReportFiles(json: report, junit: junit) }
+
+    /// Refused before the build, not after minutes of it: a path whose nearest existing
+    /// ancestor is not a directory this user can write.
+    func validate() throws {
+        for (flag, path) in [("--report", report), ("--junit", junit)] {
+            guard let path else { continue }
+            if let problem = ReportFiles.problem(writing: path) { throw ValidationError("\(flag) \(path): \(problem)") }
+        }
+    }
+}
+
 /// `--sandbox`: for the commands whose plan holds compile tasks.
 struct SandboxOption: ParsableArguments {
     @Option(name: .long, help: "Where builds run: bwrap (default), chroot (root only) or host (not reproducible). Overrides the manifest's 'sandbox:'.")

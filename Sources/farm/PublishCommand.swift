@@ -18,6 +18,7 @@ struct PublishCommand: AsyncParsableCommand {
     @OptionGroup var sandbox: SandboxOption
     @OptionGroup var jobs: JobOptions
     @OptionGroup var remote: RemoteCacheOptions
+    @OptionGroup var reports: ReportOptions
 
     func run() async throws {
         let session = try options.session(sandbox: sandbox.sandbox)
@@ -26,7 +27,8 @@ struct PublishCommand: AsyncParsableCommand {
                                   + " (e.g. signing: {module-key: keys/module, repo-key: keys/repo} and publish: {dir: repo})")
         }
         let summary = try await session.build(patterns: [], options: jobs.buildOptions(keepGoing: true),
-                                              reporter: output.reporter(), command: "publish", remoteCache: remote.setting)
+                                              reporter: output.reporter(), command: "publish", remoteCache: remote.setting,
+                                              reports: reports.files)
         if !summary.succeeded { throw ExitCode(ExitStatus.failure) }
     }
 }

@@ -14,6 +14,13 @@ public struct SyntheticRules: BuildRules {
     public func planInputs(manifest: Manifest, recipes: RecipeBook) -> [String]? { [] }
     public var settings: String { "synthetic publish \(publish)" }
 
+    public func reportTasks(for kernel: Kernel, manifest: Manifest, recipes: RecipeBook) -> KernelTasks {
+        let module = KernelTasks.Module(recipe: "synthetic", file: "synthetic-\(kernel.release).ko",
+                                        tasks: ["synthetic-compile:\(kernel.release)", "synthetic-sign:\(kernel.release)"],
+                                        moduleOutput: "signed")
+        return KernelTasks(tasks: ["synthetic-bundle:\(kernel.release)"] + module.tasks, modules: [module])
+    }
+
     public func plan(kernels: [Kernel], manifest: Manifest, recipes: RecipeBook, into graph: inout BuildGraph) throws {
         SyntheticPlan.add(kernels.map(SyntheticKernel.init), publish: publish, to: &graph)
     }

@@ -32,6 +32,8 @@ public enum BuildEvent: Sendable {
     case built(Task, Progress, duration: Double, log: String)
     /// Not run here: its result came from the remote cache at `from`.
     case fetched(Task, Progress, from: String)
+    /// Taken from the store: its key has a recorded result whose outputs all exist.
+    case cached(Task, Progress)
     case failed(Task, Progress, error: String, log: String)
     /// Not run because a task it depends on failed.
     case skipped(Task, Progress, because: String)

@@ -178,6 +178,9 @@ public struct Builder: Sendable {
                 }
                 if let outputs = try cache.cachedOutputs(forKey: definition.key) {
                     schedule.takeFromStore(id, outputs: Dictionary(uniqueKeysWithValues: outputs.map { ($0.name, $0.digest) }))
+                    var withKey = task
+                    withKey.key = definition.key
+                    reporter.report(.cached(withKey, schedule.progress))
                 } else if options.dryRun {
                     let reason = try Explainer(cache: cache).reason(for: node, definition: definition)
                     schedule.markPending(id, reason: reason)

@@ -52,6 +52,9 @@ public final class ConsoleReporter: BuildReporter, @unchecked Sendable {
         case let .fetched(task, progress, from):
             let line = "[\(progress.finished)/\(progress.total)] \(task.kind) \(task.label) (from \(from))"
             if style == .statusLine, !verbose { draw(line) } else { print(line) }
+        case .cached:
+            // The summary counts them; a line each would bury what ran.
+            break
         case let .failed(task, progress, error, log):
             var block = "FAILED: [\(progress.finished)/\(progress.total)] \(task.kind) \(task.label)\n"
             if let key = task.key { block += "  key: \(key.hex)\n" }

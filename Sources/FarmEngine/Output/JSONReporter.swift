@@ -1,11 +1,19 @@
 import Foundation
 
-/// `--json`: one JSON object per line and event, for machines.
+/// `--json`: one JSON object per line and event, for machines. Every object carries `schema`
+/// (bumped when a field changes meaning or goes away) and `time`, UTC, so a CI log can be read
+/// without farm and lined up with other logs.
 public final class JSONReporter: BuildReporter, @unchecked Sendable {
+    public static let schema = 1
     private let lock = NSLock()
     private let output: FileHandle
 
     public init(output: FileHandle = .standardOutput) { self.output = output }
+
+    /// UTC with milliseconds: events of one build are often less than a second apart.
+    public static func timestamp(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: TimeZone(identifier: "UTC")!))
+    }
 
     public func report(_ event: BuildEvent) {
         var object: [String: Any]
@@ -20,6 +28,8 @@ public final class JSONReporter: BuildReporter, @unchecked Sendable {
         case let .fetched(task, progress, from):
             object = fields("fetched", task, progress)
             object["from"] = from
+        case let .cached(task, progress):
+            object = fields("cached", task, progress)
         case let .failed(task, progress, error, log):
             object = fields("failed", task, progress)
             object["error"] = error
@@ -41,6 +51,8 @@ public final class JSONReporter: BuildReporter, @unchecked Sendable {
         case let .warning(text):
             object = ["event": "warning", "message": text]
         }
+        object["schema"] = JSONReporter.schema
+        object["time"] = JSONReporter.timestamp(Date())
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
         lock.lock()
         output.write(data + Data("\n".utf8))

@@ -8,6 +8,10 @@ public final class BuildCache: @unchecked Sendable {
     public let objects: ContentStore
     let database: Database
     private var lockDescriptor: Int32 = -1
+    /// Whether lookups mark the objects they find as used (not for what only looks).
+    private let recordsUse: Bool
+    /// Objects last used before this are marked used again on a hit (`ContentStore.useGranularity`).
+    private let useCutoff = Date().timeIntervalSince1970 - ContentStore.useGranularity
 
     /// `shared` for builds, `exclusive` for `farm gc`, `readOnly` for what only looks (`farm
     /// status`, `log`, `explain`, a dry run): it writes nothing, works on a cache this user cannot
@@ -16,6 +20,7 @@ public final class BuildCache: @unchecked Sendable {
 
     public init(directory: String, access: Access = .shared) throws {
         self.directory = directory
+        recordsUse = access != .readOnly
         if access == .readOnly {
             objects = ContentStore(reading: directory + "/cas")
             let path = directory + "/farm.sqlite"
@@ -168,6 +173,7 @@ public final class BuildCache: @unchecked Sendable {
             }
         }
         guard let outputs, outputs.allSatisfy({ isPresent($0.digest) }) else { return nil }
+        if recordsUse { for output in outputs { objects.markUsed(output.digest, ifUsedBefore: useCutoff) } }
         return outputs
     }
 
@@ -269,12 +275,19 @@ public final class BuildCache: @unchecked Sendable {
         public var checkedTrees = 0
         /// Paths of corrupt objects and unpacked trees (the latter saying what changed); all removed.
         public var corrupt: [String] = []
+        /// `--max-size`: latest results dropped, least recently used first, to fit the size.
+        public var droppedResults = 0
+        /// Of those, results the last build used (dropped only when the rest did not free enough).
+        public var droppedFromLastBuild = 0
+        /// The cache's disk use when gc is done (everything under it, as `farm status` counts).
+        public var bytesAfter: Int64 = 0
     }
 
     /// Keeps the latest result of every task and the objects they reference; removes the rest.
     /// With `verify`, re-hashes every kept object and removes (and reports) the corrupt ones.
+    /// With `maxBytes`, then drops latest results, least recently used first, until the cache fits.
     /// Call it on a cache opened with `.exclusive` access, so no build writes meanwhile.
-    public func collectGarbage(verify: Bool) throws -> CollectionReport {
+    public func collectGarbage(verify: Bool, maxBytes: Int64? = nil) throws -> CollectionReport {
         var report = CollectionReport()
         // gc may drop results a stamp's build recorded while keeping their objects: the next build checks all.
         UpToDateStamp.removeAll(cacheDirectory: directory)
@@ -318,7 +331,65 @@ public final class BuildCache: @unchecked Sendable {
             report.corrupt += corrupt
         }
         try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if let maxBytes { try shrink(to: maxBytes, report: &report) }
+        report.bytesAfter = try statistics().bytes
         return report
+    }
+
+    /// Drops latest results, least recently used first, and the objects (and unpacked trees) no
+    /// remaining result references, until the cache's disk use is at most `limit`. A result's last
+    /// use is the newest mtime of its outputs (set when made and when a build takes them from the
+    /// store, to the hour); the results the last build used (`last-build.keys`) go only after every
+    /// other. Records are deleted before
+    /// their objects: a record never names a missing object, even if gc is killed midway, and the
+    /// next build reruns exactly the dropped tasks.
+    private func shrink(to limit: Int64, report: inout CollectionReport) throws {
+        var size = try statistics().bytes
+        guard size > limit else { return }
+        struct Entry {
+            var key: String
+            var objects: Set<Digest>
+            var used: Double
+        }
+        var entries: [Entry] = []
+        var references: [Digest: Int] = [:]
+        try database.query("SELECT key, outputs, log, started FROM results") { row in
+            let outputs = TaskRecord.decode(row.text(1) ?? "").map(\.digest)
+            let used = outputs.compactMap { objects.lastUse(of: $0) }.max() ?? row.real(3)
+            let all = Set(outputs + (row.text(2).flatMap(Digest.init(hex:)).map { [$0] } ?? []))
+            for digest in all { references[digest, default: 0] += 1 }
+            entries.append(Entry(key: row.text(0) ?? "", objects: all, used: used))
+        }
+        let lastBuild = lastBuildKeys()
+        let trees = UnpackedTrees(objects: objects)
+        var dropped: [String] = []
+        var freed: [Digest] = []
+        let order = entries.map { (last: lastBuild.contains($0.key) ? 1 : 0, entry: $0) }
+            .sorted { ($0.last, $0.entry.used, $0.entry.key) < ($1.last, $1.entry.used, $1.entry.key) }
+        for (last, entry) in order where size > limit {
+            dropped.append(entry.key)
+            report.droppedFromLastBuild += last
+            for digest in entry.objects {
+                references[digest, default: 1] -= 1
+                guard references[digest] == 0 else { continue }
+                freed.append(digest)
+                size -= objects.diskUsage(of: digest) + FileWalk.diskUsage(trees.path(of: digest))
+            }
+        }
+        try database.transaction {
+            for key in dropped {
+                try database.query("DELETE FROM results WHERE key = ?", [.text(key)])
+                try database.query("DELETE FROM latest WHERE key = ?", [.text(key)])
+            }
+        }
+        for digest in freed {
+            report.removedBytes += objects.size(of: digest) ?? 0
+            report.removedObjects += 1
+            unlink(objects.path(of: digest))
+        }
+        report.droppedResults = dropped.count
+        report.removedTrees += trees.prune(keeping: Set(references.filter { $0.value > 0 }.keys.map(\.hex)))
+        try database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     }
 
     // MARK: Last run
@@ -352,6 +423,18 @@ public final class BuildCache: @unchecked Sendable {
         if let data = try? encoder.encode(summary) {
             try? AtomicFile.write(data, to: directory + "/last-run.json", sync: false)
         }
+    }
+
+    /// The keys of the results the last build used, one per line in a file beside the database (a
+    /// 50,000-task build writes 3.2 MB, no row), so `gc --max-size` drops those last.
+    public func saveLastBuildKeys(_ keys: [Digest]) {
+        let text = keys.map(\.hex).sorted().joined(separator: "\n") + "\n"
+        try? AtomicFile.write(Data(text.utf8), to: directory + "/last-build.keys", sync: false)
+    }
+
+    func lastBuildKeys() -> Set<String> {
+        guard let data = FileManager.default.contents(atPath: directory + "/last-build.keys") else { return [] }
+        return Set(String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init))
     }
 
     public func lastRun() -> RunSummary? {

@@ -68,6 +68,36 @@ public struct ContentStore: Sendable {
         return names
     }
 
+    /// Marks an object used now (its mtime), which `farm gc --max-size` removes least recently used
+    /// first. The object's bytes and its directory are untouched, so no up-to-date stamp changes.
+    public func touch(_ digest: Digest) {
+        utimensat(AT_FDCWD, path(of: digest), nil, 0)
+    }
+
+    /// How stale a last use may be before a hit records a new one: as `relatime` does for atime,
+    /// so builds repeated within the hour cost one `stat` per object, not an inode write.
+    public static let useGranularity: Double = 3600
+
+    /// `touch`, unless the object was used after `cutoff` (seconds since 1970) already.
+    public func markUsed(_ digest: Digest, ifUsedBefore cutoff: Double) {
+        var info = stat()
+        guard stat(path(of: digest), &info) == 0, Double(info.st_mtim.tv_sec) < cutoff else { return }
+        touch(digest)
+    }
+
+    /// When the object was last used (made, or taken from the store by a build), as seconds since 1970.
+    public func lastUse(of digest: Digest) -> Double? {
+        var info = stat()
+        guard stat(path(of: digest), &info) == 0 else { return nil }
+        return Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+    }
+
+    /// The object's disk use, in blocks as `du` counts them.
+    public func diskUsage(of digest: Digest) -> Int64 {
+        var info = stat()
+        return stat(path(of: digest), &info) == 0 ? Int64(info.st_blocks) * 512 : 0
+    }
+
     public func size(of digest: Digest) -> Int64? {
         var info = stat()
         return stat(path(of: digest), &info) == 0 ? Int64(info.st_size) : nil
@@ -108,6 +138,8 @@ public struct ContentStore: Sendable {
         let target = path(of: digest)
         if isPresent(digest) {
             unlink(file)
+            // Made again: as recently used as a new object.
+            touch(digest)
             return
         }
         let fd = open(file, O_RDONLY | O_CLOEXEC)

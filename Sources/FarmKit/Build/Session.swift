@@ -59,9 +59,11 @@ public struct Session: Sendable {
         try BuildCache(directory: cacheDirectory, access: access)
     }
 
-    /// Plans, builds and records the run's figures for `farm status`.
+    /// Plans, builds and records the run's figures for `farm status` and its report (`farm report`,
+    /// and the files `reports` asks for).
     public func build(patterns: [String], shard: KernelShard? = nil, options: BuildOptions, reporter: any BuildReporter,
-                      command: String = "build", remoteCache: RemoteCacheSetting = .init()) async throws -> BuildSummary {
+                      command: String = "build", remoteCache: RemoteCacheSetting = .init(),
+                      reports: ReportFiles = .init()) async throws -> BuildSummary {
         var options = options
         options.remoteCache = remoteCache.cache(manifest: manifest)
         var timer = PhaseTimer()
@@ -73,9 +75,21 @@ public struct Session: Sendable {
         timer.mark("open cache")
         let started = Date()
         let publish = graph.nodes.last { $0.action is PublishAction }
-        let summary = try await Builder(cache: cache, options: options, reporter: reporter)
+        let outcomes = OutcomeRecorder(passingTo: reporter)
+        let summary = try await Builder(cache: cache, options: options, reporter: outcomes)
             .build(graph, collecting: publish.map { [$0.id] } ?? [])
         timer.mark("build")
+        if !options.dryRun {
+            // Before the publication is installed, so a report exists even when installing fails.
+            let kernels = try Planner.select(manifest.kernels, patterns: patterns.map(KernelPattern.init), manifestPath: manifest.path)
+            // One read transaction for every kernel's digests, as the build's own lookups.
+            let report = try cache.readBatch {
+                BuildReport.make(kernels: kernels, graph: graph, rules: rules, manifest: manifest, recipes: recipes,
+                                 outcomes: outcomes, cache: cache, command: command, started: started, finished: Date())
+            }
+            try reports.write(report, cacheDirectory: cacheDirectory)
+            timer.mark("report")
+        }
         if let publish, let action = publish.action as? PublishAction, let files = summary.collected[publish.id]?["files"] {
             let publication = try PublicationFiles.decode(try cache.objects.read(files))
             // A dry run writes nothing anywhere: it says what the directory lacks.
@@ -85,6 +99,7 @@ public struct Session: Sendable {
             timer.mark("publish")
         }
         if !options.dryRun {
+            cache.saveLastBuildKeys(outcomes.usedKeys)
             cache.saveLastRun(.init(command: command, started: started, duration: summary.duration, total: summary.total,
                                     built: summary.built, cached: summary.cached, failed: summary.failed,
                                     skipped: summary.skipped + summary.notRun, criticalPath: summary.criticalPath))
@@ -107,14 +122,16 @@ public struct Session: Sendable {
     /// full build. A dry run always plans.
     public static func build(manifestPath: String, cacheDirectory option: String?, rules: any BuildRules, patterns: [String],
                              shard: KernelShard? = nil, options: BuildOptions, reporter: any BuildReporter, command: String = "build",
-                             remoteCache: RemoteCacheSetting = .init()) async throws -> BuildSummary {
+                             remoteCache: RemoteCacheSetting = .init(), reports: ReportFiles = .init()) async throws -> BuildSummary {
         let cacheDirectory = Session.cacheDirectory(option: option, manifestPath: manifestPath)
-        if !options.dryRun, let summary = try upToDate(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules,
+        // A report file asked for lists every kernel, which needs the plan the stamp skips.
+        if !options.dryRun, reports.isEmpty, let summary = try upToDate(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules,
                                                        patterns: patterns, shard: shard, reporter: reporter, command: command) {
             return summary
         }
         return try await Session(manifestPath: manifestPath, cacheDirectory: cacheDirectory, rules: rules, writing: !options.dryRun)
-            .build(patterns: patterns, shard: shard, options: options, reporter: reporter, command: command, remoteCache: remoteCache)
+            .build(patterns: patterns, shard: shard, options: options, reporter: reporter, command: command, remoteCache: remoteCache,
+                   reports: reports)
     }
 
     static func stampIdentity(manifestPath: String, patterns: [String], shard: KernelShard? = nil, rules: any BuildRules) -> String {
@@ -154,6 +171,11 @@ public struct Session: Sendable {
         }
         cache.saveLastRun(.init(command: command, started: started, duration: summary.duration, total: summary.total,
                                 built: 0, cached: summary.cached, failed: 0, skipped: 0))
+        // The last report still lists the same kernels; what it built is now cached.
+        let last = BuildReport.lastPath(cacheDirectory: cacheDirectory)
+        if let report = try? BuildReport.read(last) {
+            try? BuildReport.write(try report.asUnchanged(started: started, finished: Date()).encoded(), to: last)
+        }
         timer.mark("report")
         return summary
     }

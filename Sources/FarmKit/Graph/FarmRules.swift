@@ -140,6 +140,21 @@ public struct FarmRules: BuildRules {
         }
     }
 
+    /// The bundle, each recipe's compile and sign, and the profile: the last of compile and sign
+    /// holds the module the repository publishes.
+    public func reportTasks(for kernel: Kernel, manifest: Manifest, recipes: RecipeBook) -> KernelTasks {
+        let signed = manifest.signing != nil
+        let modules = recipes.order.compactMap { recipes.recipes[$0] }.map { recipe in
+            KernelTasks.Module(recipe: recipe.name, file: recipe.outputName(release: kernel.release),
+                               tasks: [FarmTask.compile(recipe: recipe.name, kernel: kernel.name).name]
+                                   + (signed ? [FarmTask.sign(recipe: recipe.name, kernel: kernel.name).name] : []),
+                               signatureOutput: signed ? "signature" : nil)
+        }
+        let profile = manifest.profiles ? FarmTask.profile(kernel: kernel.name).name : nil
+        return KernelTasks(tasks: [FarmTask.bundle(kernel: kernel.name).name] + modules.flatMap(\.tasks) + (profile.map { [$0] } ?? []),
+                           modules: modules, profile: profile)
+    }
+
     /// The kernel's image package, fetched like any package, and the initramfs task over it.
     public func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
         guard let fetched = imageFetch(kernel, mirrors: MirrorResolver(manifest: manifest, aptRoot: aptRoot), into: &graph) else {

@@ -15,11 +15,14 @@ public protocol BuildRules: Sendable {
     func planInputs(manifest: Manifest, recipes: RecipeBook) -> [String]?
     /// The rules' own settings that change a plan (a sandbox option, an apt root), for the stamp's identity.
     var settings: String { get }
+    /// The tasks a build report (`--report`, `farm report`) follows for `kernel`.
+    func reportTasks(for kernel: Kernel, manifest: Manifest, recipes: RecipeBook) -> KernelTasks
 }
 
 extension BuildRules {
     public func planInputs(manifest: Manifest, recipes: RecipeBook) -> [String]? { nil }
     public var settings: String { "" }
+    public func reportTasks(for kernel: Kernel, manifest: Manifest, recipes: RecipeBook) -> KernelTasks { KernelTasks() }
 
     public func planLab(_ kernel: Kernel, manifest: Manifest, into graph: inout BuildGraph) throws -> BuildGraph.NodeID {
         throw FarmError.badInput("these rules make no lab image")
