@@ -14,10 +14,13 @@ public struct SyntheticFetch: TaskAction {
     public var version: Int { 1 }
     public var parameters: [(name: String, value: String)] { [("url", url), ("sha256", sha256)] }
     public var resource: ResourceClass { .network }
+    /// Known before it runs, as a real fetch's pin: deferred until a task that reads it runs here.
+    public var knownOutputs: [String: Digest]? { ["package": SHA256.hash(Data(contents.utf8))] }
+    private var contents: String { "package \(url)\n" }
 
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
         context.log.append("fetched \(url)\n")
-        return ["package": try context.store(Data("package \(url)\n".utf8))]
+        return ["package": try context.store(Data(contents.utf8))]
     }
 }
 

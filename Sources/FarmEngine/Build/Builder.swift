@@ -73,6 +73,9 @@ public struct Builder: Sendable {
         let remote = options.dryRun ? nil : options.remoteCache.map { RemoteSharing(cache: $0, store: cache, reporter: reporter) }
         var uploads: [(key: Digest, result: RemoteResult, task: String)] = []
         var uploading = 0
+        // Tasks launched only to look for their result remotely (their deferred inputs are not
+        // here), and those that did and missed.
+        var probing = Set<BuildGraph.NodeID>(), probed = Set<BuildGraph.NodeID>()
 
         try await withThrowingTaskGroup(of: Finished.self) { group in
             func launch() {
@@ -83,8 +86,11 @@ public struct Builder: Sendable {
                     timing.started(id, at: (ContinuousClock.now - clock).seconds)
                     reporter.report(.started(.init(kind: node.kind, label: node.label, key: definition.key), schedule.progress))
                     let shared = node.action.sharedRemotely ? remote : nil
+                    let probeOnly = probing.remove(id) != nil
+                    // A task whose probe missed is not looked for again (a slow server would hold it twice).
+                    let ask = !probed.contains(id)
                     group.addTask { [cache] in
-                        let outcome = await TaskRunner(cache: cache, remote: shared).run(node, definition: definition)
+                        let outcome = await TaskRunner(cache: cache, remote: shared).run(node, definition: definition, probeOnly: probeOnly, ask: ask)
                         return .task(Completion(node: id, key: definition.key, outcome: outcome))
                     }
                 }
@@ -104,7 +110,7 @@ public struct Builder: Sendable {
                 }
             }
 
-            try settle(&schedule, timing: &timing, since: clock)
+            try settle(&schedule, timing: &timing, since: clock, probe: remote == nil ? nil : { probing.insert($0) }, probed: probed)
             // Everything not taken from the store now will run (or, in a dry run, would run).
             try Builder.checkRequirements(of: schedule.toRun)
             launch()
@@ -118,7 +124,10 @@ public struct Builder: Sendable {
                 let task = BuildEvent.Task(kind: node.kind, label: node.label, key: completion.key)
                 let outcome = completion.outcome
                 timing.finished(completion.node, at: (ContinuousClock.now - clock).seconds)
-                if let outputs = outcome.outputs, let from = outcome.fetchedFrom {
+                if outcome.notFoundRemotely {
+                    probed.insert(completion.node)
+                    schedule.notFoundRemotely(completion.node)
+                } else if let outputs = outcome.outputs, let from = outcome.fetchedFrom {
                     schedule.succeeded(completion.node, outputs: outputs, fromRemote: true)
                     reporter.report(.fetched(task, schedule.progress, from: from))
                 } else if let outputs = outcome.outputs {
@@ -141,7 +150,9 @@ public struct Builder: Sendable {
                         stopping = true
                     }
                 }
-                if !stopping { try settle(&schedule, timing: &timing, since: clock) }
+                if !stopping {
+                    try settle(&schedule, timing: &timing, since: clock, probe: remote == nil ? nil : { probing.insert($0) }, probed: probed)
+                }
                 launch()
             }
         }
@@ -160,7 +171,12 @@ public struct Builder: Sendable {
 
     /// Decides each ready task: taken from the store, queued to run, or (dry run) marked pending
     /// with the reason it would run.
-    private func settle(_ schedule: inout Schedule, timing: inout CriticalPath.Timing, since clock: ContinuousClock.Instant) throws {
+    ///
+    /// A task whose outputs are known before it runs (a pinned download) is deferred until a task
+    /// that reads them must run here; one shared remotely is first looked for there (`probe`),
+    /// once (`probed`), and only a miss makes its deferred inputs run.
+    private func settle(_ schedule: inout Schedule, timing: inout CriticalPath.Timing, since clock: ContinuousClock.Instant,
+                        probe: ((BuildGraph.NodeID) -> Void)? = nil, probed: Set<BuildGraph.NodeID> = []) throws {
         try cache.readBatch {
             while let id = schedule.nextReady() {
                 let node = schedule.graph.nodes[id]
@@ -181,12 +197,20 @@ public struct Builder: Sendable {
                     var withKey = task
                     withKey.key = definition.key
                     reporter.report(.cached(withKey, schedule.progress))
+                } else if let known = node.action.knownOutputs, !schedule.required.contains(id) {
+                    schedule.deferRun(id, outputs: known)
                 } else if options.dryRun {
                     let reason = try Explainer(cache: cache).reason(for: node, definition: definition)
                     schedule.markPending(id, reason: reason)
                     var withKey = task
                     withKey.key = definition.key
                     reporter.report(.wouldRun(withKey, reason: reason))
+                    schedule.runDeferredInputs(of: id)
+                } else if schedule.hasDeferredInputs(id), let probe, node.action.sharedRemotely, !probed.contains(id) {
+                    probe(id)
+                    schedule.enqueue(id, definition)
+                } else if schedule.hasDeferredInputs(id) {
+                    schedule.runDeferredInputs(of: id)
                 } else {
                     schedule.enqueue(id, definition)
                     timing.ready(id, at: (ContinuousClock.now - clock).seconds)
@@ -227,15 +251,23 @@ struct TaskRunner: Sendable {
         var fetchedFrom: String?
         /// What to offer the remote cache: the outputs and log of a task that ran here.
         var offer: RemoteResult?
+        /// Launched only to look for its result remotely (`probeOnly`), and not found there.
+        var notFoundRemotely = false
     }
 
-    func run(_ node: BuildGraph.Node, definition: TaskDefinition) async -> Outcome {
+    /// `probeOnly`: the task's inputs are not all in the store (deferred downloads), so only the
+    /// remote cache is asked; a miss is reported, not run.
+    /// `ask: false`: the remote cache was asked already; the result is still offered to it.
+    func run(_ node: BuildGraph.Node, definition: TaskDefinition, probeOnly: Bool = false, ask: Bool = true) async -> Outcome {
         let key = definition.key
         let log = TaskLog()
         let started = Date()
         let clock = ContinuousClock.now
-        if let remote, let outputs = try? await Blocking.run({ remote.take(node, definition: definition) }) {
+        if ask, let remote, let outputs = try? await Blocking.run({ remote.take(node, definition: definition) }) {
             return Outcome(outputs: outputs, log: "", duration: (ContinuousClock.now - clock).seconds, fetchedFrom: remote.cache.location)
+        }
+        if probeOnly {
+            return Outcome(log: "", duration: (ContinuousClock.now - clock).seconds, notFoundRemotely: true)
         }
         let work = cache.objects.temporaryPath("work-\(node.kind)")
         var inputs: [String: [String: Digest]] = [:]

@@ -72,6 +72,8 @@ extension Explainer {
             let resolution = TaskDefinition.resolve(current, in: graph) { dependency in
                 if let produced = outputs[dependency.node] { return .outputs(produced) }
                 if failed.contains(dependency.node) { return .absent }
+                // As the scheduler defers it: a pinned download's outputs are known before it runs.
+                if let known = graph.nodes[dependency.node].action.knownOutputs { return .outputs(known) }
                 return .unknown(reasons[dependency.node] ?? "?")
             }
             let definition: TaskDefinition

@@ -10,6 +10,9 @@ struct Schedule {
         case pending
         case failed
         case skipped
+        /// Not run: its outputs are known before it runs (`TaskAction.knownOutputs`), and no task
+        /// that reads them has had to run yet. Counted as cached until one does.
+        case deferred([String: Digest])
     }
 
     let graph: BuildGraph
@@ -26,6 +29,10 @@ struct Schedule {
     private(set) var reasons: [BuildGraph.NodeID: String] = [:]
     private(set) var finished = 0
     var summary = BuildSummary()
+    /// Deferred tasks a dependent needed: they run now, whatever they know.
+    private(set) var required = Set<BuildGraph.NodeID>()
+    /// Queued or running: decided already, whatever becomes ready meanwhile.
+    private var inFlight = Set<BuildGraph.NodeID>()
 
     init(graph: BuildGraph, targets: [BuildGraph.NodeID]?) {
         self.graph = graph
@@ -46,7 +53,8 @@ struct Schedule {
     /// The next ready task, if any.
     mutating func nextReady() -> BuildGraph.NodeID? {
         while let id = ready.popLast() {
-            if case .waiting = state[id] { return id }
+            // Ready once, then waiting again for a deferred input it shares: it comes back when that is done.
+            if case .waiting = state[id], !inFlight.contains(id), remaining[id] == 0 { return id }
         }
         return nil
     }
@@ -55,7 +63,7 @@ struct Schedule {
     func resolve(_ id: BuildGraph.NodeID) -> DefinitionResolution {
         TaskDefinition.resolve(graph.nodes[id], in: graph) { dependency in
             switch state[dependency.node] {
-            case let .done(outputs): .outputs(outputs)
+            case let .done(outputs), let .deferred(outputs): .outputs(outputs)
             case .failed, .skipped: .absent
             case .pending, .waiting: .unknown(reasons[dependency.node] ?? "it runs first")
             }
@@ -69,6 +77,43 @@ struct Schedule {
         release(id)
     }
 
+    /// Puts off a task whose outputs are known (`knownOutputs`) until a dependent needs it.
+    mutating func deferRun(_ id: BuildGraph.NodeID, outputs: [String: Digest]) {
+        state[id] = .deferred(outputs)
+        summary.cached += 1
+        finished += 1
+        release(id)
+    }
+
+    /// Whether `id` reads the outputs of a task that was put off.
+    func hasDeferredInputs(_ id: BuildGraph.NodeID) -> Bool {
+        graph.nodes[id].dependencies.contains { if case .deferred = state[$0.node] { true } else { false } }
+    }
+
+    /// The deferred tasks `id` reads must run after all: they become ready, and every undecided
+    /// task that reads them (`id` among them) waits for them again.
+    mutating func runDeferredInputs(of id: BuildGraph.NodeID) {
+        for dependency in graph.nodes[id].dependencies {
+            guard case .deferred = state[dependency.node], required.insert(dependency.node).inserted else { continue }
+            state[dependency.node] = .waiting
+            summary.cached -= 1
+            finished -= 1
+            for dependent in graph.dependents[dependency.node] where inBuild?.contains(dependent) ?? true {
+                if case .waiting = state[dependent] { remaining[dependent] += 1 }
+            }
+            ready.append(dependency.node)
+        }
+    }
+
+    /// A task launched only to look for its result in the remote cache did not find it: it goes
+    /// back to waiting, for the deferred inputs it now needs (`runDeferredInputs`).
+    mutating func notFoundRemotely(_ id: BuildGraph.NodeID) {
+        running[graph.nodes[id].action.resource, default: 1] -= 1
+        inFlight.remove(id)
+        runDeferredInputs(of: id)
+        if remaining[id] == 0 { ready.append(id) }
+    }
+
     /// Dry run: the task would run, for `reason`.
     mutating func markPending(_ id: BuildGraph.NodeID, reason: String) {
         state[id] = .pending
@@ -78,6 +123,7 @@ struct Schedule {
     }
 
     mutating func enqueue(_ id: BuildGraph.NodeID, _ definition: TaskDefinition) {
+        inFlight.insert(id)
         queues[graph.nodes[id].action.resource, default: []].append((id, definition))
     }
 
@@ -97,6 +143,7 @@ struct Schedule {
     /// The task ran, or (`fromRemote`) its result was taken from the remote cache instead.
     mutating func succeeded(_ id: BuildGraph.NodeID, outputs: [String: Digest], fromRemote: Bool = false) {
         running[graph.nodes[id].action.resource, default: 1] -= 1
+        inFlight.remove(id)
         finished += 1
         state[id] = .done(outputs)
         if fromRemote {
@@ -110,6 +157,7 @@ struct Schedule {
 
     mutating func failed(_ id: BuildGraph.NodeID) {
         running[graph.nodes[id].action.resource, default: 1] -= 1
+        inFlight.remove(id)
         finished += 1
         state[id] = .failed
         summary.failed += 1
@@ -142,7 +190,12 @@ struct Schedule {
 
     /// Tasks not taken from the store: they will run (or, in a dry run, would).
     var toRun: [BuildGraph.Node] {
-        selected.filter { if case .done = state[$0] { false } else { true } }.map { graph.nodes[$0] }
+        selected.filter {
+            switch state[$0] {
+            case .done, .deferred: false
+            default: true
+            }
+        }.map { graph.nodes[$0] }
     }
 
     private mutating func release(_ id: BuildGraph.NodeID) {

@@ -28,6 +28,10 @@ public protocol TaskAction: Sendable {
     /// Whether a remote cache (`--remote-cache`) is asked for and offered this kind's results:
     /// those slow to make and the same on every machine. Downloads are not: every machine has a mirror.
     var sharedRemotely: Bool { get }
+    /// Outputs known before the task runs (a download pinned by its sha256), or nil. Such a task
+    /// is deferred: its dependents are decided on these digests, and it runs only when one of them
+    /// has to run here, so a machine whose store or remote cache has every result downloads nothing.
+    var knownOutputs: [String: Digest]? { get }
     /// Produces the task's outputs in the CAS and returns them by name.
     func run(_ context: TaskContext) async throws -> [String: Digest]
 }
@@ -36,6 +40,7 @@ extension TaskAction {
     public var resource: ResourceClass { .cpu }
     public var requirements: [Requirement] { [] }
     public var sharedRemotely: Bool { false }
+    public var knownOutputs: [String: Digest]? { nil }
 }
 
 /// Something a task needs that no task makes. `id` names it, so that the thousand tasks needing

@@ -51,6 +51,8 @@ public struct FetchAction: TaskAction {
         return parameters
     }
     public var resource: ResourceClass { .network }
+    /// The package's pin: what it downloads is known, so it is fetched only for a task that runs here.
+    public var knownOutputs: [String: Digest]? { ["package": sha256] }
 
     public func run(_ context: TaskContext) async throws -> [String: Digest] {
         let outputs = try await fetch(context)

@@ -50,6 +50,9 @@ struct RemoteCacheTests {
         #expect(log.warnings.isEmpty, "\(log.warnings)")
         let ranShared = log.built.filter { sharedKinds.contains(kind($0)) }
         #expect(ranShared.isEmpty, "ran although the server had them: \(ranShared.sorted())")
+        // Every task that reads the packages came from the server, so none was downloaded.
+        #expect(!log.built.contains { $0.hasPrefix("synthetic-fetch:") }, "downloaded for nothing: \(log.built.sorted())")
+        #expect(firstLog.built.contains { $0.hasPrefix("synthetic-fetch:") })
         #expect(log.fetched.count == summary.remote && summary.remote == firstLog.built.filter { sharedKinds.contains(kind($0)) }.count)
         #expect(try outputs(of: second) == outputs(of: first))
 
