@@ -13,6 +13,7 @@ import SyntheticKinds
 //   swift run -c release farm-bench compile [--kernels 8]  (see CompileBenchmark.swift)
 //   swift run -c release farm-bench capture [--runs 3]     (see CaptureBenchmark.swift)
 //   swift run -c release farm-bench plan [--kernels 10000] (see PlanBenchmark.swift)
+//   swift run -c release farm-bench remote [--kernels N]    (see RemoteBenchmark.swift)
 //
 // Reports plan, cold-cache dry-run, cold build and no-op build times next to `ninja -n`, ninja's
 // build and a no-op `ninja -n`, and the ratios.
@@ -31,6 +32,15 @@ if CommandLine.arguments.dropFirst().first == "capture" {
         try await captureBenchmark(Array(CommandLine.arguments.dropFirst(2)))
     } catch {
         print("farm-bench capture: \(error)")
+        exit(1)
+    }
+    exit(0)
+}
+if CommandLine.arguments.dropFirst().first == "remote" {
+    do {
+        try await remoteBenchmark(Array(CommandLine.arguments.dropFirst(2)))
+    } catch {
+        print("farm-bench remote: \(error)")
         exit(1)
     }
     exit(0)

@@ -125,20 +125,8 @@ public enum RepositoryFormat {
         }
     }
 
-    static func escape(_ text: String) -> String {
-        var result = ""
-        for character in text {
-            switch character {
-            case "&": result += "&amp;"
-            case "<": result += "&lt;"
-            case ">": result += "&gt;"
-            case "\"": result += "&quot;"
-            case "'": result += "&apos;"
-            default: result.append(character)
-            }
-        }
-        return result
-    }
+    /// One escaping for every XML farm writes (repository metadata, reports).
+    static func escape(_ text: String) -> String { Markup.escape(text) }
 
     /// The manifest, modules sorted by version. Margarita Shotgun 0.4.1 cannot read a manifest
     /// with exactly one `<module>` (xmltodict gives it a mapping, not a list), so a lone module

@@ -1,4 +1,5 @@
 import FarmEngine
+import FarmKit
 import Foundation
 
 /// A remote cache server for tests: Debian's nginx with WebDAV `PUT` on 127.0.0.1, with its
@@ -104,22 +105,7 @@ final class NginxServer: @unchecked Sendable {
     }
 
     /// A port nothing listens on just now (bound to port 0, then let go).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(fd, pointer, length)
-                return getsockname(fd, pointer, &length)
-            }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    static func freePort() -> Int { (try? Labs.freePort()) ?? 0 }
 
     static func accepts(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
