@@ -43,6 +43,14 @@ extension DebianArchiveTests {
             #expect(result.stdout.contains("ratio"), "\(result.stdout)")
         }
 
+        @Test(.enabled(if: NginxServer.installed, "needs nginx (apt-get install nginx-light)"))
+        func theRemoteBenchmarkRunsAgainstAColdBuild() async throws {
+            let project = try await CompileProject.shared.get()
+            let result = try runProcess(BenchmarkSmokeTests.bench, ["remote", "--manifest", project.manifest, "--kernels", "1", "-j", "2"])
+            #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+            #expect(result.stdout.contains("ratio remote/cold: ") && result.stdout.contains("(0 packages downloaded)"), "\(result.stdout)")
+        }
+
         @Test func theCompileBenchmarkRunsAgainstSerialMake() async throws {
             let project = try await CompileProject.shared.get()
             // A copy of the project with its own keys: the shared project has none, and its other tests rely on that.
