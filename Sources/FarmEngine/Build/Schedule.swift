@@ -43,6 +43,8 @@ struct Schedule {
         for id in selected { remaining[id] = graph.nodes[id].dependencies.count }
         self.remaining = remaining
         ready = selected.filter { remaining[$0] == 0 }.reversed()
+        // A task asked for by name runs (or comes from the store) even when its outputs are known.
+        required = Set(targets ?? [])
         summary.total = selected.count
     }
 

@@ -16,6 +16,31 @@ struct SchedulingTests {
         func run(_ context: TaskContext) async throws -> [String: Digest] { ["out": try context.store(Data(name.utf8))] }
     }
 
+    /// A download pinned by its digest: its output is known before it runs.
+    struct Pinned: TaskAction {
+        var kind: String { "pinned" }
+        var version: Int { 1 }
+        var parameters: [(name: String, value: String)] { [] }
+        var resource: ResourceClass { .network }
+        var knownOutputs: [String: Digest]? { ["out": SHA256.hash(Data("pinned".utf8))] }
+        func run(_ context: TaskContext) async throws -> [String: Digest] { ["out": try context.store(Data("pinned".utf8))] }
+    }
+
+    /// Deferred in a whole build, where nothing reads it; asked for by name, it runs.
+    @Test func aPinnedDownloadRunsWhenAskedForByNameAndNotOtherwise() async throws {
+        let scratch = try Scratch()
+        var graph = BuildGraph()
+        let id = graph.add(Pinned(), label: "package")
+        let cache = try BuildCache(directory: scratch.file("cache"))
+        defer { cache.close() }
+        let whole = try await Builder(cache: cache, options: BuildOptions(), reporter: EventLog()).build(graph)
+        #expect(whole.built == 0 && whole.cached == 1)
+        #expect(!cache.objects.isPresent(SHA256.hash(Data("pinned".utf8))))
+        let named = try await Builder(cache: cache, options: BuildOptions(), reporter: EventLog()).build(graph, targets: [id], collecting: [id])
+        #expect(named.built == 1 && named.collected[id]?["out"] == SHA256.hash(Data("pinned".utf8)))
+        #expect(cache.objects.isPresent(SHA256.hash(Data("pinned".utf8))))
+    }
+
     @Test func eachResourceClassRunsUpToItsOwnLimit() throws {
         var graph = BuildGraph()
         for index in 0..<4 {
