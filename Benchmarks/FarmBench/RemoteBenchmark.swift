@@ -27,7 +27,8 @@ func remoteBenchmark(_ arguments: [String]) async throws {
     let farm = sibling("farm")
     let source = URL(fileURLWithPath: manifestPath).standardizedFileURL.deletingLastPathComponent().path
     let work = "/var/tmp/farm-bench-remote-\(getpid())"
-    defer { try? FileManager.default.removeItem(atPath: work) }
+    // Leftovers.remove: the caches hold read-only unpacked trees, which FileManager leaves behind.
+    defer { _ = Leftovers.remove(work) }
     try FileManager.default.createDirectory(atPath: work + "/project", withIntermediateDirectories: true)
     try FileManager.default.copyItem(atPath: source + "/recipes", toPath: work + "/project/recipes")
     var text = try String(contentsOfFile: manifestPath, encoding: .utf8)
