@@ -126,7 +126,9 @@ struct RemoteCacheTests {
         let elapsed = (ContinuousClock.now - clock).components.seconds
         #expect(summary.succeeded && summary.built == summary.total)
         #expect(log.warnings.count == 1 && log.warnings[0].contains("127.0.0.1:\(silent.port)"), "\(log.warnings)")
-        #expect(elapsed < Int64(HTTPRemoteCache.resultTimeout) + 8, "\(elapsed) s")
+        // Held up once, not once per shared task (four here): under two timeouts, however loaded
+        // the machine (a CI run beside other suites took 18 s for the 10 s timeout and the build).
+        #expect(elapsed < 2 * Int64(HTTPRemoteCache.resultTimeout), "\(elapsed) s")
     }
 
     @Test func aServerStoppedMidBuildGivesOneWarningAndTheRestIsBuiltHere() async throws {
